@@ -1,0 +1,76 @@
+# s3-model-cache — `make help` lists the targets.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV := .venv
+TOOLS_VENV := .venv-tools
+PY := $(VENV)/bin/python
+TOOLS := $(TOOLS_VENV)/bin
+INSTALLED := $(VENV)/.installed
+TOOLS_INSTALLED := $(TOOLS_VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(INSTALLED): pyproject.toml loader/pyproject.toml requirements/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c requirements/constraints.txt -e ".[dev]" -e "./loader[hub]"
+	@touch $@
+
+$(TOOLS_INSTALLED): requirements/tools.txt
+	$(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS)/python -m pip install --quiet --upgrade pip
+	$(TOOLS)/python -m pip install --quiet -r requirements/tools.txt
+	@touch $@
+
+.PHONY: install
+install: $(INSTALLED) $(TOOLS_INSTALLED) ## Create .venv (project, tests, demo, bench) and .venv-tools (sam, cfn-lint, checkov)
+
+.PHONY: demo
+demo: $(INSTALLED) ## Run the whole story offline: Hub double + local S3 -> cache -> loader -> generate text
+	$(PY) -m model_cache.devtools.demo
+
+.PHONY: test
+test: install lint validate build ## Lint, validate the template/ASL, sam build, and run the whole test suite
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+.PHONY: test-fast
+test-fast: $(INSTALLED) ## Only the pytest suite, skipping the linters and sam build
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+.PHONY: lint
+lint: $(INSTALLED) ## ruff (format check + lint) and mypy
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+.PHONY: fmt
+fmt: $(INSTALLED) ## Format and auto-fix with ruff
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+.PHONY: validate
+validate: install ## sam validate --lint, cfn-lint (+ serverless rules), checkov, statelint on the ASL
+	@if [ -f template.yaml ]; then bash scripts/validate.sh; else echo "no template.yaml yet"; fi
+
+.PHONY: build
+build: install ## sam build, offline, for the Lambda runtime and architecture
+	@if [ -f template.yaml ]; then PATH="$(CURDIR)/$(TOOLS):$$PATH" $(TOOLS)/sam build --parallel; else echo "no template.yaml yet"; fi
+
+.PHONY: bench
+bench: $(INSTALLED) ## Benchmarks (not tests): figures to bench/results/ and docs/performance.md
+	$(PY) -m bench
+
+.PHONY: clean
+clean: ## Remove build output and caches (keeps the venvs)
+	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache .demo
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+.PHONY: distclean
+distclean: clean ## Also remove the venvs
+	rm -rf $(VENV) $(TOOLS_VENV)

@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench`): they measure and write figures; they assert nothing. Tests live in tests/."""

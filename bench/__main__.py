@@ -1,0 +1,26 @@
+"""`make bench`: run every benchmark suite in turn; each writes bench/results/<name>.json and its
+section of docs/performance.md. `python -m bench copy` or `python -m bench loader` runs one."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+SUITES = ["copy", "loader"]
+
+
+def main(argv: list[str]) -> int:
+    chosen = argv or SUITES
+    unknown = [name for name in chosen if name not in SUITES]
+    if unknown:
+        print(f"unknown benchmark suite(s): {', '.join(unknown)}; choose from {', '.join(SUITES)}", file=sys.stderr)
+        return 2
+    for name in chosen:
+        print(f"== bench {name}", flush=True)
+        module = importlib.import_module(f"bench.{name}")
+        module.main()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

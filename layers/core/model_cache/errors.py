@@ -1,0 +1,58 @@
+"""Domain errors. Each names the problem and, where there is one, the fix.
+
+Step Functions retries only transient Lambda/service errors; these domain errors
+are raised by their class name (the `Error` field of a failed task) and are never
+retried, so their names are part of the state machine contract.
+"""
+
+from __future__ import annotations
+
+
+class ModelCacheError(Exception):
+    """Base class: a problem the user can act on. `exit_code` is the CLI's."""
+
+    exit_code = 1
+
+
+class InvalidRequest(ModelCacheError):
+    """A request, repo id, revision, glob or path that is not acceptable."""
+
+    exit_code = 2
+
+
+class RepoNotFound(ModelCacheError):
+    exit_code = 3
+
+
+class RevisionNotFound(ModelCacheError):
+    exit_code = 3
+
+
+class EntryNotFound(ModelCacheError):
+    exit_code = 3
+
+
+class GatedRepo(ModelCacheError):
+    """The repo needs a token (or a different one)."""
+
+    exit_code = 4
+
+
+class BucketNotFound(ModelCacheError):
+    exit_code = 5
+
+
+class AccessDenied(ModelCacheError):
+    exit_code = 5
+
+
+class IntegrityError(ModelCacheError):
+    """Bytes that do not match the Hub's declared size or hash. Nothing is published."""
+
+    exit_code = 6
+
+
+class TransferError(ModelCacheError):
+    """A transfer that still failed after its retries."""
+
+    exit_code = 7

@@ -1,0 +1,239 @@
+"""Shared fixtures: the offline world every test runs in.
+
+- AWS: moto's real HTTP server on 127.0.0.1, reached by boto3 through AWS_ENDPOINT_URL with fake
+  credentials. One server per session; tests isolate themselves with fresh bucket/queue names.
+- The Hugging Face Hub: our Hub double (model_cache.devtools.hub), reached by huggingface_hub
+  through HF_ENDPOINT.
+- A real LambdaContext dataclass for handler tests, and sample events from events/.
+
+Nothing here may reach the internet: non-loopback connections are refused for every test, and
+tests marked `unit` get no sockets at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from pytest_socket import disable_socket, socket_allow_hosts
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EVENTS_DIR = REPO_ROOT / "events"
+SCHEMA_PATH = REPO_ROOT / "schemas" / "manifest.schema.json"
+REGION = "us-east-1"
+LOOPBACK = ["127.0.0.1", "localhost", "::1"]
+
+# Set before any test module imports boto3 clients or huggingface_hub constants, so that nothing
+# can ever talk to real AWS or the real Hub, whatever a test forgets.
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "POWERTOOLS_SERVICE_NAME": "model-cache-test",
+        "POWERTOOLS_METRICS_NAMESPACE": "ModelCacheTest",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+    }
+)
+os.environ.pop("AWS_PROFILE", None)
+os.environ.pop("HF_TOKEN", None)
+os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"  # until a test starts the Hub double: a closed port
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("unit"):
+        disable_socket(allow_unix_socket=True)
+    else:
+        socket_allow_hosts(LOOPBACK, allow_unix_socket=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# AWS: moto server
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MotoEndpoint:
+    url: str
+    host: str
+    port: int
+
+    def reset(self) -> None:
+        """Forget every resource (moto's reset API). Tests normally use fresh names instead."""
+        import urllib.request
+
+        urllib.request.urlopen(urllib.request.Request(f"{self.url}/moto-api/reset", method="POST"))  # noqa: S310
+
+    def configure(self, config: dict[str, Any]) -> None:
+        """Set moto's runtime config, e.g. {"stepfunctions": {"execute_state_machine": True}}."""
+        import urllib.request
+
+        request = urllib.request.Request(
+            f"{self.url}/moto-api/config", data=json.dumps(config).encode(), method="POST"
+        )
+        urllib.request.urlopen(request)  # noqa: S310
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoEndpoint]:
+    """moto's real HTTP server on a free loopback port; AWS_ENDPOINT_URL points every boto3 client at it."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = MotoEndpoint(url=f"http://{host}:{port}", host=host, port=port)
+    previous = os.environ.get("AWS_ENDPOINT_URL")
+    os.environ["AWS_ENDPOINT_URL"] = endpoint.url
+    try:
+        yield endpoint
+    finally:
+        if previous is None:
+            os.environ.pop("AWS_ENDPOINT_URL", None)
+        else:
+            os.environ["AWS_ENDPOINT_URL"] = previous
+        server.stop()
+
+
+@pytest.fixture
+def aws(moto_server: MotoEndpoint, monkeypatch: pytest.MonkeyPatch) -> MotoEndpoint:
+    """Per-test view of the moto server, with AWS_ENDPOINT_URL set for code that builds its own clients."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.url)
+    return moto_server
+
+
+@pytest.fixture
+def s3(aws: MotoEndpoint) -> Any:
+    return boto3.client("s3", region_name=REGION, endpoint_url=aws.url)
+
+
+@pytest.fixture
+def sqs(aws: MotoEndpoint) -> Any:
+    return boto3.client("sqs", region_name=REGION, endpoint_url=aws.url)
+
+
+@pytest.fixture
+def sfn(aws: MotoEndpoint) -> Any:
+    return boto3.client("stepfunctions", region_name=REGION, endpoint_url=aws.url)
+
+
+def unique_name(stem: str) -> str:
+    return f"{stem}-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def bucket(s3: Any) -> str:
+    """A fresh, versioned, empty bucket in the moto server."""
+    name = unique_name("model-cache-test")
+    s3.create_bucket(Bucket=name)
+    s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    return name
+
+
+def incomplete_uploads(s3: Any, bucket_name: str) -> list[dict[str, Any]]:
+    """Every multipart upload still open in the bucket (a clean failure leaves none)."""
+    return list(s3.list_multipart_uploads(Bucket=bucket_name).get("Uploads", []))
+
+
+def all_keys(s3: Any, bucket_name: str, prefix: str = "") -> list[str]:
+    keys: list[str] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket_name, Prefix=prefix):
+        keys.extend(obj["Key"] for obj in page.get("Contents", []))
+    return keys
+
+
+# ---------------------------------------------------------------------------------------------
+# The Hugging Face Hub double
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def hub_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of repos the Hub double serves: the tiny real model and small fixture repos."""
+    from model_cache.devtools import modelgen
+
+    root = tmp_path_factory.mktemp("hub")
+    modelgen.build_fixture_hub(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def hub_server(hub_root: Path) -> Iterator[Any]:
+    """The Hub double on a free loopback port, for the whole session."""
+    from model_cache.devtools.hub import HubServer
+
+    server = HubServer(hub_root, host="127.0.0.1", port=0)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def hub(hub_server: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The Hub double with HF_ENDPOINT pointing at it and no faults left over from other tests."""
+    monkeypatch.setenv("HF_ENDPOINT", hub_server.url)
+    hub_server.faults.clear()
+    hub_server.requests.clear()
+    try:
+        yield hub_server
+    finally:
+        hub_server.faults.clear()
+
+
+@pytest.fixture
+def hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty, private Hugging Face cache for this test."""
+    cache = tmp_path / "hf-cache"
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    return cache
+
+
+# ---------------------------------------------------------------------------------------------
+# Lambda
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LambdaContext:
+    """The attributes Powertools and our handlers read from the real Lambda context object."""
+
+    function_name: str = "model-cache-test"
+    function_version: str = "$LATEST"
+    memory_limit_in_mb: int = 1024
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:model-cache-test"
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    log_group_name: str = "/aws/lambda/model-cache-test"
+    log_stream_name: str = "2026/11/30/[$LATEST]test"
+    remaining_millis: int = 900_000
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_millis
+
+
+@pytest.fixture
+def lambda_context() -> LambdaContext:
+    return LambdaContext()
+
+
+def load_event(name: str) -> Any:
+    """A sample event from events/ (the same files `sam local invoke -e` takes)."""
+    return json.loads((EVENTS_DIR / name).read_text())
+
+
+@pytest.fixture
+def manifest_schema() -> dict[str, Any]:
+    return json.loads(SCHEMA_PATH.read_text())
