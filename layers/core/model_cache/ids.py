@@ -26,8 +26,8 @@ def validate_repo_id(repo_id: object) -> str:
     if len(repo_id) > MAX_REPO_ID_LENGTH:
         raise InvalidRequest(f"repo_id is {len(repo_id)} characters long; the Hub allows at most {MAX_REPO_ID_LENGTH}")
     if not repo_id.isascii():
-        raise InvalidRequest(f"repo_id {ascii(repo_id)} has non-ASCII characters; Hub ids are ASCII only")
-    if "--" in repo_id or ".." in repo_id or not _REPO_ID_RE.match(repo_id):
+        raise InvalidRequest(f"repo_id {repo_id!a} has non-ASCII characters; Hub ids are ASCII only")
+    if "--" in repo_id or ".." in repo_id or not _REPO_ID_RE.fullmatch(repo_id):
         raise InvalidRequest(
             f"repo_id {repo_id!r} is not a Hub model id: expected 'org/name' or 'name' with letters, "
             "digits, '-', '_' or '.', not starting or ending with '-' or '.', and no '--' or '..'"
@@ -42,7 +42,7 @@ def validate_revision(revision: object) -> str:
     if not revision:
         raise InvalidRequest("revision is empty")
     if (
-        not _REVISION_RE.match(revision)
+        not _REVISION_RE.fullmatch(revision)
         or ".." in revision
         or "//" in revision
         or revision.endswith(("/", ".", ".lock"))
@@ -56,7 +56,7 @@ def validate_revision(revision: object) -> str:
 
 
 def is_commit_id(revision: str) -> bool:
-    return bool(_COMMIT_RE.match(revision))
+    return bool(_COMMIT_RE.fullmatch(revision))
 
 
 def validate_repo_path(path: object) -> str:
@@ -76,14 +76,14 @@ def validate_repo_path(path: object) -> str:
     if "\\" in path:
         raise InvalidRequest(f"file path {path!r} contains a backslash")
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in path):
-        raise InvalidRequest(f"file path {ascii(path)} contains a NUL or control character")
+        raise InvalidRequest(f"file path {path!a} contains a NUL or control character")
     segments = path.split("/")
     if any(segment == "" for segment in segments):
         raise InvalidRequest(f"file path {path!r} has an empty segment")
     if any(segment in (".", "..") for segment in segments):
         raise InvalidRequest(f"file path {path!r} has a '.' or '..' segment")
     if unicodedata.normalize("NFC", path) != path:
-        raise InvalidRequest(f"file path {ascii(path)} is not in Unicode NFC form")
+        raise InvalidRequest(f"file path {path!a} is not in Unicode NFC form")
     return path
 
 
