@@ -1,0 +1,184 @@
+"""The request message (ARCHITECTURE.md 3.3): SQS body or state machine input -> `CacheRequest`.
+
+A message is either a bare repo id (`org/name`, optionally `org/name@rev`) or a JSON object
+`{"repo_id", "revision", "include", "exclude", "force", "requested_by"}`. Anything else is
+rejected with an `InvalidRequest` that names the problem, before anything is written.
+
+The execution name makes duplicates collapse: two messages asking for the same repo, revision,
+file selection and force flag within one dedupe window map to the same Step Functions execution
+name, and Step Functions refuses a second execution with that name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from model_cache.errors import InvalidRequest
+from model_cache.ids import is_commit_id, parse_repo_ref, validate_repo_id, validate_revision
+from model_cache.layout import DEFAULT_REVISION
+
+# Step Functions execution names: at most 80 characters; we keep to the subset that is safe in
+# CloudWatch log streams and ARNs as well.
+MAX_EXECUTION_NAME_LENGTH = 80
+_UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
+_HASH_LENGTH = 10
+# A branch or tag can move to a new commit, so a request for one must be able to run again later;
+# Step Functions keeps a closed execution's name taken for 90 days. A commit id never moves, so a
+# request pinned to one needs no window at all.
+DEFAULT_DEDUPE_WINDOW_SECONDS = 3600
+
+MAX_MESSAGE_BYTES = 64 * 1024
+MAX_PATTERNS = 100
+MAX_PATTERN_LENGTH = 256
+MAX_REQUESTED_BY_LENGTH = 128
+_FIELDS = frozenset({"repo_id", "revision", "include", "exclude", "force", "requested_by"})
+
+
+@dataclass(frozen=True)
+class CacheRequest:
+    """One validated request to cache `repo_id` at `revision`.
+
+    `include=None` means the default selection: every file, minus duplicate weight formats when
+    the repo has safetensors (applied by `model_cache.selection`, which owns that rule).
+    """
+
+    repo_id: str
+    revision: str = DEFAULT_REVISION
+    include: tuple[str, ...] | None = None
+    exclude: tuple[str, ...] = field(default_factory=tuple)
+    force: bool = False
+    requested_by: str | None = None
+
+    def to_input(self) -> dict[str, Any]:
+        """The state machine input (and the JSON form of the SQS message)."""
+        return {
+            "repo_id": self.repo_id,
+            "revision": self.revision,
+            "include": list(self.include) if self.include is not None else None,
+            "exclude": list(self.exclude),
+            "force": self.force,
+            "requested_by": self.requested_by,
+        }
+
+    def selection_hash(self) -> str:
+        """A short, stable hash of everything that changes what an execution copies."""
+        canonical = json.dumps(
+            {
+                "repo_id": self.repo_id,
+                "revision": self.revision,
+                "include": sorted(self.include) if self.include is not None else None,
+                "exclude": sorted(self.exclude),
+                "force": self.force,
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()[:_HASH_LENGTH]
+
+    def execution_name(self, now: datetime | None = None, window_seconds: int = DEFAULT_DEDUPE_WINDOW_SECONDS) -> str:
+        """`{repo}-{revision}-{hash}[-{window}]`, at most 80 characters of [A-Za-z0-9_-].
+
+        The readable part may be truncated or lose characters; the hash covers the exact repo id,
+        revision, include, exclude and force, so two different requests never share a name.
+        """
+        suffix = f"-{self.selection_hash()}"
+        if not is_commit_id(self.revision):
+            if window_seconds <= 0:
+                raise InvalidRequest(f"dedupe window must be positive, got {window_seconds} seconds")
+            moment = now or datetime.now(UTC)
+            window_start = int(moment.timestamp()) // window_seconds * window_seconds
+            suffix += "-" + datetime.fromtimestamp(window_start, UTC).strftime("%Y%m%dT%H%M")
+        revision = self.revision[:12] if is_commit_id(self.revision) else self.revision
+        readable = _UNSAFE_NAME_CHARS.sub("_", f"{self.repo_id.replace('/', '--')}-{revision}")
+        return readable[: MAX_EXECUTION_NAME_LENGTH - len(suffix)] + suffix
+
+
+def parse_request(body: object) -> CacheRequest:
+    """Parse an SQS body (str) or an already-decoded state machine input (dict) into a request."""
+    if isinstance(body, dict):
+        return _from_mapping(body)
+    if not isinstance(body, str):
+        raise InvalidRequest(f"request must be a string or a JSON object, got {type(body).__name__}")
+    if len(body.encode("utf-8")) > MAX_MESSAGE_BYTES:
+        raise InvalidRequest(f"request is larger than {MAX_MESSAGE_BYTES} bytes")
+    text = body.strip()
+    if not text:
+        raise InvalidRequest("request is empty: expected 'org/name', 'org/name@revision' or a JSON object")
+    if text[0] in '{["':
+        try:
+            decoded = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InvalidRequest(
+                f"request is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+            ) from exc
+        if isinstance(decoded, str):
+            return _from_reference(decoded)
+        if not isinstance(decoded, dict):
+            raise InvalidRequest(f"a JSON request must be an object, got {type(decoded).__name__}")
+        return _from_mapping(decoded)
+    return _from_reference(text)
+
+
+def _from_reference(text: str) -> CacheRequest:
+    if any(ch.isspace() for ch in text.strip()):
+        raise InvalidRequest(f"request {text[:100]!r} is not a repo id: it contains whitespace")
+    repo_id, revision = parse_repo_ref(text)
+    return CacheRequest(repo_id=repo_id, revision=revision or DEFAULT_REVISION)
+
+
+def _from_mapping(data: dict[Any, Any]) -> CacheRequest:
+    unknown = sorted(str(key) for key in data if key not in _FIELDS)
+    if unknown:
+        raise InvalidRequest(
+            f"request has unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_FIELDS))}"
+        )
+    if "repo_id" not in data:
+        raise InvalidRequest("request has no repo_id")
+    repo_id = validate_repo_id(data["repo_id"])
+    revision_value = data.get("revision")
+    revision = DEFAULT_REVISION if revision_value is None else validate_revision(revision_value)
+    include_value = data.get("include")
+    include = None if include_value is None else _patterns("include", include_value)
+    exclude_value = data.get("exclude")
+    exclude = () if exclude_value is None else _patterns("exclude", exclude_value)
+    force = data.get("force", False)
+    if not isinstance(force, bool):
+        raise InvalidRequest(f"force must be true or false, got {force!r}")
+    requested_by = data.get("requested_by")
+    if requested_by is not None:
+        if not isinstance(requested_by, str) or not requested_by.strip():
+            raise InvalidRequest("requested_by must be a non-empty string when given")
+        if len(requested_by) > MAX_REQUESTED_BY_LENGTH or not requested_by.isprintable():
+            raise InvalidRequest(f"requested_by must be printable and at most {MAX_REQUESTED_BY_LENGTH} characters")
+    return CacheRequest(
+        repo_id=repo_id,
+        revision=revision,
+        include=include,
+        exclude=exclude,
+        force=force,
+        requested_by=requested_by,
+    )
+
+
+def _patterns(name: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        raise InvalidRequest(f"{name} must be a list of glob patterns, not a single string ({value!r})")
+    if not isinstance(value, list):
+        raise InvalidRequest(f"{name} must be a list of glob patterns, got {type(value).__name__}")
+    if len(value) > MAX_PATTERNS:
+        raise InvalidRequest(f"{name} has {len(value)} patterns; at most {MAX_PATTERNS} are allowed")
+    patterns: list[str] = []
+    for pattern in value:
+        if not isinstance(pattern, str) or not pattern:
+            raise InvalidRequest(f"{name} patterns must be non-empty strings, got {pattern!r}")
+        if len(pattern) > MAX_PATTERN_LENGTH or not pattern.isprintable():
+            raise InvalidRequest(
+                f"{name} pattern {pattern[:60]!r} must be printable and at most {MAX_PATTERN_LENGTH} characters"
+            )
+        patterns.append(pattern)
+    return tuple(patterns)
