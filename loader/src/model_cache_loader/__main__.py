@@ -1,0 +1,3 @@
+from model_cache_loader.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,398 @@
+"""`pull` and `resolve_model`: get a model's snapshot into the local Hugging Face cache.
+
+S3 first (refs/{revision} -> manifests/{commit}.json -> parallel ranged GETs, verified), the local
+cache when it already holds the snapshot, the Hub on a miss (fallback="hub").
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from model_cache_loader import fallback as fallback_mod
+from model_cache_loader import layout, metrics
+from model_cache_loader.errors import AccessError, LoaderError, ManifestError, NotCachedError, UsageError
+from model_cache_loader.hfcache import RepoCache, default_cache_dir
+from model_cache_loader.manifest import Manifest, parse_manifest
+from model_cache_loader.transfer import Downloader, Progress, make_job, s3_error
+
+log = logging.getLogger("model_cache_loader")
+
+Source = Literal["s3", "local", "hub"]
+DEFAULT_CONCURRENCY = 16
+DEFAULT_PART_SIZE = 16 * 1024 * 1024
+MIN_PART_SIZE = 64 * 1024
+VERIFY_CHOICES = ("sha256", "size", "none", "sha256-local")
+FALLBACK_CHOICES = ("hub", "error")
+_FALSE = ("false", "0", "no", "off")
+
+
+@dataclass(frozen=True)
+class PullResult:
+    path: Path
+    source: Source
+    commit: str
+    bytes_downloaded: int
+    seconds: float
+    files: int
+    reason: str | None = None
+
+
+def select_bucket(value: str | None, region: str | None) -> str | None:
+    """A plain bucket name, or 'region=bucket,region=bucket' from which AWS_REGION's is chosen.
+
+    Returns None when no bucket applies (nothing configured, or no entry for this region).
+    """
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    if "=" not in value:
+        return value
+    pairs: dict[str, str] = {}
+    for item in value.split(","):
+        item = item.strip()
+        region_name, sep, bucket_name = item.partition("=")
+        if not item:
+            continue
+        if not sep or not region_name.strip() or not bucket_name.strip():
+            raise UsageError(
+                f"MODEL_CACHE_BUCKET entry {item!r} is not 'region=bucket'; "
+                "use a plain bucket name or e.g. 'us-east-1=cache-use1,eu-west-1=cache-euw1'"
+            )
+        pairs[region_name.strip()] = bucket_name.strip()
+    if region is None:
+        raise UsageError(f"MODEL_CACHE_BUCKET lists buckets per region ({', '.join(pairs)}) but AWS_REGION is not set")
+    return pairs.get(region)
+
+
+def _region() -> str | None:
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+
+
+def make_s3_client(concurrency: int = DEFAULT_CONCURRENCY) -> Any:
+    """A boto3 S3 client sized for `concurrency` parallel GETs. AWS_ENDPOINT_URL(_S3) is honoured by boto3."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        max_pool_connections=concurrency + 4,
+        retries={"mode": "standard", "max_attempts": 4},
+        connect_timeout=5,
+        read_timeout=60,
+        tcp_keepalive=True,
+        # We verify sha256 of every byte ourselves; botocore's response CRC would be a second pass.
+        response_checksum_validation="when_required",
+        request_checksum_calculation="when_required",
+    )
+    return boto3.session.Session().client("s3", region_name=_region(), config=config)
+
+
+class _Pull:
+    """One pull: the resolved options and the steps. `pull()` is the public face."""
+
+    def __init__(
+        self,
+        repo_id: str,
+        revision: str,
+        *,
+        bucket: str | None,
+        prefix: str,
+        cache_dir: Path,
+        fallback: str,
+        verify: str,
+        concurrency: int,
+        part_size: int,
+        request_on_miss: bool,
+        request_queue_url: str | None,
+        s3_client: Any,
+        progress: Progress | None,
+        use_cache: bool,
+    ) -> None:
+        self.repo_id = repo_id
+        self.revision = revision
+        self.bucket = bucket
+        self.prefix = prefix
+        self.fallback = fallback
+        self.verify = verify
+        self.concurrency = concurrency
+        self.part_size = part_size
+        self.request_on_miss = request_on_miss
+        self.request_queue_url = request_queue_url
+        self._s3 = s3_client
+        self.progress = progress
+        self.use_cache = use_cache
+        self.cache = RepoCache(cache_dir, repo_id)
+        self.started = time.monotonic()
+
+    @property
+    def s3(self) -> Any:
+        if self._s3 is None:
+            self._s3 = make_s3_client(self.concurrency)
+        return self._s3
+
+    def run(self) -> PullResult:
+        if not self.use_cache:
+            return self._from_hub("USE_MODEL_CACHE=false", request=False)
+        if self.bucket is None:
+            return self._miss(
+                NotCachedError(f"no cache bucket configured for region {_region()!r} (MODEL_CACHE_BUCKET)")
+            )
+        try:
+            commit = self._resolve_commit()
+            manifest, body = self._manifest(commit)
+        except NotCachedError as exc:
+            return self._miss(exc)
+        except AccessError as exc:
+            local = self._local_when_s3_is_down(exc)
+            return local if local is not None else self._miss(exc)
+        return self._from_s3(manifest, body)
+
+    # ---- S3 metadata ---------------------------------------------------------------------------
+
+    def _get(self, key: str) -> bytes:
+        assert self.bucket is not None
+        try:
+            body: bytes = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except (ClientError, BotoCoreError) as exc:
+            raise s3_error(exc, bucket=self.bucket, key=key) from exc
+        return body
+
+    def _resolve_commit(self) -> str:
+        if layout.is_commit_id(self.revision):
+            return self.revision
+        key = layout.ref_key(self.prefix, self.repo_id, self.revision)
+        commit = self._get(key).decode("utf-8", "replace").strip()
+        if not layout.is_commit_id(commit):
+            raise ManifestError(f"s3://{self.bucket}/{key} holds {commit[:60]!r}, not a 40-hex commit id; re-publish")
+        return commit
+
+    def _manifest(self, commit: str) -> tuple[Manifest, bytes]:
+        # Manifests are immutable per commit, so a copy we already checked needs no S3 read.
+        local = self.cache.local_manifest(commit)
+        if local is not None:
+            try:
+                return self._checked(parse_manifest(local, source=f"(local copy of {commit})"), commit), local
+            except ManifestError:
+                log.warning("local copy of manifest %s is unusable; reading it from S3 again", commit)
+        key = layout.manifest_key(self.prefix, self.repo_id, commit)
+        body = self._get(key)
+        return self._checked(parse_manifest(body, source=f"s3://{self.bucket}/{key}"), commit), body
+
+    def _checked(self, manifest: Manifest, commit: str) -> Manifest:
+        if manifest.repo_id != self.repo_id or manifest.commit != commit:
+            raise ManifestError(
+                f"manifest for {self.repo_id}@{commit} describes {manifest.repo_id}@{manifest.commit}; re-publish"
+            )
+        expected_prefix = layout.snapshot_prefix(self.prefix, self.repo_id, commit)
+        if manifest.prefix != expected_prefix:
+            raise ManifestError(
+                f"manifest for {self.repo_id}@{commit} has prefix {manifest.prefix!r}, expected {expected_prefix!r}; "
+                "check MODEL_CACHE_PREFIX"
+            )
+        return manifest
+
+    # ---- outcomes ------------------------------------------------------------------------------
+
+    def _from_s3(self, manifest: Manifest, body: bytes) -> PullResult:
+        rehash = self.verify == "sha256-local"
+        if not rehash and self.cache.snapshot_complete(manifest):
+            return self._local(manifest, body, reason=None)
+        with self.cache.locked():
+            # Another process may have pulled it while we waited for the lock.
+            if not rehash and self.cache.snapshot_complete(manifest):
+                return self._local(manifest, body, reason="pulled by another process")
+            missing = self.cache.missing_files(manifest, rehash=rehash)
+            downloaded = 0
+            if missing:
+                downloaded = self._download(manifest, missing)
+            self.cache.link_snapshot(manifest)
+            self.cache.save_manifest(manifest.commit, body)
+            self.cache.write_ref(self.revision, manifest.commit)
+        source: Source = "s3" if missing else "local"
+        return self._result(
+            self.cache.snapshot_dir(manifest.commit), source, manifest.commit, downloaded, len(manifest.files), None
+        )
+
+    def _download(self, manifest: Manifest, missing: list[Any]) -> int:
+        assert self.bucket is not None
+        jobs = {}
+        for entry in missing:
+            name = entry.blob_name
+            if name not in jobs:
+                jobs[name] = make_job(entry, self.cache)
+        downloader = Downloader(
+            self.s3,
+            self.bucket,
+            concurrency=self.concurrency,
+            part_size=self.part_size,
+            verify="sha256" if self.verify == "sha256-local" else self.verify,
+            progress=self.progress,
+        )
+        return downloader.run(list(jobs.values()))
+
+    def _local(self, manifest: Manifest, body: bytes, reason: str | None) -> PullResult:
+        if self.cache.local_manifest(manifest.commit) is None:
+            self.cache.save_manifest(manifest.commit, body)
+        self.cache.write_ref(self.revision, manifest.commit)
+        return self._result(
+            self.cache.snapshot_dir(manifest.commit), "local", manifest.commit, 0, len(manifest.files), reason
+        )
+
+    def _local_when_s3_is_down(self, exc: LoaderError) -> PullResult | None:
+        """S3 unreachable, but this revision was pulled before and is complete on disk: use it."""
+        commit = self.revision if layout.is_commit_id(self.revision) else self.cache.read_ref(self.revision)
+        if commit is None:
+            return None
+        body = self.cache.local_manifest(commit)
+        if body is None:
+            return None
+        try:
+            manifest = self._checked(parse_manifest(body, source=f"(local copy of {commit})"), commit)
+        except ManifestError:
+            return None
+        if not self.cache.snapshot_complete(manifest):
+            return None
+        reason = f"S3 unavailable, using the snapshot already on disk: {exc}"
+        log.warning("%s", reason)
+        return self._result(self.cache.snapshot_dir(commit), "local", commit, 0, len(manifest.files), reason)
+
+    def _miss(self, exc: LoaderError) -> PullResult:
+        if self.fallback == "error":
+            raise exc
+        return self._from_hub(str(exc), request=True)
+
+    def _from_hub(self, reason: str, *, request: bool) -> PullResult:
+        log.warning("%s@%s from the Hugging Face Hub: %s", self.repo_id, self.revision, reason)
+        if request and (self.request_on_miss or self.request_queue_url):
+            fallback_mod.send_cache_request(self.repo_id, self.revision, self.request_queue_url)
+        with self.cache.locked():
+            path, commit, downloaded, files = fallback_mod.hub_download(
+                self.repo_id, self.revision, self.cache.cache_dir, self.cache.repo_dir
+            )
+        return self._result(path, "hub", commit, downloaded, files, reason)
+
+    def _result(
+        self, path: Path, source: Source, commit: str, downloaded: int, files: int, reason: str | None
+    ) -> PullResult:
+        return PullResult(
+            path=path,
+            source=source,
+            commit=commit,
+            bytes_downloaded=downloaded,
+            seconds=time.monotonic() - self.started,
+            files=files,
+            reason=reason,
+        )
+
+
+def _positive(name: str, value: int, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UsageError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def pull(
+    repo_id: str | None = None,
+    revision: str = layout.DEFAULT_REVISION,
+    *,
+    bucket: str | None = None,
+    prefix: str | None = None,
+    cache_dir: str | Path | None = None,
+    fallback: Literal["hub", "error"] = "hub",
+    verify: Literal["sha256", "size", "none", "sha256-local"] = "sha256",
+    concurrency: int = DEFAULT_CONCURRENCY,
+    part_size: int = DEFAULT_PART_SIZE,
+    request_on_miss: bool = False,
+    request_queue_url: str | None = None,
+    s3_client: Any = None,
+    emit_emf: bool | None = None,
+    progress: Progress | None = None,
+) -> PullResult:
+    """Put `repo_id` at `revision` into the local Hugging Face cache and return where it is.
+
+    `repo_id` may be 'org/name@rev' and defaults to MODEL_ID. `bucket` defaults to
+    MODEL_CACHE_BUCKET (a name, or 'region=bucket,...' resolved with AWS_REGION), `prefix` to
+    MODEL_CACHE_PREFIX or 'models', `cache_dir` to HF_HUB_CACHE / HF_HOME/hub. USE_MODEL_CACHE=false
+    goes straight to the Hub. On a miss, or with S3 unreachable or denied, fallback='hub' downloads
+    from the Hub (and, with request_on_miss or MODEL_CACHE_REQUEST_QUEUE_URL, asks the pipeline to
+    cache the model); fallback='error' raises. Raises LoaderError subclasses naming the fix.
+    """
+    started = time.monotonic()
+    ref_text = repo_id if repo_id is not None else os.environ.get("MODEL_ID", "")
+    if not ref_text:
+        raise UsageError("no model given: pass repo_id or set MODEL_ID")
+    name, sep, pinned = ref_text.strip().partition("@")
+    if sep and revision not in (layout.DEFAULT_REVISION, pinned):
+        raise UsageError(f"{ref_text!r} pins revision {pinned!r} but revision={revision!r} was also given")
+    name, revision = layout.parse_repo_ref(ref_text, default_revision=revision)
+    if fallback not in FALLBACK_CHOICES:
+        raise UsageError(f"fallback must be one of {FALLBACK_CHOICES}, got {fallback!r}")
+    if verify not in VERIFY_CHOICES:
+        raise UsageError(f"verify must be one of {VERIFY_CHOICES}, got {verify!r}")
+    _positive("concurrency", concurrency)
+    _positive("part_size", part_size, MIN_PART_SIZE)
+    queue_url = request_queue_url or os.environ.get(fallback_mod.REQUEST_QUEUE_ENV) or None
+    job = _Pull(
+        name,
+        revision,
+        bucket=select_bucket(bucket if bucket is not None else os.environ.get("MODEL_CACHE_BUCKET"), _region()),
+        prefix=prefix if prefix is not None else os.environ.get("MODEL_CACHE_PREFIX", layout.DEFAULT_PREFIX),
+        cache_dir=Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir(),
+        fallback=fallback,
+        verify=verify,
+        concurrency=concurrency,
+        part_size=part_size,
+        request_on_miss=request_on_miss,
+        request_queue_url=queue_url,
+        s3_client=s3_client,
+        progress=progress,
+        use_cache=os.environ.get("USE_MODEL_CACHE", "true").strip().lower() not in _FALSE,
+    )
+    job.started = started
+    try:
+        result = job.run()
+    except LoaderError as exc:
+        metrics.record(
+            repo_id=name,
+            revision=revision,
+            commit=None,
+            source="error",
+            bytes_downloaded=0,
+            seconds=time.monotonic() - started,
+            files=0,
+            reason=f"{type(exc).__name__}: {exc}",
+            emit_emf=emit_emf,
+        )
+        raise
+    metrics.record(
+        repo_id=name,
+        revision=revision,
+        commit=result.commit,
+        source=result.source,
+        bytes_downloaded=result.bytes_downloaded,
+        seconds=result.seconds,
+        files=result.files,
+        reason=result.reason,
+        emit_emf=emit_emf,
+    )
+    return result
+
+
+def resolve_model(
+    repo_id: str | None = None,
+    revision: str = layout.DEFAULT_REVISION,
+    *,
+    bucket: str | None = None,
+    prefix: str | None = None,
+    cache_dir: str | Path | None = None,
+    fallback: Literal["hub", "error"] = "hub",
+    **options: Any,
+) -> Path:
+    """The local snapshot directory of `repo_id` at `revision`, for from_pretrained / vLLM (see `pull`)."""
+    return pull(repo_id, revision, bucket=bucket, prefix=prefix, cache_dir=cache_dir, fallback=fallback, **options).path

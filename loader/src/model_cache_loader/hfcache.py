@@ -1,0 +1,192 @@
+"""The Hugging Face cache layout on local disk, written exactly as huggingface_hub writes it.
+
+    {cache}/models--{org}--{name}/blobs/<sha256 if lfs else git_oid>
+    {cache}/models--{org}--{name}/snapshots/<commit>/<path>  -> ../../blobs/<blob>  (relative)
+    {cache}/models--{org}--{name}/refs/<revision>            the commit, no newline
+
+Next to it the loader keeps a copy of each manifest it pulled (so a warm restart needs no S3
+read for a pinned commit) and a per-repo lock file under {cache}/.locks, like huggingface_hub's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from model_cache_loader.layout import hf_repo_folder
+from model_cache_loader.manifest import Manifest, ManifestFile
+
+log = logging.getLogger("model_cache_loader")
+
+TMP_SUFFIX = ".loader-incomplete"
+JOURNAL_SUFFIX = ".loader-parts"
+HASH_CHUNK = 8 * 1024 * 1024
+
+
+def default_cache_dir() -> Path:
+    """Where huggingface_hub looks: HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.path.expandvars(os.path.expanduser(os.environ["HF_HUB_CACHE"])))
+    if os.environ.get("HUGGINGFACE_HUB_CACHE"):
+        return Path(os.path.expandvars(os.path.expanduser(os.environ["HUGGINGFACE_HUB_CACHE"])))
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    home = os.environ.get("HF_HOME") or os.path.join(xdg, "huggingface")
+    return Path(os.path.expandvars(os.path.expanduser(home))) / "hub"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class RepoCache:
+    """One model repo's folder in a Hugging Face cache."""
+
+    def __init__(self, cache_dir: Path, repo_id: str) -> None:
+        self.cache_dir = cache_dir
+        self.repo_id = repo_id
+        self.repo_dir = cache_dir / hf_repo_folder(repo_id)
+        self.blobs_dir = self.repo_dir / "blobs"
+        self.snapshots_dir = self.repo_dir / "snapshots"
+        self.refs_dir = self.repo_dir / "refs"
+        self.manifests_dir = self.repo_dir / ".model-cache-loader" / "manifests"
+        self.lock_path = cache_dir / ".locks" / hf_repo_folder(repo_id) / "model-cache-loader.lock"
+
+    def blob_path(self, name: str) -> Path:
+        return self.blobs_dir / name
+
+    def tmp_path(self, name: str) -> Path:
+        return self.blobs_dir / f"{name}{TMP_SUFFIX}"
+
+    def journal_path(self, name: str) -> Path:
+        return self.blobs_dir / f"{name}{JOURNAL_SUFFIX}"
+
+    def snapshot_dir(self, commit: str) -> Path:
+        return self.snapshots_dir / commit
+
+    # ---- state checks --------------------------------------------------------------------------
+
+    def blob_ok(self, entry: ManifestFile, *, rehash: bool) -> bool:
+        """The blob exists with the right size (and, if asked, the right sha256)."""
+        path = self.blob_path(entry.blob_name)
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            return False
+        if stat.st_size != entry.size:
+            return False
+        return not rehash or sha256_of(path) == entry.sha256
+
+    def missing_files(self, manifest: Manifest, *, rehash: bool = False) -> list[ManifestFile]:
+        """Files of the manifest whose blob is absent, the wrong size, or (rehash) the wrong bytes."""
+        checked: dict[str, bool] = {}
+        missing = []
+        for entry in manifest.files:
+            name = entry.blob_name
+            if name not in checked:
+                checked[name] = self.blob_ok(entry, rehash=rehash)
+            if not checked[name]:
+                missing.append(entry)
+        return missing
+
+    def snapshot_complete(self, manifest: Manifest) -> bool:
+        """Stat-based: every snapshot link exists and resolves to a blob of the manifest's size."""
+        snapshot = self.snapshot_dir(manifest.commit)
+        for entry in manifest.files:
+            link = snapshot / entry.path
+            try:
+                if os.readlink(link) != self._link_target(entry):
+                    return False
+                if link.stat().st_size != entry.size:
+                    return False
+            except OSError:
+                return False
+        return True
+
+    def read_ref(self, revision: str) -> str | None:
+        try:
+            return (self.refs_dir / revision).read_text().strip() or None
+        except OSError:
+            return None
+
+    # ---- writes --------------------------------------------------------------------------------
+
+    def _link_target(self, entry: ManifestFile) -> str:
+        depth = entry.path.count("/")
+        return "../" * (depth + 2) + "blobs/" + entry.blob_name
+
+    def link_snapshot(self, manifest: Manifest) -> Path:
+        """Point snapshots/<commit>/<path> at the blobs, each link replaced atomically."""
+        snapshot = self.snapshot_dir(manifest.commit)
+        for entry in manifest.files:
+            link = snapshot / entry.path
+            link.parent.mkdir(parents=True, exist_ok=True)
+            target = self._link_target(entry)
+            with contextlib.suppress(OSError):
+                if os.readlink(link) == target:
+                    continue
+            staging = link.with_name(f".{link.name}.{os.getpid()}.link")
+            with contextlib.suppress(FileNotFoundError):
+                staging.unlink()
+            os.symlink(target, staging)
+            os.replace(staging, link)
+        return snapshot
+
+    def write_ref(self, revision: str, commit: str) -> None:
+        """refs/<revision> holds the commit with no newline, as huggingface_hub writes it."""
+        if revision == commit:
+            return  # huggingface_hub writes no ref for a revision that is itself a commit id
+        ref = self.refs_dir / revision
+        if self.read_ref(revision) == commit:
+            return
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        staging = ref.with_name(f".{ref.name}.{os.getpid()}.tmp")
+        staging.write_text(commit)
+        os.replace(staging, ref)
+
+    def save_manifest(self, commit: str, body: bytes) -> None:
+        self.manifests_dir.mkdir(parents=True, exist_ok=True)
+        final = self.manifests_dir / f"{commit}.json"
+        staging = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+        staging.write_bytes(body)
+        os.replace(staging, final)
+
+    def local_manifest(self, commit: str) -> bytes | None:
+        try:
+            return (self.manifests_dir / f"{commit}.json").read_bytes()
+        except OSError:
+            return None
+
+    def discard(self, name: str) -> None:
+        for path in (self.tmp_path(name), self.journal_path(name)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[float]:
+        """Hold this repo's lock (one downloader per node); yields the seconds spent waiting.
+
+        flock is released by the kernel when its holder dies, so a killed download never leaves
+        the repo locked; what it leaves on disk is handled by the next holder (see transfer).
+        """
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        started = time.monotonic()
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("waiting for another process that is pulling %s into %s", self.repo_id, self.cache_dir)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            yield time.monotonic() - started
+        finally:
+            os.close(fd)

@@ -1,0 +1,131 @@
+"""Read and check a snapshot manifest (ARCHITECTURE.md 3.2) before anything touches the disk."""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+from model_cache_loader.errors import ManifestError
+from model_cache_loader.schema import manifest_validator
+
+
+@dataclass(frozen=True)
+class ManifestFile:
+    path: str
+    size: int
+    sha256: str
+    git_oid: str
+    lfs: bool
+    key: str
+
+    @property
+    def blob_name(self) -> str:
+        """The Hugging Face cache blob name: sha256 for LFS files, the git blob id otherwise."""
+        return self.sha256 if self.lfs else self.git_oid
+
+
+@dataclass(frozen=True)
+class Manifest:
+    repo_id: str
+    revision: str
+    commit: str
+    prefix: str
+    total_size: int
+    files: tuple[ManifestFile, ...]
+    raw: dict[str, Any]
+
+
+def check_repo_path(path: str) -> str:
+    """Refuse a manifest path that could escape the snapshot directory or collide on disk."""
+    problem = None
+    if not path:
+        problem = "is empty"
+    elif path.startswith("/"):
+        problem = "is absolute"
+    elif "\\" in path:
+        problem = "contains a backslash"
+    elif "\x00" in path:
+        problem = "contains a NUL"
+    elif any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in path):
+        problem = "contains a control character"
+    elif any(segment == "" for segment in path.split("/")):
+        problem = "has an empty segment"
+    elif any(segment in (".", "..") for segment in path.split("/")):
+        problem = "has a '.' or '..' segment"
+    elif unicodedata.normalize("NFC", path) != path:
+        problem = "is not in Unicode NFC form"
+    if problem:
+        raise ManifestError(
+            f"manifest file path {path!a} {problem}; refusing the whole manifest (nothing written). "
+            "Re-publish the snapshot with the pipeline, or check who can write to the cache bucket."
+        )
+    return path
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_manifest(body: bytes, *, source: str) -> Manifest:
+    """Parse, schema-validate and path-check a manifest. `source` names where it came from, for errors."""
+    try:
+        data = json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"manifest {source} is not valid JSON ({exc}); re-publish the snapshot") from exc
+    problems = manifest_validator().errors(data)
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise ManifestError(
+            f"manifest {source} fails manifest.schema.json: {shown}. "
+            "The pipeline and this loader disagree on the contract: upgrade one of them or re-publish."
+        )
+    files = []
+    seen_paths: set[str] = set()
+    for entry in data["files"]:
+        path = check_repo_path(entry["path"])
+        if path in seen_paths:
+            raise ManifestError(f"manifest {source} names {path!r} twice; re-publish the snapshot")
+        seen_paths.add(path)
+        # The key must be the file's place in this very snapshot: a manifest must not point the
+        # loader at other objects in the bucket.
+        if entry["key"] != data["prefix"] + path:
+            raise ManifestError(
+                f"manifest {source}: key {entry['key']!r} of {path!r} is not {data['prefix'] + path!r}; "
+                "re-publish the snapshot"
+            )
+        files.append(
+            ManifestFile(
+                path=path,
+                size=int(entry["size"]),
+                sha256=entry["sha256"],
+                git_oid=entry["git_oid"],
+                lfs=entry["lfs"],
+                key=entry["key"],
+            )
+        )
+    _check_no_file_dir_clash(seen_paths, source)
+    if sum(f.size for f in files) != data["total_size"]:
+        raise ManifestError(
+            f"manifest {source}: total_size {data['total_size']} is not the sum of its file sizes; re-publish"
+        )
+    return Manifest(
+        repo_id=data["repo_id"],
+        revision=data["revision"],
+        commit=data["commit"],
+        prefix=data["prefix"],
+        total_size=int(data["total_size"]),
+        files=tuple(files),
+        raw=data,
+    )
+
+
+def _check_no_file_dir_clash(paths: set[str], source: str) -> None:
+    """'a' and 'a/b' cannot both exist in one snapshot directory."""
+    for path in paths:
+        parts = path.split("/")
+        for depth in range(1, len(parts)):
+            parent = "/".join(parts[:depth])
+            if parent in paths:
+                raise ManifestError(f"manifest {source}: {parent!r} is both a file and a directory; re-publish")

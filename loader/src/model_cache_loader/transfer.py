@@ -1,0 +1,384 @@
+"""Parallel ranged GETs from S3 straight into preallocated blob files, verified as they land.
+
+Every part of every missing blob is one task on a shared pool of `concurrency` threads, each
+writing its bytes with os.pwrite at their offset. sha256 runs alongside: whichever thread
+completes the part at the hashing frontier reads the contiguous finished prefix back (from the
+page cache) into the file's digest, so verification costs no extra pass after the last byte.
+
+A blob is written to `blobs/<name>.loader-incomplete` and renamed to `blobs/<name>` only after its
+size and sha256 match. Finished parts are appended to `blobs/<name>.loader-parts`, so a download cut
+by a killed process resumes where it stopped; resumed bytes are never trusted: the digest covers
+every byte of the file, and a resumed blob that fails it is downloaded once more from scratch.
+Without sha256 verification there is nothing to check resumed bytes against, so they are discarded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import threading
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from model_cache_loader.errors import AccessError, IntegrityError, LoaderError, NotCachedError
+
+log = logging.getLogger("model_cache_loader")
+
+READ_CHUNK = 1024 * 1024
+HASH_READ = 4 * 1024 * 1024
+PART_ATTEMPTS = 4
+VERIFY_MODES = ("sha256", "size", "none")
+
+
+class _Cancelled(Exception):
+    pass
+
+
+@dataclass
+class BlobJob:
+    """One blob to fetch: an S3 object of known size and sha256 into a cache blob path."""
+
+    key: str
+    size: int
+    sha256: str
+    final_path: Path
+    tmp_path: Path
+    journal_path: Path
+    label: str
+    resumed_bytes: int = 0
+    # filled while running
+    fd: int = -1
+    parts: int = 0
+    done: set[int] = field(default_factory=set)
+    hashed_upto: int = 0
+    hashing: bool = False
+    digest: Any = field(default_factory=hashlib.sha256)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    journal_fd: int = -1
+    finished: bool = False
+
+
+class Progress:
+    """Thread-safe byte counter the CLI reads to show bytes, rate and ETA."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.done = 0
+        self._lock = threading.Lock()
+
+    def add(self, count: int) -> None:
+        with self._lock:
+            self.done += count
+
+
+def _client_error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def s3_error(exc: Exception, *, bucket: str, key: str) -> LoaderError:
+    """Map a boto error to the loader's: a miss, or S3 unreachable/denied."""
+    if isinstance(exc, ClientError):
+        code = _client_error_code(exc)
+        if code in ("NoSuchKey", "404", "NotFound"):
+            return NotCachedError(f"s3://{bucket}/{key} does not exist: the model is not cached at this revision")
+        if code == "NoSuchBucket":
+            return AccessError(
+                f"bucket {bucket!r} does not exist: check MODEL_CACHE_BUCKET (or --bucket) and AWS_REGION"
+            )
+        if code in ("AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            return AccessError(
+                f"access denied reading s3://{bucket}/{key}: give the pod's role s3:GetObject on the cache bucket"
+            )
+        return AccessError(f"S3 error {code or exc} reading s3://{bucket}/{key}")
+    return AccessError(
+        f"S3 unreachable reading s3://{bucket}/{key} ({type(exc).__name__}: {exc}); "
+        "check AWS_ENDPOINT_URL / network / credentials"
+    )
+
+
+class Downloader:
+    def __init__(
+        self,
+        s3: Any,
+        bucket: str,
+        *,
+        concurrency: int,
+        part_size: int,
+        verify: str,
+        progress: Progress | None = None,
+    ) -> None:
+        if verify not in VERIFY_MODES:
+            raise ValueError(f"verify must be one of {VERIFY_MODES}, got {verify!r}")
+        self.s3 = s3
+        self.bucket = bucket
+        self.concurrency = concurrency
+        self.part_size = part_size
+        self.verify = verify
+        self.progress = progress or Progress()
+        self._cancel = threading.Event()
+        self._bytes = 0
+        self._bytes_lock = threading.Lock()
+
+    @property
+    def bytes_downloaded(self) -> int:
+        return self._bytes
+
+    def run(self, jobs: list[BlobJob]) -> int:
+        """Fetch every job; returns the bytes fetched from S3. Raises on the first failure, leaving
+        only resumable temporary files (never a wrong blob)."""
+        retry = self._run_round(jobs, allow_resume=True)
+        if retry:
+            log.warning(
+                "resumed download of %s did not verify; discarding the partial file(s) and downloading again",
+                ", ".join(job.label for job in retry),
+            )
+            fresh = [self._fresh_copy(job) for job in retry]
+            again = self._run_round(fresh, allow_resume=False)
+            if again:
+                raise IntegrityError(self._mismatch_message(again[0]))
+        return self._bytes
+
+    def _fresh_copy(self, job: BlobJob) -> BlobJob:
+        return BlobJob(job.key, job.size, job.sha256, job.final_path, job.tmp_path, job.journal_path, job.label)
+
+    def _run_round(self, jobs: list[BlobJob], *, allow_resume: bool) -> list[BlobJob]:
+        self._cancel.clear()
+        tasks: list[tuple[BlobJob, int]] = []
+        try:
+            for job in jobs:
+                self._open(job, allow_resume=allow_resume and self.verify == "sha256")
+                tasks.extend((job, index) for index in range(job.parts) if index not in job.done)
+                if not tasks or tasks[-1][0] is not job:
+                    self._advance_hash(job)  # fully resumed (or empty): verify now
+            self.progress.total += sum(self._part_length(job, i) for job, i in tasks)
+            if tasks:
+                with ThreadPoolExecutor(self.concurrency, thread_name_prefix="mcl-get") as pool:
+                    futures: list[Future[None]] = [pool.submit(self._fetch_part, job, i) for job, i in tasks]
+                    finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                    failed = next((f for f in finished if f.exception() is not None), None)
+                    if failed is not None:
+                        self._cancel.set()
+                        for future in futures:
+                            future.cancel()
+                        wait(futures)
+                        raise _first_real_error(futures)
+            mismatched = []
+            for job in jobs:
+                if not self._finish(job):
+                    mismatched.append(job)
+            if mismatched and not allow_resume:
+                return mismatched
+            hard = [job for job in mismatched if job.resumed_bytes == 0]
+            if hard:
+                raise IntegrityError(self._mismatch_message(hard[0]))
+            return mismatched
+        finally:
+            for job in jobs:
+                self._close(job)
+
+    def _mismatch_message(self, job: BlobJob) -> str:
+        return (
+            f"{job.label}: the bytes of s3://{self.bucket}/{job.key} do not match the manifest's sha256 "
+            f"{job.sha256}; nothing was kept. The cached object is corrupt or was replaced: re-sync it "
+            "with the pipeline (model-cache sync --force)"
+        )
+
+    # ---- one blob ------------------------------------------------------------------------------
+
+    def _part_length(self, job: BlobJob, index: int) -> int:
+        return min(self.part_size, job.size - index * self.part_size)
+
+    def _open(self, job: BlobJob, *, allow_resume: bool) -> None:
+        job.final_path.parent.mkdir(parents=True, exist_ok=True)
+        job.parts = max(1, -(-job.size // self.part_size)) if job.size else 0
+        header = json.dumps({"sha256": job.sha256, "size": job.size, "part_size": self.part_size}, sort_keys=True)
+        if allow_resume:
+            job.done = self._read_journal(job, header)
+        if not job.done:
+            for stale in (job.tmp_path, job.journal_path):
+                with contextlib.suppress(FileNotFoundError):
+                    stale.unlink()
+        job.resumed_bytes = sum(self._part_length(job, i) for i in job.done)
+        if job.resumed_bytes:
+            log.info(
+                "%s: resuming a cut download, %d of %d bytes already on disk", job.label, job.resumed_bytes, job.size
+            )
+        job.fd = os.open(job.tmp_path, os.O_RDWR | os.O_CREAT, 0o644)
+        if os.fstat(job.fd).st_size != job.size:
+            os.ftruncate(job.fd, job.size)
+            if job.size and hasattr(os, "posix_fallocate"):
+                with contextlib.suppress(OSError):
+                    os.posix_fallocate(job.fd, 0, job.size)
+        job.journal_fd = os.open(job.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        if not job.done:
+            os.write(job.journal_fd, (header + "\n").encode())
+
+    def _read_journal(self, job: BlobJob, header: str) -> set[int]:
+        try:
+            lines = job.journal_path.read_text().splitlines()
+            tmp_size = job.tmp_path.stat().st_size
+        except (OSError, UnicodeDecodeError):
+            return set()
+        if not lines or lines[0] != header or tmp_size != job.size:
+            return set()
+        done = set()
+        for line in lines[1:]:
+            if line.isdigit() and int(line) < max(job.parts, 1):
+                done.add(int(line))
+        return done
+
+    def _close(self, job: BlobJob) -> None:
+        for attr in ("fd", "journal_fd"):
+            fd = getattr(job, attr)
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+                setattr(job, attr, -1)
+
+    def _fetch_part(self, job: BlobJob, index: int) -> None:
+        start = index * self.part_size
+        length = self._part_length(job, index)
+        whole = job.parts == 1
+        last_error: Exception | None = None
+        for attempt in range(PART_ATTEMPTS):
+            if self._cancel.is_set():
+                raise _Cancelled()
+            written = 0
+            try:
+                request: dict[str, Any] = {"Bucket": self.bucket, "Key": job.key}
+                if not whole:
+                    request["Range"] = f"bytes={start}-{start + length - 1}"
+                response = self.s3.get_object(**request)
+                self._check_object_size(job, response, whole)
+                body = response["Body"]
+                offset = start
+                while written < length:
+                    if self._cancel.is_set():
+                        body.close()
+                        raise _Cancelled()
+                    chunk = body.read(min(READ_CHUNK, length - written))
+                    if not chunk:
+                        break
+                    os.pwrite(job.fd, chunk, offset)
+                    offset += len(chunk)
+                    written += len(chunk)
+                    self._count(len(chunk))
+                if written != length or body.read(1):
+                    raise IntegrityError(
+                        f"{job.label}: s3://{self.bucket}/{job.key} returned a different number of bytes "
+                        f"than the manifest's size {job.size}; re-sync it with the pipeline"
+                    )
+                break
+            except (ClientError, BotoCoreError, OSError) as exc:
+                self._uncount(written)
+                if isinstance(exc, ClientError) and _client_error_code(exc) not in ("InternalError", "SlowDown", "503"):
+                    raise s3_error(exc, bucket=self.bucket, key=job.key) from exc
+                last_error = exc
+                log.debug("%s part %d attempt %d failed: %s", job.label, index, attempt + 1, exc)
+        else:
+            assert last_error is not None
+            raise s3_error(last_error, bucket=self.bucket, key=job.key) from last_error
+        os.write(job.journal_fd, f"{index}\n".encode())
+        with job.lock:
+            job.done.add(index)
+        self._advance_hash(job)
+
+    def _check_object_size(self, job: BlobJob, response: dict[str, Any], whole: bool) -> None:
+        if whole:
+            total = int(response.get("ContentLength", -1))
+        else:
+            content_range = str(response.get("ContentRange", ""))
+            total = int(content_range.rpartition("/")[2]) if content_range.rpartition("/")[2].isdigit() else -1
+        if total != job.size:
+            response["Body"].close()
+            raise IntegrityError(
+                f"{job.label}: s3://{self.bucket}/{job.key} is {total} bytes, the manifest says {job.size}; "
+                "nothing was kept. Re-sync the model with the pipeline"
+            )
+
+    def _count(self, count: int) -> None:
+        with self._bytes_lock:
+            self._bytes += count
+        self.progress.add(count)
+
+    def _uncount(self, count: int) -> None:
+        if count:
+            self._count(-count)
+
+    def _advance_hash(self, job: BlobJob) -> None:
+        """Hash the contiguous finished prefix; only one thread per blob hashes at a time."""
+        if self.verify != "sha256":
+            return
+        with job.lock:
+            if job.hashing:
+                return
+            job.hashing = True
+        while True:
+            with job.lock:
+                if job.hashed_upto not in job.done or self._cancel.is_set():
+                    job.hashing = False
+                    return
+                index = job.hashed_upto
+            start = index * self.part_size
+            remaining = self._part_length(job, index)
+            offset = start
+            while remaining:
+                chunk = os.pread(job.fd, min(HASH_READ, remaining), offset)
+                if not chunk:
+                    raise IntegrityError(
+                        f"{job.label}: temporary file shrank while verifying; is another process writing it?"
+                    )
+                job.digest.update(chunk)
+                offset += len(chunk)
+                remaining -= len(chunk)
+            with job.lock:
+                job.hashed_upto = index + 1
+
+    def _finish(self, job: BlobJob) -> bool:
+        """Rename the verified temporary file into place; False (and nothing kept) on a sha256 mismatch."""
+        if self.verify == "sha256":
+            self._advance_hash(job)
+            if job.hashed_upto != job.parts or job.digest.hexdigest() != job.sha256:
+                self._close(job)
+                for path in (job.tmp_path, job.journal_path):
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+                return False
+        if os.fstat(job.fd).st_size != job.size:
+            raise IntegrityError(f"{job.label}: temporary file has the wrong size; is another process writing it?")
+        self._close(job)
+        os.replace(job.tmp_path, job.final_path)
+        with contextlib.suppress(FileNotFoundError):
+            job.journal_path.unlink()
+        job.finished = True
+        return True
+
+
+def _first_real_error(futures: list[Future[None]]) -> BaseException:
+    """The error that stopped the pool, not the cancellations it caused in the other threads."""
+    errors = [f.exception() for f in futures if f.done() and not f.cancelled()]
+    real = [e for e in errors if e is not None and not isinstance(e, _Cancelled)]
+    if real:
+        return real[0]
+    return next((e for e in errors if e is not None), LoaderError("download stopped without an error"))
+
+
+def make_job(entry: Any, cache: Any) -> BlobJob:
+    """The job that fetches a manifest file's object into its blob in a RepoCache."""
+    name = entry.blob_name
+    return BlobJob(
+        key=entry.key,
+        size=entry.size,
+        sha256=entry.sha256,
+        final_path=cache.blob_path(name),
+        tmp_path=cache.tmp_path(name),
+        journal_path=cache.journal_path(name),
+        label=entry.path,
+    )
