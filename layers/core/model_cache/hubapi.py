@@ -1,0 +1,145 @@
+"""Resolve a Hub repo at a revision to a `Snapshot`: the commit id and every file's size and hashes.
+
+Talks to the Hub only through `huggingface_hub` (`HF_ENDPOINT` and `HF_TOKEN` honoured; an explicit
+`token=` wins) and turns its errors into `model_cache.errors` with a message that names the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from huggingface_hub import HfApi, constants
+from huggingface_hub import errors as hf_errors
+
+from model_cache import errors, ids
+
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_OID_RE = re.compile(r"^[0-9a-f]{40}$")
+DEFAULT_ENDPOINT = "https://huggingface.co"
+
+
+@dataclass(frozen=True)
+class HubFile:
+    """One repo file as the Hub declares it at a commit."""
+
+    path: str
+    size: int
+    git_oid: str  # git blob id: of the content for a regular file, of the LFS pointer for an LFS file
+    lfs_sha256: str | None  # the content's sha256 for an LFS file, None for a regular one
+
+    @property
+    def lfs(self) -> bool:
+        return self.lfs_sha256 is not None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "size": self.size, "git_oid": self.git_oid, "lfs_sha256": self.lfs_sha256}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> HubFile:
+        return cls(
+            path=str(data["path"]),
+            size=int(data["size"]),
+            git_oid=str(data["git_oid"]),
+            lfs_sha256=data.get("lfs_sha256"),
+        )
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    repo_id: str
+    revision: str
+    commit: str
+    endpoint: str
+    files: tuple[HubFile, ...]
+
+
+def hub_endpoint() -> str:
+    """The Hub base URL, read at call time so a test or the demo may change HF_ENDPOINT after import."""
+    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT or DEFAULT_ENDPOINT).rstrip("/")
+
+
+def resolve_token(token: str | None) -> str | None:
+    """An explicit token wins; otherwise HF_TOKEN; never the token file on a shared machine's disk."""
+    if token:
+        return token
+    return os.environ.get("HF_TOKEN") or None
+
+
+def translate_hub_error(
+    exc: BaseException, repo_id: str, revision: str, *, token_given: bool
+) -> errors.ModelCacheError:
+    """Map a huggingface_hub exception to the domain error whose message names the fix."""
+    if isinstance(exc, hf_errors.GatedRepoError):
+        if token_given:
+            return errors.GatedRepo(
+                f"{repo_id} is gated and the token given has no access: accept the model's terms on the Hub "
+                "with the token's account, or use a token that has access"
+            )
+        return errors.GatedRepo(f"{repo_id} is gated: set HF_TOKEN (or pass --token) to a token with access")
+    if isinstance(exc, hf_errors.RepositoryNotFoundError):
+        hint = "check the spelling" if token_given else "check the spelling, or set HF_TOKEN if it is private"
+        return errors.RepoNotFound(f"repo {repo_id} not found at the Hub: {hint}")
+    if isinstance(exc, hf_errors.RevisionNotFoundError):
+        return errors.RevisionNotFound(
+            f"revision {revision!r} not found in {repo_id}: use an existing branch, tag or full commit id"
+        )
+    if isinstance(exc, hf_errors.EntryNotFoundError):
+        return errors.EntryNotFound(f"a file of {repo_id}@{revision} is missing at the Hub: {exc}")
+    if isinstance(exc, hf_errors.DisabledRepoError):
+        return errors.RepoNotFound(f"repo {repo_id} is disabled at the Hub")
+    if isinstance(exc, hf_errors.HfHubHTTPError):
+        status = exc.response.status_code if exc.response is not None else None
+        if status in (401, 403):
+            return errors.GatedRepo(f"the Hub refused access to {repo_id} (HTTP {status}): check HF_TOKEN")
+        return errors.TransferError(f"the Hub failed to list {repo_id}@{revision} (HTTP {status}): retry later")
+    return errors.TransferError(f"could not reach the Hub at {hub_endpoint()} for {repo_id}: {type(exc).__name__}")
+
+
+def resolve(repo_id: str, revision: str = "main", *, token: str | None = None) -> Snapshot:
+    """One Hub API call: `repo_id`@`revision` -> `Snapshot` with every file validated."""
+    ids.validate_repo_id(repo_id)
+    ids.validate_revision(revision)
+    token = resolve_token(token)
+    endpoint = hub_endpoint()
+    # token=False stops huggingface_hub from falling back to a token file on disk when none is given.
+    api = HfApi(endpoint=endpoint, token=token if token else False)
+    try:
+        info = api.model_info(repo_id, revision=revision, files_metadata=True)
+    except Exception as exc:  # every huggingface_hub and network error becomes a domain error
+        raise translate_hub_error(exc, repo_id, revision, token_given=bool(token)) from exc
+    commit = info.sha
+    if not isinstance(commit, str) or not _OID_RE.match(commit):
+        raise errors.IntegrityError(f"the Hub returned no valid commit id for {repo_id}@{revision}: {commit!r}")
+    if ids.is_commit_id(revision) and commit != revision:
+        raise errors.IntegrityError(f"asked for commit {revision} of {repo_id}, the Hub answered with {commit}")
+    files = tuple(_hub_files(repo_id, info.siblings or []))
+    return Snapshot(repo_id=repo_id, revision=revision, commit=commit, endpoint=endpoint, files=files)
+
+
+def _hub_files(repo_id: str, siblings: Iterable[Any]) -> Iterable[HubFile]:
+    seen: set[str] = set()
+    for sibling in siblings:
+        path = ids.validate_repo_path(sibling.rfilename)
+        if path in seen:
+            raise errors.InvalidRequest(f"the Hub listed {path!r} twice in {repo_id}")
+        seen.add(path)
+        size, blob_id, lfs = sibling.size, sibling.blob_id, sibling.lfs
+        if not isinstance(blob_id, str) or not _OID_RE.match(blob_id):
+            raise errors.IntegrityError(f"the Hub gave no valid blob id for {path!r} in {repo_id}")
+        lfs_sha256: str | None = None
+        if lfs is not None:
+            lfs_sha256 = lfs.get("sha256") if isinstance(lfs, dict) else getattr(lfs, "sha256", None)
+            lfs_size = lfs.get("size") if isinstance(lfs, dict) else getattr(lfs, "size", None)
+            if not isinstance(lfs_sha256, str) or not _SHA256_RE.match(lfs_sha256):
+                raise errors.IntegrityError(f"the Hub gave no valid LFS sha256 for {path!r} in {repo_id}")
+            if size is None:
+                size = lfs_size
+            elif lfs_size is not None and lfs_size != size:
+                raise errors.IntegrityError(f"the Hub gave two sizes for {path!r} in {repo_id}: {size} and {lfs_size}")
+        if not isinstance(size, int) or size < 0:
+            raise errors.IntegrityError(f"the Hub gave no valid size for {path!r} in {repo_id}")
+        yield HubFile(path=path, size=size, git_oid=blob_id, lfs_sha256=lfs_sha256)

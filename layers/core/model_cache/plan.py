@@ -1,0 +1,341 @@
+"""Split a `Snapshot` into copy units that run on a thread pool, one per Lambda invocation, or on Fargate.
+
+A file no bigger than its part size is copied with one PutObject; a bigger one is a multipart upload
+whose parts are consecutive byte ranges (each fetched from the Hub with one Range request, so no
+request ever exceeds the part size, far below the Hub's 50 GB plain-HTTP limit). A unit holds either
+a run of consecutive parts of one big file, or a pack of whole small files. Every number stays
+within S3's limits for any file size: parts 5 MiB..5 GiB, at most 10,000 parts, objects up to 5 TiB.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from model_cache import errors, layout
+from model_cache.hubapi import HubFile, Snapshot
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+TiB = 1024 * GiB
+
+S3_MIN_PART_SIZE = 5 * MiB
+S3_MAX_PART_SIZE = 5 * GiB
+S3_MAX_PARTS = 10_000
+S3_MAX_OBJECT_SIZE = 5 * TiB
+
+DEFAULT_PART_SIZE = 16 * MiB  # x concurrency 8 (+2 in the hashing window) keeps the engine under 300 MiB RSS
+DEFAULT_UNIT_SIZE = 4 * GiB  # a Lambda unit at >= 50 MB/s finishes in under 90 s, far inside 15 minutes
+DEFAULT_FARGATE_THRESHOLD = 40 * GiB  # above this a file is one whole-file unit on Fargate
+DEFAULT_UNIT_CONCURRENCY = 4  # parts in flight inside one Lambda unit
+MAX_FILES_PER_UNIT = 256  # packs of small files: bounded so one unit's result stays small
+DEFAULT_WORK_PREFIX = "_model-cache-work"
+
+Runner = Literal["lambda", "fargate"]
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    part_size: int = DEFAULT_PART_SIZE
+    unit_size: int = DEFAULT_UNIT_SIZE
+    fargate_threshold: int = DEFAULT_FARGATE_THRESHOLD
+    unit_concurrency: int = DEFAULT_UNIT_CONCURRENCY
+
+    def __post_init__(self) -> None:
+        for name in ("part_size", "unit_size", "fargate_threshold", "unit_concurrency"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise errors.InvalidRequest(f"option {name} must be a positive integer, got {value!r}")
+        if not S3_MIN_PART_SIZE <= self.part_size <= S3_MAX_PART_SIZE:
+            raise errors.InvalidRequest(
+                f"part_size {self.part_size} is outside S3's limits: choose 5 MiB..5 GiB (e.g. 16MiB or 64MiB)"
+            )
+        if self.unit_size < self.part_size:
+            raise errors.InvalidRequest(f"unit_size {self.unit_size} is smaller than part_size {self.part_size}")
+
+    def to_json(self) -> dict[str, int]:
+        return {
+            "part_size": self.part_size,
+            "unit_size": self.unit_size,
+            "fargate_threshold": self.fargate_threshold,
+            "unit_concurrency": self.unit_concurrency,
+        }
+
+    @classmethod
+    def from_json(cls, data: object) -> PlanOptions:
+        if data is None:
+            return cls()
+        if not isinstance(data, dict):
+            raise errors.InvalidRequest(f"options must be an object, got {type(data).__name__}")
+        unknown = set(data) - {"part_size", "unit_size", "fargate_threshold", "unit_concurrency"}
+        if unknown:
+            raise errors.InvalidRequest(f"unknown option(s): {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+
+def part_size_for(file_size: int, requested: int) -> int:
+    """The part size for one file: `requested`, grown (in whole MiB) until the file fits in 10,000 parts."""
+    if file_size > S3_MAX_OBJECT_SIZE:
+        raise errors.InvalidRequest(f"a file of {file_size} bytes exceeds S3's 5 TiB object limit")
+    needed = math.ceil(file_size / S3_MAX_PARTS)
+    size = max(requested, S3_MIN_PART_SIZE, math.ceil(needed / MiB) * MiB)
+    return min(size, S3_MAX_PART_SIZE)
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    path: str
+    size: int
+    git_oid: str
+    lfs_sha256: str | None
+    key: str
+    part_size: int
+    multipart: bool
+    upload_id: str | None = None
+
+    @property
+    def lfs(self) -> bool:
+        return self.lfs_sha256 is not None
+
+    @property
+    def part_count(self) -> int:
+        return max(1, math.ceil(self.size / self.part_size)) if self.multipart else 1
+
+    def part_range(self, part_number: int) -> tuple[int, int]:
+        """[start, end) byte offsets of a 1-based part; the last part may be shorter."""
+        if not 1 <= part_number <= self.part_count:
+            raise errors.InvalidRequest(f"{self.path} has no part {part_number}")
+        if not self.multipart:
+            return 0, self.size
+        start = (part_number - 1) * self.part_size
+        return start, min(start + self.part_size, self.size)
+
+    def hub_file(self) -> HubFile:
+        return HubFile(path=self.path, size=self.size, git_oid=self.git_oid, lfs_sha256=self.lfs_sha256)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "size": self.size,
+            "git_oid": self.git_oid,
+            "lfs_sha256": self.lfs_sha256,
+            "key": self.key,
+            "part_size": self.part_size,
+            "multipart": self.multipart,
+            "upload_id": self.upload_id,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PlannedFile:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class UnitItem:
+    """Parts first_part..last_part (1-based, inclusive) of one file; (1, 1) for a single-PUT file."""
+
+    path: str
+    first_part: int
+    last_part: int
+
+    def to_json(self) -> list[Any]:
+        return [self.path, self.first_part, self.last_part]
+
+    @classmethod
+    def from_json(cls, data: list[Any]) -> UnitItem:
+        return cls(path=str(data[0]), first_part=int(data[1]), last_part=int(data[2]))
+
+
+@dataclass(frozen=True)
+class CopyUnit:
+    unit_id: int
+    runner: Runner
+    items: tuple[UnitItem, ...]
+    bytes: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "unit_id": self.unit_id,
+            "runner": self.runner,
+            "bytes": self.bytes,
+            "items": [item.to_json() for item in self.items],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CopyUnit:
+        runner = data["runner"]
+        if runner not in ("lambda", "fargate"):
+            raise errors.InvalidRequest(f"unit runner {runner!r} is not 'lambda' or 'fargate'")
+        return cls(
+            unit_id=int(data["unit_id"]),
+            runner=runner,
+            bytes=int(data["bytes"]),
+            items=tuple(UnitItem.from_json(item) for item in data["items"]),
+        )
+
+
+@dataclass
+class Plan:
+    plan_id: str
+    repo_id: str
+    revision: str
+    commit: str
+    endpoint: str
+    bucket: str
+    prefix: str
+    options: PlanOptions
+    files: list[PlannedFile]
+    units: list[CopyUnit]
+    write_hash_file: bool
+    work_prefix: str = DEFAULT_WORK_PREFIX
+    _by_path: dict[str, PlannedFile] = field(default_factory=dict, repr=False, compare=False)
+
+    def file(self, path: str) -> PlannedFile:
+        if len(self._by_path) != len(self.files):
+            self._by_path = {planned.path: planned for planned in self.files}
+        try:
+            return self._by_path[path]
+        except KeyError:
+            raise errors.InvalidRequest(f"the plan has no file {path!r}") from None
+
+    def set_upload_id(self, path: str, upload_id: str) -> None:
+        self.files = [replace(f, upload_id=upload_id) if f.path == path else f for f in self.files]
+        self._by_path = {}
+
+    def unit(self, unit_id: int) -> CopyUnit:
+        if not 0 <= unit_id < len(self.units) or self.units[unit_id].unit_id != unit_id:
+            raise errors.InvalidRequest(f"the plan has no unit {unit_id}")
+        return self.units[unit_id]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(planned.size for planned in self.files)
+
+    @property
+    def work_dir(self) -> str:
+        return f"{self.work_prefix.strip('/')}/{self.plan_id}/"
+
+    @property
+    def plan_key(self) -> str:
+        return f"{self.work_dir}plan.json"
+
+    @property
+    def manifest_key(self) -> str:
+        return layout.manifest_key(self.prefix, self.repo_id, self.commit)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "plan_id": self.plan_id,
+            "repo_id": self.repo_id,
+            "revision": self.revision,
+            "commit": self.commit,
+            "endpoint": self.endpoint,
+            "bucket": self.bucket,
+            "prefix": self.prefix,
+            "work_prefix": self.work_prefix,
+            "options": self.options.to_json(),
+            "write_hash_file": self.write_hash_file,
+            "files": [planned.to_json() for planned in self.files],
+            "units": [unit.to_json() for unit in self.units],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Plan:
+        try:
+            return cls(
+                plan_id=data["plan_id"],
+                repo_id=data["repo_id"],
+                revision=data["revision"],
+                commit=data["commit"],
+                endpoint=data["endpoint"],
+                bucket=data["bucket"],
+                prefix=data["prefix"],
+                work_prefix=data["work_prefix"],
+                options=PlanOptions.from_json(data["options"]),
+                write_hash_file=bool(data["write_hash_file"]),
+                files=[PlannedFile.from_json(item) for item in data["files"]],
+                units=[CopyUnit.from_json(item) for item in data["units"]],
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise errors.InvalidRequest(f"the stored plan is malformed: {exc}") from exc
+
+
+def new_plan_id() -> str:
+    return uuid.uuid4().hex
+
+
+def make_plan(
+    snapshot: Snapshot,
+    selected: list[HubFile],
+    *,
+    bucket: str,
+    prefix: str = layout.DEFAULT_PREFIX,
+    options: PlanOptions | None = None,
+    plan_id: str | None = None,
+    work_prefix: str = DEFAULT_WORK_PREFIX,
+) -> Plan:
+    """Pure: the files of `selected` as `PlannedFile`s and their copy units (no I/O)."""
+    options = options or PlanOptions()
+    files: list[PlannedFile] = []
+    for hub_file in selected:
+        part_size = part_size_for(hub_file.size, options.part_size)
+        files.append(
+            PlannedFile(
+                path=hub_file.path,
+                size=hub_file.size,
+                git_oid=hub_file.git_oid,
+                lfs_sha256=hub_file.lfs_sha256,
+                key=layout.file_key(prefix, snapshot.repo_id, snapshot.commit, hub_file.path),
+                part_size=part_size,
+                multipart=hub_file.size > part_size,
+            )
+        )
+    has_hash_file = any(hub_file.path == layout.HASH_FILE for hub_file in snapshot.files)
+    return Plan(
+        plan_id=plan_id or new_plan_id(),
+        repo_id=snapshot.repo_id,
+        revision=snapshot.revision,
+        commit=snapshot.commit,
+        endpoint=snapshot.endpoint,
+        bucket=bucket,
+        prefix=prefix,
+        work_prefix=work_prefix,
+        options=options,
+        files=files,
+        units=split_units(files, options),
+        write_hash_file=not has_hash_file,
+    )
+
+
+def split_units(files: list[PlannedFile], options: PlanOptions) -> list[CopyUnit]:
+    """Big files -> runs of whole parts (or one Fargate unit); small files -> packs up to unit_size."""
+    units: list[CopyUnit] = []
+
+    def add(runner: Runner, items: list[UnitItem], size: int) -> None:
+        units.append(CopyUnit(unit_id=len(units), runner=runner, items=tuple(items), bytes=size))
+
+    pack: list[UnitItem] = []
+    pack_bytes = 0
+    for planned in files:
+        if not planned.multipart:
+            if pack and (pack_bytes + planned.size > options.unit_size or len(pack) >= MAX_FILES_PER_UNIT):
+                add("lambda", pack, pack_bytes)
+                pack, pack_bytes = [], 0
+            pack.append(UnitItem(planned.path, 1, 1))
+            pack_bytes += planned.size
+            continue
+        if planned.size >= options.fargate_threshold:
+            add("fargate", [UnitItem(planned.path, 1, planned.part_count)], planned.size)
+            continue
+        parts_per_unit = max(1, options.unit_size // planned.part_size)
+        for first in range(1, planned.part_count + 1, parts_per_unit):
+            last = min(first + parts_per_unit - 1, planned.part_count)
+            start, _ = planned.part_range(first)
+            _, end = planned.part_range(last)
+            add("lambda", [UnitItem(planned.path, first, last)], end - start)
+    if pack:
+        add("lambda", pack, pack_bytes)
+    return units

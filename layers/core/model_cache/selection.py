@@ -1,0 +1,69 @@
+"""Which repo files a sync copies: include/exclude globs and the duplicate-weight-format default (ARCHITECTURE.md 3.3).
+
+Globs are matched with `fnmatch` against the whole repo path, as `snapshot_download(allow_patterns=...)`
+does: `*` also crosses `/`, so `*.json` selects `sub/config.json` too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from fnmatch import fnmatchcase
+from typing import TypeVar
+
+from model_cache.errors import InvalidRequest
+
+# When a repo has *.safetensors, these formats hold the same weights again; skip them unless asked.
+DUPLICATE_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".h5", ".msgpack", ".ckpt", ".onnx", ".gguf")
+MAX_GLOBS = 100
+MAX_GLOB_LENGTH = 256
+
+PathT = TypeVar("PathT")
+
+
+def validate_globs(globs: object, field: str) -> list[str]:
+    """Return `globs` as a list of strings, or raise InvalidRequest naming the bad entry."""
+    if globs is None:
+        return []
+    if isinstance(globs, str):
+        globs = [globs]
+    if not isinstance(globs, list | tuple):
+        raise InvalidRequest(f"{field} must be a list of glob strings, got {type(globs).__name__}")
+    if len(globs) > MAX_GLOBS:
+        raise InvalidRequest(f"{field} has {len(globs)} globs; at most {MAX_GLOBS} are allowed")
+    result: list[str] = []
+    for glob in globs:
+        if not isinstance(glob, str) or not glob.strip():
+            raise InvalidRequest(f"{field} entry {glob!r} is not a non-empty glob string")
+        if len(glob) > MAX_GLOB_LENGTH or "\x00" in glob:
+            raise InvalidRequest(f"{field} entry {glob[:40]!r} is too long or contains NUL")
+        result.append(glob)
+    return result
+
+
+def is_duplicate_weight_format(path: str) -> bool:
+    return path.lower().endswith(DUPLICATE_WEIGHT_SUFFIXES)
+
+
+def _matches(path: str, globs: Sequence[str]) -> bool:
+    return any(fnmatchcase(path, glob) for glob in globs)
+
+
+def select_paths(paths: Iterable[str], include: Sequence[str] = (), exclude: Sequence[str] = ()) -> list[str]:
+    """The paths a sync copies, in the given order.
+
+    - `include` empty means every file; otherwise a file must match one include glob.
+    - A file matching an `exclude` glob is dropped, whatever `include` says.
+    - When the repo has any `*.safetensors`, duplicate weight formats (`*.bin`, `*.pt`, ...) are dropped
+      unless an explicit include glob selects them (`--include '*.bin'`).
+    """
+    all_paths = list(paths)
+    has_safetensors = any(path.lower().endswith(".safetensors") for path in all_paths)
+    selected: list[str] = []
+    for path in all_paths:
+        included = _matches(path, include) if include else True
+        if not included or _matches(path, exclude):
+            continue
+        if has_safetensors and is_duplicate_weight_format(path) and not include:
+            continue
+        selected.append(path)
+    return selected

@@ -1,0 +1,459 @@
+"""The state machine's tasks as plain functions: JSON in, JSON out (docs/internals.md, "State machine task I/O").
+
+The Lambda handlers and the Fargate copier call these and nothing else; `engine.sync` runs the same
+typed functions (`prepare_plan`, `transfer.run_parts`, `finalize_files`, `publish.publish`,
+`cleanup_plan`) in one process. The Hub token only ever arrives as the `token=` keyword.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from model_cache import errors, ids, layout
+from model_cache import publish as publish_mod
+from model_cache.hubapi import resolve
+from model_cache.manifest import FileRecord
+from model_cache.plan import DEFAULT_WORK_PREFIX, Plan, PlanOptions, make_plan, new_plan_id
+from model_cache.publish import Published
+from model_cache.selection import select_paths, validate_globs
+from model_cache.transfer import (
+    FileOutcome,
+    HubReader,
+    abort_uploads,
+    complete_upload,
+    iter_object,
+    run_parts,
+    s3_client,
+    s3_error,
+    start_uploads,
+)
+from model_cache.verify import FileHasher
+
+INLINE_UNITS_LIMIT = 200
+_PLAN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+_WORK_PREFIX_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/-]{0,199}$")
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+# ---------------------------------------------------------------------------------------------
+# Typed building blocks, shared with the engine
+# ---------------------------------------------------------------------------------------------
+
+
+def validate_bucket(bucket: object) -> str:
+    if not isinstance(bucket, str) or not _BUCKET_RE.match(bucket):
+        raise errors.InvalidRequest(f"bucket {bucket!r} is not a valid S3 bucket name")
+    return bucket
+
+
+def validate_prefix(prefix: object) -> str:
+    if not isinstance(prefix, str):
+        raise errors.InvalidRequest(f"prefix must be a string, got {type(prefix).__name__}")
+    stripped = prefix.strip("/")
+    if stripped:
+        ids.validate_repo_path(stripped)
+    return stripped
+
+
+def prepare_plan(
+    s3: Any,
+    repo_id: str,
+    revision: str,
+    *,
+    bucket: str,
+    prefix: str = layout.DEFAULT_PREFIX,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    force: bool = False,
+    options: PlanOptions | None = None,
+    token: str | None = None,
+    plan_id: str | None = None,
+    work_prefix: str = DEFAULT_WORK_PREFIX,
+) -> Plan | Published:
+    """Resolve (one Hub call), and either re-point refs of an already published commit (no copy)
+    or select files, plan units and start their multipart uploads."""
+    ids.validate_repo_id(repo_id)
+    ids.validate_revision(revision)
+    validate_bucket(bucket)
+    prefix = validate_prefix(prefix)
+    include = validate_globs(list(include), "include")
+    exclude = validate_globs(list(exclude), "exclude")
+    snapshot = resolve(repo_id, revision, token=token)
+    if not force:
+        existing = publish_mod.get_json(s3, bucket, layout.manifest_key(prefix, repo_id, snapshot.commit))
+        if existing is not None:
+            return publish_mod.point_refs(s3, bucket, prefix, repo_id, revision, existing)
+    by_path = {hub_file.path: hub_file for hub_file in snapshot.files}
+    chosen = select_paths(list(by_path), include, exclude)
+    if not chosen:
+        raise errors.InvalidRequest(
+            f"include {list(include)} / exclude {list(exclude)} select none of the {len(by_path)} files "
+            f"of {repo_id}@{revision}"
+        )
+    plan = make_plan(
+        snapshot,
+        [by_path[path] for path in chosen],
+        bucket=bucket,
+        prefix=prefix,
+        options=options,
+        plan_id=plan_id,
+        work_prefix=work_prefix,
+    )
+    try:
+        start_uploads(s3, plan)
+    except BaseException:
+        abort_uploads(s3, plan)
+        raise
+    return plan
+
+
+def merge_outcomes(batches: Iterable[dict[str, FileOutcome]]) -> dict[str, FileOutcome]:
+    """Combine per-unit outcomes: parts of a split file are pooled; digests exist only for whole files."""
+    merged: dict[str, FileOutcome] = {}
+    for batch in batches:
+        for path, outcome in batch.items():
+            target = merged.setdefault(path, FileOutcome(path=path))
+            target.parts.extend(outcome.parts)
+            target.digests = target.digests or outcome.digests
+            target.stored = target.stored or outcome.stored
+    return merged
+
+
+def finalize_files(s3: Any, plan: Plan, outcomes: dict[str, FileOutcome]) -> tuple[list[FileRecord], int]:
+    """Complete every multipart upload and verify every file; returns the records and how many files
+    were verified by reading back. On failure, deletes the object versions it completed and re-raises."""
+    records: list[FileRecord] = []
+    completed: list[tuple[str, str | None]] = []
+    read_back = 0
+    try:
+        for planned in plan.files:
+            outcome = outcomes.get(planned.path)
+            if outcome is None:
+                raise errors.TransferError(f"{planned.path} was never copied: a unit is missing its result")
+            if planned.multipart:
+                full_crc = outcome.digests.crc64nvme if outcome.digests else None
+                stored = complete_upload(s3, plan, planned, outcome.parts, full_crc)
+                completed.append((planned.key, stored.version_id))
+                digests = outcome.digests
+                if digests is None:
+                    hasher = FileHasher(planned.hub_file())
+                    for chunk in iter_object(s3, plan.bucket, planned.key, stored.version_id):
+                        hasher.update(chunk)
+                    digests = hasher.verify()
+                    read_back += 1
+            else:
+                if outcome.stored is None or outcome.digests is None:
+                    raise errors.TransferError(f"{planned.path} was never written: a unit is missing its result")
+                stored, digests = outcome.stored, outcome.digests
+            records.append(
+                FileRecord(
+                    path=planned.path,
+                    size=planned.size,
+                    sha256=digests.sha256,
+                    git_oid=planned.git_oid,
+                    lfs=planned.lfs,
+                    key=planned.key,
+                    version_id=stored.version_id,
+                    crc64nvme=stored.crc64nvme,
+                )
+            )
+    except BaseException:
+        delete_versions(s3, plan.bucket, completed)
+        raise
+    return records, read_back
+
+
+def delete_versions(s3: Any, bucket: str, written: Iterable[tuple[str, str | None]]) -> int:
+    deleted = 0
+    for key, version_id in written:
+        try:
+            if version_id:
+                s3.delete_object(Bucket=bucket, Key=key, VersionId=version_id)
+            else:
+                s3.delete_object(Bucket=bucket, Key=key)
+            deleted += 1
+        except ClientError:
+            continue  # best effort: cleanup must not hide the error that brought us here
+    return deleted
+
+
+def written_by_outcomes(plan: Plan, outcomes: Iterable[FileOutcome]) -> list[tuple[str, str | None]]:
+    """The single-PUT objects a run wrote (multipart ones are never visible before completion)."""
+    return [
+        (plan.file(outcome.path).key, outcome.stored.version_id) for outcome in outcomes if outcome.stored is not None
+    ]
+
+
+def cleanup_plan(s3: Any, plan: Plan, *, failed: bool, written: Iterable[tuple[str, str | None]]) -> dict[str, int]:
+    """Abort open uploads; after a failure also delete what this run wrote, unless the commit is published."""
+    aborted = abort_uploads(s3, plan)
+    deleted = 0
+    if failed and publish_mod.get_bytes(s3, plan.bucket, plan.manifest_key) is None:
+        deleted = delete_versions(s3, plan.bucket, written)
+    return {"aborted_uploads": aborted, "deleted_objects": deleted}
+
+
+# ---------------------------------------------------------------------------------------------
+# Work files in S3
+# ---------------------------------------------------------------------------------------------
+
+
+def _put_json(s3: Any, bucket: str, key: str, data: Any) -> None:
+    publish_mod.put_bytes(s3, bucket, key, json.dumps(data, separators=(",", ":")).encode(), "application/json")
+
+
+def _require(event: dict[str, Any], name: str) -> Any:
+    if name not in event or event[name] in (None, ""):
+        raise errors.InvalidRequest(f"event has no {name!r}")
+    return event[name]
+
+
+def load_plan(s3: Any, event: dict[str, Any]) -> Plan:
+    if not isinstance(event, dict):
+        raise errors.InvalidRequest(f"event must be a JSON object, got {type(event).__name__}")
+    bucket = validate_bucket(_require(event, "bucket"))
+    plan_key = _require(event, "plan_key")
+    data = publish_mod.get_json(s3, bucket, plan_key)
+    if data is None:
+        raise errors.InvalidRequest(f"no plan at s3://{bucket}/{plan_key}: run the plan task first")
+    return Plan.from_json(data)
+
+
+def unit_result_key(plan: Plan, unit_id: int) -> str:
+    return f"{plan.work_dir}units/{unit_id:06d}.json"
+
+
+def files_key(plan: Plan) -> str:
+    return f"{plan.work_dir}files.json"
+
+
+def units_key(plan: Plan) -> str:
+    return f"{plan.work_dir}units.json"
+
+
+def _list_keys(s3: Any, bucket: str, prefix: str) -> list[str]:
+    keys: list[str] = []
+    try:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            keys.extend(item["Key"] for item in page.get("Contents", []))
+    except ClientError as exc:
+        raise s3_error(exc, bucket, f"listing {prefix}") from exc
+    return keys
+
+
+def _unit_outcomes(s3: Any, plan: Plan) -> list[dict[str, FileOutcome]]:
+    batches: list[dict[str, FileOutcome]] = []
+    for key in _list_keys(s3, plan.bucket, f"{plan.work_dir}units/"):
+        data = publish_mod.get_json(s3, plan.bucket, key)
+        if data is not None:
+            batches.append({item["path"]: FileOutcome.from_json(item) for item in data["files"]})
+    return batches
+
+
+# ---------------------------------------------------------------------------------------------
+# The tasks
+# ---------------------------------------------------------------------------------------------
+
+
+def _parse_plan_event(event: Any) -> dict[str, Any]:
+    if isinstance(event, str):
+        event = {"repo_id": event}
+    if not isinstance(event, dict):
+        raise errors.InvalidRequest(f"event must be a JSON object, got {type(event).__name__}")
+    repo_ref = _require(event, "repo_id")
+    if not isinstance(repo_ref, str):
+        raise errors.InvalidRequest(f"repo_id must be a string, got {type(repo_ref).__name__}")
+    repo_id, ref_revision = ids.parse_repo_ref(repo_ref)
+    revision = event.get("revision") or ref_revision or layout.DEFAULT_REVISION
+    if ref_revision and event.get("revision") and ref_revision != event["revision"]:
+        raise errors.InvalidRequest(f"repo_id says @{ref_revision} but revision says {event['revision']!r}")
+    force = event.get("force", False)
+    if not isinstance(force, bool):
+        raise errors.InvalidRequest(f"force must be true or false, got {force!r}")
+    plan_id = event.get("plan_id") or new_plan_id()
+    if not isinstance(plan_id, str) or not _PLAN_ID_RE.match(plan_id):
+        raise errors.InvalidRequest(f"plan_id {plan_id!r} must be 1-80 letters, digits, '.', '_' or '-'")
+    work_prefix = event.get("work_prefix") or DEFAULT_WORK_PREFIX
+    if not isinstance(work_prefix, str) or not _WORK_PREFIX_RE.match(work_prefix) or ".." in work_prefix:
+        raise errors.InvalidRequest(f"work_prefix {work_prefix!r} is not a safe S3 prefix")
+    return {
+        "repo_id": repo_id,
+        "revision": ids.validate_revision(revision),
+        "include": validate_globs(event.get("include"), "include"),
+        "exclude": validate_globs(event.get("exclude"), "exclude"),
+        "force": force,
+        "bucket": validate_bucket(_require(event, "bucket")),
+        "prefix": validate_prefix(event.get("prefix", layout.DEFAULT_PREFIX)),
+        "options": PlanOptions.from_json(event.get("options")),
+        "plan_id": plan_id,
+        "work_prefix": work_prefix.strip("/"),
+    }
+
+
+def plan(event: Any, *, token: str | None = None, s3: Any = None) -> dict[str, Any]:
+    """Task 1: resolve, plan, start uploads; store plan.json and units.json under the work prefix."""
+    args = _parse_plan_event(event)
+    s3 = s3 or s3_client()
+    prepared = prepare_plan(s3, args["repo_id"], args["revision"], token=token, **_without(args, "repo_id", "revision"))
+    base = {
+        "repo_id": args["repo_id"],
+        "revision": args["revision"],
+        "bucket": args["bucket"],
+        "prefix": args["prefix"],
+        "plan_id": args["plan_id"],
+    }
+    if isinstance(prepared, Published):
+        return {
+            "status": "already_published",
+            **base,
+            "commit": prepared.commit,
+            "plan_key": None,
+            "units_key": None,
+            "units": None,
+            "unit_count": 0,
+            "lambda_units": 0,
+            "fargate_units": 0,
+            "files": prepared.files,
+            "total_bytes": prepared.total_bytes,
+            "manifest_key": prepared.manifest_key,
+        }
+    the_plan = prepared
+    items = [
+        {
+            "bucket": the_plan.bucket,
+            "plan_key": the_plan.plan_key,
+            "unit_id": unit.unit_id,
+            "runner": unit.runner,
+            "path": unit.items[0].path,
+            "files": len(unit.items),
+            "bytes": unit.bytes,
+        }
+        for unit in the_plan.units
+    ]
+    try:
+        _put_json(s3, the_plan.bucket, the_plan.plan_key, the_plan.to_json())
+        _put_json(s3, the_plan.bucket, units_key(the_plan), items)
+    except BaseException:
+        abort_uploads(s3, the_plan)
+        raise
+    return {
+        "status": "planned",
+        **base,
+        "commit": the_plan.commit,
+        "plan_key": the_plan.plan_key,
+        "units_key": units_key(the_plan),
+        "units": items if len(items) <= INLINE_UNITS_LIMIT else None,
+        "unit_count": len(items),
+        "lambda_units": sum(1 for unit in the_plan.units if unit.runner == "lambda"),
+        "fargate_units": sum(1 for unit in the_plan.units if unit.runner == "fargate"),
+        "files": len(the_plan.files),
+        "total_bytes": the_plan.total_bytes,
+        "manifest_key": the_plan.manifest_key,
+    }
+
+
+def _without(args: dict[str, Any], *names: str) -> dict[str, Any]:
+    return {key: value for key, value in args.items() if key not in names}
+
+
+def copy_unit(
+    event: Any, *, token: str | None = None, s3: Any = None, concurrency: int | None = None
+) -> dict[str, Any]:
+    """Task 2: copy one unit's parts (Lambda or Fargate), verifying whole files in-stream."""
+    started = time.monotonic()
+    s3 = s3 or s3_client()
+    the_plan = load_plan(s3, event)
+    unit_id = event.get("unit_id")
+    if not isinstance(unit_id, int) or isinstance(unit_id, bool):
+        raise errors.InvalidRequest(f"event has no integer 'unit_id' (got {unit_id!r})")
+    unit = the_plan.unit(unit_id)
+    reader = HubReader(the_plan.repo_id, the_plan.commit, the_plan.endpoint, token)
+    outcomes = run_parts(s3, the_plan, unit.items, reader, concurrency=concurrency or the_plan.options.unit_concurrency)
+    result_key = unit_result_key(the_plan, unit_id)
+    _put_json(
+        s3,
+        the_plan.bucket,
+        result_key,
+        {"unit_id": unit_id, "retries": reader.retries, "files": [o.to_json() for o in outcomes.values()]},
+    )
+    return {
+        "unit_id": unit_id,
+        "path": unit.items[0].path,
+        "runner": unit.runner,
+        "bytes": unit.bytes,
+        "parts": sum(item.last_part - item.first_part + 1 for item in unit.items),
+        "retries": reader.retries,
+        "seconds": round(time.monotonic() - started, 3),
+        "result_key": result_key,
+    }
+
+
+def finalize(event: Any, *, s3: Any = None, token: str | None = None) -> dict[str, Any]:
+    """Task 3: complete uploads, verify split files by reading them back, write files.json."""
+    s3 = s3 or s3_client()
+    the_plan = load_plan(s3, event)
+    outcomes = merge_outcomes(_unit_outcomes(s3, the_plan))
+    records, read_back = finalize_files(s3, the_plan, outcomes)
+    _put_json(s3, the_plan.bucket, files_key(the_plan), [record.to_json() for record in records])
+    return {
+        "status": "verified",
+        "bucket": the_plan.bucket,
+        "plan_key": the_plan.plan_key,
+        "files_key": files_key(the_plan),
+        "files": len(records),
+        "total_bytes": sum(record.size for record in records),
+        "verified_by_read_back": read_back,
+    }
+
+
+def publish(event: Any, *, s3: Any = None, token: str | None = None) -> dict[str, Any]:
+    """Task 4: hash file, manifest, ref, root manifest — in that order."""
+    s3 = s3 or s3_client()
+    the_plan = load_plan(s3, event)
+    raw = publish_mod.get_bytes(s3, the_plan.bucket, files_key(the_plan))
+    if raw is None:
+        raise errors.InvalidRequest(f"no verified file list at {files_key(the_plan)}: run finalize first")
+    records = [FileRecord.from_json(item) for item in json.loads(raw)]
+    published = publish_mod.publish(s3, the_plan, records)
+    return {"status": "published", "repo_id": the_plan.repo_id, "revision": the_plan.revision, **published.to_json()}
+
+
+def cleanup(event: Any, *, s3: Any = None, token: str | None = None) -> dict[str, Any]:
+    """Task 5: abort open uploads, delete a failed run's objects, delete the plan's work files."""
+    s3 = s3 or s3_client()
+    if not isinstance(event, dict) or not event.get("plan_key"):
+        return {"status": "cleaned", "aborted_uploads": 0, "deleted_objects": 0, "deleted_work_files": 0}
+    try:
+        the_plan = load_plan(s3, event)
+    except errors.InvalidRequest:
+        return {"status": "cleaned", "aborted_uploads": 0, "deleted_objects": 0, "deleted_work_files": 0}
+    failed = bool(event.get("failed", False))
+    written: list[tuple[str, str | None]] = []
+    if failed:
+        for batch in _unit_outcomes(s3, the_plan):
+            written.extend(written_by_outcomes(the_plan, batch.values()))
+    counts = cleanup_plan(s3, the_plan, failed=failed, written=written)
+    deleted_work = delete_prefix(s3, the_plan.bucket, the_plan.work_dir)
+    return {"status": "cleaned", **counts, "deleted_work_files": deleted_work}
+
+
+def delete_prefix(s3: Any, bucket: str, prefix: str) -> int:
+    """Delete every version (and delete marker) under `prefix`; returns how many objects had a version."""
+    targets: list[dict[str, str]] = []
+    keys: set[str] = set()
+    try:
+        for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
+            for entry in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+                targets.append({"Key": entry["Key"], "VersionId": entry["VersionId"]})
+                keys.add(entry["Key"])
+        for start in range(0, len(targets), 1000):
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": targets[start : start + 1000], "Quiet": True})
+    except ClientError as exc:
+        raise s3_error(exc, bucket, f"deleting the work files under {prefix}") from exc
+    return len(keys)

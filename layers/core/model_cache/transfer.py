@@ -1,0 +1,512 @@
+"""Stream Hub bytes into S3: one PutObject per small file, UploadPart per part of a big one.
+
+Nothing touches local disk. Every part is one HTTP Range request to the file's resolve URL (redirects
+followed by huggingface_hub's shared httpx session, which keeps connections alive and drops the
+Authorization header when a redirect leaves the Hub), read into one buffer, and uploaded with a
+CRC64NVME checksum. A transient fault (reset, drop mid-body, timeout, 408/429/5xx) retries that part
+with backoff, resuming the Range at the first byte not yet received; 401/403/404 fail at once.
+
+`run_parts` is the one scheduler both the engine (every part of every file) and a Lambda unit (the
+parts of one unit) use: a thread pool pulling parts in file order, at most `concurrency + window`
+part buffers alive at once (memory <= part_size x (concurrency + window)), and an in-order hashing
+cursor per file, so any file whose every part is in the run is verified in-stream without re-reading.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+import httpx2
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from huggingface_hub import get_session, hf_hub_url
+from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]  # lazy re-export
+
+from model_cache import errors
+from model_cache.plan import Plan, PlannedFile, UnitItem
+from model_cache.progress import NullProgress, Progress
+from model_cache.verify import FileDigests, FileHasher
+
+CHECKSUM_ALGORITHM = "CRC64NVME"
+READ_CHUNK = 1024 * 1024
+TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+MAX_RETRY_AFTER_SECONDS = 120.0
+
+
+# ---------------------------------------------------------------------------------------------
+# S3
+# ---------------------------------------------------------------------------------------------
+
+
+def s3_client(concurrency: int = 8) -> Any:
+    """A boto3 S3 client sized for `concurrency` threads (AWS_ENDPOINT_URL honoured by boto3 itself)."""
+    config = Config(
+        max_pool_connections=max(10, concurrency * 2 + 2),
+        retries={"mode": "standard", "max_attempts": 6},
+        connect_timeout=10,
+        read_timeout=120,
+        tcp_keepalive=True,
+    )
+    return boto3.client("s3", config=config)
+
+
+def s3_error(exc: ClientError, bucket: str, what: str) -> errors.ModelCacheError:
+    """The domain error for an S3 ClientError, naming the bucket and the fix."""
+    code = exc.response.get("Error", {}).get("Code", "")
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if code == "NoSuchBucket":
+        return errors.BucketNotFound(f"bucket {bucket!r} does not exist: create it or pass the right --bucket")
+    if code in ("AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch") or status == 403:
+        return errors.AccessDenied(
+            f"access denied to bucket {bucket!r} while {what}: check the credentials and the bucket policy"
+        )
+    return errors.TransferError(f"S3 failed while {what} in bucket {bucket!r}: {code or status}")
+
+
+@dataclass(frozen=True)
+class PartResult:
+    part_number: int
+    etag: str
+    crc64nvme: str
+
+    def to_json(self) -> list[Any]:
+        return [self.part_number, self.etag, self.crc64nvme]
+
+    @classmethod
+    def from_json(cls, data: list[Any]) -> PartResult:
+        return cls(part_number=int(data[0]), etag=str(data[1]), crc64nvme=str(data[2]))
+
+
+def start_uploads(s3: Any, plan: Plan) -> None:
+    """Create a multipart upload for every multipart file of the plan that has none yet."""
+    for planned in plan.files:
+        if planned.multipart and planned.upload_id is None:
+            try:
+                response = s3.create_multipart_upload(
+                    Bucket=plan.bucket,
+                    Key=planned.key,
+                    ChecksumAlgorithm=CHECKSUM_ALGORITHM,
+                    ChecksumType="FULL_OBJECT",
+                )
+            except ClientError as exc:
+                raise s3_error(exc, plan.bucket, f"starting the upload of {planned.path}") from exc
+            plan.set_upload_id(planned.path, response["UploadId"])
+
+
+def abort_uploads(s3: Any, plan: Plan) -> int:
+    """Abort every multipart upload of the plan still open; returns how many were aborted."""
+    aborted = 0
+    for planned in plan.files:
+        if planned.upload_id is None:
+            continue
+        try:
+            s3.abort_multipart_upload(Bucket=plan.bucket, Key=planned.key, UploadId=planned.upload_id)
+            aborted += 1
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("NoSuchUpload", "404"):
+                raise s3_error(exc, plan.bucket, f"aborting the upload of {planned.path}") from exc
+    return aborted
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    version_id: str | None
+    crc64nvme: str | None
+
+
+def complete_upload(
+    s3: Any, plan: Plan, planned: PlannedFile, parts: Sequence[PartResult], full_crc64nvme: str | None
+) -> StoredObject:
+    """Complete a multipart upload; with `full_crc64nvme` S3 checks the whole object against it too."""
+    expected = list(range(1, planned.part_count + 1))
+    numbers = sorted(part.part_number for part in parts)
+    if numbers != expected:
+        missing = sorted(set(expected) - set(numbers))[:5]
+        raise errors.TransferError(f"{planned.path}: parts {missing}... were never uploaded; cannot complete")
+    if planned.upload_id is None:
+        raise errors.InvalidRequest(f"{planned.path} has no multipart upload to complete")
+    kwargs: dict[str, Any] = {
+        "Bucket": plan.bucket,
+        "Key": planned.key,
+        "UploadId": planned.upload_id,
+        "MultipartUpload": {
+            "Parts": [
+                {"PartNumber": part.part_number, "ETag": part.etag, "ChecksumCRC64NVME": part.crc64nvme}
+                for part in sorted(parts, key=lambda part: part.part_number)
+            ]
+        },
+        "ChecksumType": "FULL_OBJECT",
+    }
+    if full_crc64nvme is not None:
+        kwargs["ChecksumCRC64NVME"] = full_crc64nvme
+    try:
+        response = s3.complete_multipart_upload(**kwargs)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in ("BadDigest", "InvalidPart", "InvalidRequest") and full_crc64nvme is not None:
+            raise errors.IntegrityError(f"{planned.path}: S3 rejected the object's CRC64NVME ({code})") from exc
+        raise s3_error(exc, plan.bucket, f"completing the upload of {planned.path}") from exc
+    version_id = response.get("VersionId")
+    crc = response.get("ChecksumCRC64NVME")
+    if crc is None:
+        head = s3.head_object(Bucket=plan.bucket, Key=planned.key, ChecksumMode="ENABLED", **_version(version_id))
+        crc = head.get("ChecksumCRC64NVME")
+    if full_crc64nvme is not None and crc is not None and crc != full_crc64nvme:
+        raise errors.IntegrityError(f"{planned.path}: S3 holds CRC64NVME {crc}, the bytes sent had {full_crc64nvme}")
+    return StoredObject(version_id=version_id, crc64nvme=crc)
+
+
+def _version(version_id: str | None) -> dict[str, str]:
+    return {"VersionId": version_id} if version_id else {}
+
+
+def iter_object(s3: Any, bucket: str, key: str, version_id: str | None) -> Iterator[bytes]:
+    """Stream an uploaded object back (for verifying a file whose ranges were copied by several units)."""
+    try:
+        body = s3.get_object(Bucket=bucket, Key=key, **_version(version_id))["Body"]
+    except ClientError as exc:
+        raise s3_error(exc, bucket, f"reading back {key}") from exc
+    try:
+        yield from body.iter_chunks(chunk_size=8 * 1024 * 1024)
+    finally:
+        body.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The Hub
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RetryPolicy:
+    max_attempts: int = 8
+    base_delay: float = 0.25
+    max_delay: float = 20.0
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), MAX_RETRY_AFTER_SECONDS)
+        backoff: float = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+        return backoff * (0.5 + random.random() / 2)  # noqa: S311 -- jitter: parallel parts do not retry in lockstep
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class _Transient(Exception):
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class HubReader:
+    """Reads byte ranges of one commit's files from the Hub's resolve URLs, with retries."""
+
+    def __init__(
+        self,
+        repo_id: str,
+        commit: str,
+        endpoint: str,
+        token: str | None,
+        *,
+        policy: RetryPolicy | None = None,
+    ) -> None:
+        self.repo_id = repo_id
+        self.commit = commit
+        self.endpoint = endpoint
+        self.policy = policy or RetryPolicy()
+        # token=False: never fall back to a token file on disk; the token comes only from the caller.
+        self._headers = build_hf_headers(token=token or False, library_name="s3-model-cache")
+        self._token_given = bool(token)
+        self._session = get_session()
+        self.retries = 0  # how many transient faults were absorbed (visible to tests and the summary)
+        self._lock = threading.Lock()
+
+    def url(self, path: str) -> str:
+        return hf_hub_url(self.repo_id, path, revision=self.commit, endpoint=self.endpoint)
+
+    def read(self, path: str, start: int, end: int, *, ranged: bool, on_bytes: Callable[[int], None]) -> bytearray:
+        """Bytes [start, end) of `path`; `ranged=False` fetches the whole file with a plain GET."""
+        length = end - start
+        buffer = bytearray(length)
+        received = 0
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                received = self._fill(path, start, end, buffer, received, ranged=ranged, on_bytes=on_bytes)
+                if received == length:
+                    return buffer
+                raise _Transient(f"the connection closed after {received} of {length} bytes")
+            except _Transient as fault:
+                if attempt >= self.policy.max_attempts:
+                    raise errors.TransferError(
+                        f"{path}: bytes {start}-{end - 1} still failing after {attempt} attempts ({fault.reason})"
+                    ) from fault
+                with self._lock:
+                    self.retries += 1
+                self.policy.sleep(self.policy.delay(attempt, fault.retry_after))
+
+    def _fill(
+        self,
+        path: str,
+        start: int,
+        end: int,
+        buffer: bytearray,
+        received: int,
+        *,
+        ranged: bool,
+        on_bytes: Callable[[int], None],
+    ) -> int:
+        headers = dict(self._headers)
+        if ranged or received:
+            headers["Range"] = f"bytes={start + received}-{end - 1}"
+        if end - start == 0:
+            headers.pop("Range", None)
+        timeout = httpx2.Timeout(self.policy.read_timeout, connect=self.policy.connect_timeout)
+        view = memoryview(buffer)
+        try:
+            with self._session.stream("GET", self.url(path), headers=headers, timeout=timeout) as response:
+                self._check_status(path, response, expect_partial="Range" in headers)
+                for chunk in response.iter_raw(READ_CHUNK):
+                    size = len(chunk)
+                    if received + size > len(buffer):
+                        raise errors.IntegrityError(
+                            f"{path}: the Hub sent more than the {end - start} bytes asked for at offset {start}"
+                        )
+                    view[received : received + size] = chunk
+                    received += size
+                    on_bytes(size)
+        except (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError) as exc:
+            raise _Transient(f"{type(exc).__name__}: {exc}") from exc
+        return received
+
+    def _check_status(self, path: str, response: httpx2.Response, *, expect_partial: bool) -> None:
+        status = response.status_code
+        if status == 206 or (status == 200 and not expect_partial):
+            return
+        if status in TRANSIENT_STATUS:
+            raise _Transient(f"HTTP {status}", parse_retry_after(response.headers.get("Retry-After")))
+        where = f"{self.repo_id}/{path}@{self.commit[:12]}"
+        if status == 401 or (status == 403 and not self._token_given):
+            raise errors.GatedRepo(f"the Hub refused {where} (HTTP {status}): set HF_TOKEN to a token with access")
+        if status == 403:
+            raise errors.AccessDenied(f"the Hub refused {where} with the token given (HTTP 403): check its access")
+        if status == 404:
+            raise errors.EntryNotFound(f"{where} is not at the Hub (HTTP 404): the commit may have been removed")
+        if status == 416:
+            raise errors.IntegrityError(f"{where} is shorter than the Hub's listing declares (HTTP 416)")
+        if status == 200:
+            raise errors.TransferError(f"the Hub ignored the Range request for {where}; cannot resume safely")
+        raise errors.TransferError(f"the Hub answered HTTP {status} for {where}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The scheduler
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FileOutcome:
+    """What a run did for one file: its uploaded parts, and its digests when the run saw every byte."""
+
+    path: str
+    parts: list[PartResult] = field(default_factory=list)
+    digests: FileDigests | None = None
+    stored: StoredObject | None = None  # set for a single-PUT file (the object exists and is verified)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "parts": [part.to_json() for part in sorted(self.parts, key=lambda part: part.part_number)],
+            "digests": None if self.digests is None else self.digests.__dict__,
+            "stored": None if self.stored is None else self.stored.__dict__,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FileOutcome:
+        return cls(
+            path=data["path"],
+            parts=[PartResult.from_json(part) for part in data["parts"]],
+            digests=None if data["digests"] is None else FileDigests(**data["digests"]),
+            stored=None if data["stored"] is None else StoredObject(**data["stored"]),
+        )
+
+
+class _OrderedHasher:
+    """Feeds a file's parts to its hasher in order as they complete, whatever order they finish in."""
+
+    def __init__(self, planned: PlannedFile, release: Callable[[], None]) -> None:
+        self.hasher = FileHasher(planned.hub_file())
+        self._next = 1
+        self._pending: dict[int, bytearray] = {}
+        self._lock = threading.Lock()
+        self._release = release
+
+    def feed(self, part_number: int, data: bytearray) -> None:
+        with self._lock:
+            self._pending[part_number] = data
+            while self._next in self._pending:
+                self.hasher.update(self._pending.pop(self._next))
+                self._next += 1
+                self._release()
+
+
+@dataclass(frozen=True)
+class _PartTask:
+    planned: PlannedFile
+    part_number: int
+
+
+class _Stopped(Exception):
+    """Another part failed: this one gives up quietly so the first error is the one reported."""
+
+
+def run_parts(
+    s3: Any,
+    plan: Plan,
+    items: Sequence[UnitItem],
+    reader: HubReader,
+    *,
+    concurrency: int,
+    window: int = 2,
+    progress: Progress | None = None,
+) -> dict[str, FileOutcome]:
+    """Copy the parts named by `items` with `concurrency` threads; verify whole files in-stream.
+
+    Raises the first domain error; parts already uploaded stay in their (still open) multipart
+    upload, which the caller's cleanup aborts.
+    """
+    progress = progress or NullProgress()
+    if concurrency < 1:
+        raise errors.InvalidRequest(f"concurrency must be at least 1, got {concurrency}")
+    slots = threading.Semaphore(concurrency + max(0, window))
+    stop = threading.Event()
+    outcomes: dict[str, FileOutcome] = {}
+    hashers: dict[str, _OrderedHasher] = {}
+    tasks: list[_PartTask] = []
+    remaining: dict[str, int] = {}
+    for item in items:
+        planned = plan.file(item.path)
+        if not 1 <= item.first_part <= item.last_part <= planned.part_count:
+            raise errors.InvalidRequest(f"unit item {item} is outside {planned.path}'s {planned.part_count} parts")
+        if planned.multipart and planned.upload_id is None:
+            raise errors.InvalidRequest(f"{planned.path} has no multipart upload: run plan first")
+        outcomes[planned.path] = FileOutcome(path=planned.path)
+        if item.first_part == 1 and item.last_part == planned.part_count and planned.multipart:
+            hashers[planned.path] = _OrderedHasher(planned, slots.release)
+        tasks.extend(_PartTask(planned, number) for number in range(item.first_part, item.last_part + 1))
+        remaining[planned.path] = item.last_part - item.first_part + 1
+        first_start, _ = planned.part_range(item.first_part)
+        _, last_end = planned.part_range(item.last_part)
+        progress.file_started(planned.path, last_end - first_start)
+    outcome_lock = threading.Lock()
+
+    def acquire_slot() -> None:
+        while not slots.acquire(timeout=0.2):
+            if stop.is_set():
+                raise _Stopped
+
+    def copy_part(task: _PartTask) -> None:
+        if stop.is_set():
+            raise _Stopped
+        planned = task.planned
+        acquire_slot()
+        released = False
+        try:
+            start, end = planned.part_range(task.part_number)
+
+            def on_bytes(count: int) -> None:
+                progress.advance(planned.path, count)
+
+            data = reader.read(planned.path, start, end, ranged=planned.multipart, on_bytes=on_bytes)
+            if stop.is_set():
+                raise _Stopped
+            if not planned.multipart:
+                hasher = FileHasher(planned.hub_file())
+                hasher.update(data)
+                digests = hasher.verify()  # before the PUT: a bad small file is never written
+                stored = _put_object(s3, plan, planned, data)
+                with outcome_lock:
+                    outcomes[planned.path].digests = digests
+                    outcomes[planned.path].stored = stored
+            else:
+                part = _upload_part(s3, plan, planned, task.part_number, data)
+                with outcome_lock:
+                    outcomes[planned.path].parts.append(part)
+                ordered = hashers.get(planned.path)
+                if ordered is not None:
+                    released = True  # the hasher releases the slot once the part is hashed
+                    ordered.feed(task.part_number, data)
+            del data
+        finally:
+            if not released:
+                slots.release()
+        with outcome_lock:
+            remaining[planned.path] -= 1
+            finished = remaining[planned.path] == 0
+        if finished:
+            progress.file_done(planned.path)
+
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="copy") as pool:
+        futures = [pool.submit(copy_part, task) for task in tasks]
+        wait(futures, return_when=FIRST_EXCEPTION)
+        failures = [f.exception() for f in futures if f.done() and not f.cancelled() and f.exception() is not None]
+        first_error = next((e for e in failures if not isinstance(e, _Stopped)), None)
+        if first_error is not None:
+            stop.set()
+            for future in futures:
+                future.cancel()
+    if first_error is not None:
+        if isinstance(first_error, errors.ModelCacheError):
+            raise first_error
+        raise errors.TransferError(f"copy failed: {type(first_error).__name__}: {first_error}") from first_error
+    for path, ordered in hashers.items():
+        outcomes[path].digests = ordered.hasher.verify()
+    return outcomes
+
+
+def _put_object(s3: Any, plan: Plan, planned: PlannedFile, data: bytearray) -> StoredObject:
+    try:
+        response = s3.put_object(Bucket=plan.bucket, Key=planned.key, Body=data, ChecksumAlgorithm=CHECKSUM_ALGORITHM)
+    except ClientError as exc:
+        raise s3_error(exc, plan.bucket, f"writing {planned.path}") from exc
+    return StoredObject(version_id=response.get("VersionId"), crc64nvme=response.get("ChecksumCRC64NVME"))
+
+
+def _upload_part(s3: Any, plan: Plan, planned: PlannedFile, part_number: int, data: bytearray) -> PartResult:
+    try:
+        response = s3.upload_part(
+            Bucket=plan.bucket,
+            Key=planned.key,
+            UploadId=planned.upload_id,
+            PartNumber=part_number,
+            Body=data,
+            ChecksumAlgorithm=CHECKSUM_ALGORITHM,
+        )
+    except ClientError as exc:
+        raise s3_error(exc, plan.bucket, f"uploading part {part_number} of {planned.path}") from exc
+    return PartResult(part_number=part_number, etag=response["ETag"], crc64nvme=response["ChecksumCRC64NVME"])
