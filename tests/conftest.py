@@ -194,6 +194,22 @@ def hub(hub_server: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 
 @pytest.fixture
+def hf_endpoint(hub: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The Hub double's URL, also patched into huggingface_hub's import-time constants.
+
+    huggingface_hub reads HF_ENDPOINT once, when it is first imported (constants.ENDPOINT and
+    HUGGINGFACE_CO_URL_TEMPLATE), so setting the variable later only reaches code that reads the
+    environment itself. This fixture makes calls that pass no `endpoint=` (hf_hub_download,
+    snapshot_download, HfApi(), transformers' from_pretrained) reach the double too.
+    """
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
+    return str(hub.url)
+
+
+@pytest.fixture
 def hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty, private Hugging Face cache for this test."""
     cache = tmp_path / "hf-cache"
