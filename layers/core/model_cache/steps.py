@@ -247,11 +247,11 @@ def _list_keys(s3: Any, bucket: str, prefix: str) -> list[str]:
     return keys
 
 
-def _unit_outcomes(s3: Any, plan: Plan) -> list[dict[str, FileOutcome]]:
+def _unit_outcomes(s3: Any, plan: Plan, *, include_failed: bool = False) -> list[dict[str, FileOutcome]]:
     batches: list[dict[str, FileOutcome]] = []
     for key in _list_keys(s3, plan.bucket, f"{plan.work_dir}units/"):
         data = publish_mod.get_json(s3, plan.bucket, key)
-        if data is not None:
+        if data is not None and (include_failed or not data.get("failed")):
             batches.append({item["path"]: FileOutcome.from_json(item) for item in data["files"]})
     return batches
 
@@ -374,14 +374,22 @@ def copy_unit(
         raise errors.InvalidRequest(f"event has no integer 'unit_id' (got {unit_id!r})")
     unit = the_plan.unit(unit_id)
     reader = HubReader(the_plan.repo_id, the_plan.commit, the_plan.endpoint, token)
-    outcomes = run_parts(s3, the_plan, unit.items, reader, concurrency=concurrency or the_plan.options.unit_concurrency)
+    outcomes: dict[str, FileOutcome] = {}
     result_key = unit_result_key(the_plan, unit_id)
-    _put_json(
-        s3,
-        the_plan.bucket,
-        result_key,
-        {"unit_id": unit_id, "retries": reader.retries, "files": [o.to_json() for o in outcomes.values()]},
-    )
+    try:
+        run_parts(
+            s3,
+            the_plan,
+            unit.items,
+            reader,
+            concurrency=concurrency or the_plan.options.unit_concurrency,
+            outcomes=outcomes,
+        )
+    except BaseException:
+        # What was already written goes on record, so cleanup can delete it.
+        _put_json(s3, the_plan.bucket, result_key, _unit_record(unit_id, reader, outcomes, failed=True))
+        raise
+    _put_json(s3, the_plan.bucket, result_key, _unit_record(unit_id, reader, outcomes, failed=False))
     return {
         "unit_id": unit_id,
         "path": unit.items[0].path,
@@ -391,6 +399,15 @@ def copy_unit(
         "retries": reader.retries,
         "seconds": round(time.monotonic() - started, 3),
         "result_key": result_key,
+    }
+
+
+def _unit_record(unit_id: int, reader: HubReader, outcomes: dict[str, FileOutcome], *, failed: bool) -> dict[str, Any]:
+    return {
+        "unit_id": unit_id,
+        "failed": failed,
+        "retries": reader.retries,
+        "files": [outcome.to_json() for outcome in outcomes.values()],
     }
 
 
@@ -436,7 +453,7 @@ def cleanup(event: Any, *, s3: Any = None, token: str | None = None) -> dict[str
     failed = bool(event.get("failed", False))
     written: list[tuple[str, str | None]] = []
     if failed:
-        for batch in _unit_outcomes(s3, the_plan):
+        for batch in _unit_outcomes(s3, the_plan, include_failed=True):
             written.extend(written_by_outcomes(the_plan, batch.values()))
     counts = cleanup_plan(s3, the_plan, failed=failed, written=written)
     deleted_work = delete_prefix(s3, the_plan.bucket, the_plan.work_dir)

@@ -394,18 +394,20 @@ def run_parts(
     concurrency: int,
     window: int = 2,
     progress: Progress | None = None,
+    outcomes: dict[str, FileOutcome] | None = None,
 ) -> dict[str, FileOutcome]:
     """Copy the parts named by `items` with `concurrency` threads; verify whole files in-stream.
 
     Raises the first domain error; parts already uploaded stay in their (still open) multipart
-    upload, which the caller's cleanup aborts.
+    upload, which the caller's cleanup aborts. Pass `outcomes` to see, after a failure, what was
+    already written (single-PUT objects a cleanup must delete).
     """
     progress = progress or NullProgress()
     if concurrency < 1:
         raise errors.InvalidRequest(f"concurrency must be at least 1, got {concurrency}")
     slots = threading.Semaphore(concurrency + max(0, window))
     stop = threading.Event()
-    outcomes: dict[str, FileOutcome] = {}
+    outcomes = outcomes if outcomes is not None else {}
     hashers: dict[str, _OrderedHasher] = {}
     tasks: list[_PartTask] = []
     remaining: dict[str, int] = {}

@@ -1,0 +1,126 @@
+"""`sync`: mirror one Hub revision into S3 in one process, on a thread pool.
+
+The same building blocks as the state machine's tasks (`model_cache.steps`), run back to back:
+resolve + plan + start uploads -> every part of every file on one pool, verified in-stream ->
+complete uploads -> publish. Any failure aborts this run's uploads and deletes what it wrote.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from model_cache import errors, layout
+from model_cache.plan import DEFAULT_PART_SIZE, DEFAULT_UNIT_SIZE, PlanOptions, UnitItem
+from model_cache.progress import NullProgress, Progress
+from model_cache.publish import Published, publish
+from model_cache.steps import cleanup_plan, finalize_files, prepare_plan, written_by_outcomes
+from model_cache.transfer import FileOutcome, HubReader, run_parts, s3_client
+
+DEFAULT_CONCURRENCY = 8
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    status: str  # "published" or "already_published"
+    repo_id: str
+    revision: str
+    commit: str
+    bucket: str
+    manifest_key: str
+    ref_key: str | None
+    root_manifest_key: str | None
+    files: int
+    total_bytes: int
+    copied_bytes: int
+    seconds: float
+    retries: int
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.copied_bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "mb_per_s": round(self.mb_per_s, 2)}
+
+
+def sync(
+    repo_id: str,
+    revision: str = layout.DEFAULT_REVISION,
+    *,
+    bucket: str,
+    prefix: str = layout.DEFAULT_PREFIX,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    force: bool = False,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    part_size: int = DEFAULT_PART_SIZE,
+    token: str | None = None,
+    progress: Progress | None = None,
+    s3: Any = None,
+) -> SyncResult:
+    """Copy `repo_id`@`revision` into s3://`bucket`/`prefix`/ verified, and publish it; a no-op if published."""
+    started = time.monotonic()
+    progress = progress or NullProgress()
+    if not isinstance(concurrency, int) or concurrency < 1 or concurrency > 256:
+        raise errors.InvalidRequest(f"concurrency must be between 1 and 256, got {concurrency!r}")
+    s3 = s3 or s3_client(concurrency)
+    options = PlanOptions(part_size=part_size, unit_size=max(DEFAULT_UNIT_SIZE, part_size))
+    prepared = prepare_plan(
+        s3,
+        repo_id,
+        revision,
+        bucket=bucket,
+        prefix=prefix,
+        include=include,
+        exclude=exclude,
+        force=force,
+        options=options,
+        token=token,
+    )
+    if isinstance(prepared, Published):
+        return _result("already_published", repo_id, revision, bucket, prepared, 0, started, 0)
+    plan = prepared
+    progress.begin(len(plan.files), plan.total_bytes)
+    reader = HubReader(plan.repo_id, plan.commit, plan.endpoint, token)
+    items = [UnitItem(planned.path, 1, planned.part_count) for planned in plan.files]
+    outcomes: dict[str, FileOutcome] = {}
+    try:
+        run_parts(s3, plan, items, reader, concurrency=concurrency, progress=progress, outcomes=outcomes)
+        records, _ = finalize_files(s3, plan, outcomes)
+        published = publish(s3, plan, records)
+    except BaseException:
+        cleanup_plan(s3, plan, failed=True, written=written_by_outcomes(plan, outcomes.values()))
+        raise
+    finally:
+        progress.end()
+    return _result("published", repo_id, revision, bucket, published, plan.total_bytes, started, reader.retries)
+
+
+def _result(
+    status: str,
+    repo_id: str,
+    revision: str,
+    bucket: str,
+    published: Published,
+    copied: int,
+    started: float,
+    retries: int,
+) -> SyncResult:
+    return SyncResult(
+        status=status,
+        repo_id=repo_id,
+        revision=revision,
+        commit=published.commit,
+        bucket=bucket,
+        manifest_key=published.manifest_key,
+        ref_key=published.ref_key,
+        root_manifest_key=published.root_manifest_key,
+        files=published.files,
+        total_bytes=published.total_bytes,
+        copied_bytes=copied,
+        seconds=time.monotonic() - started,
+        retries=retries,
+    )
