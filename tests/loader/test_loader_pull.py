@@ -29,7 +29,8 @@ def tree(root: Path) -> list[str]:
 
 
 def test_pull_writes_the_huggingface_cache_layout(seeded: Seeded, hf_cache: Path) -> None:
-    """GIVEN a snapshot in S3 WHEN pulled THEN blobs, relative snapshot links and refs/main are as huggingface_hub writes them."""
+    """GIVEN a snapshot in S3 WHEN pulled
+    THEN blobs, relative snapshot links and refs/main are exactly as huggingface_hub writes them."""
     result = pull(REPO, bucket=seeded.bucket, cache_dir=hf_cache)
 
     repo_dir = hf_cache / "models--test-org--small"
@@ -71,7 +72,8 @@ def test_huggingface_hub_reads_the_pull_offline(seeded: Seeded, hf_cache: Path, 
 
 
 def test_warm_restart_reuses_the_snapshot_without_object_gets(seeded: Seeded, hf_cache: Path) -> None:
-    """GIVEN a completed pull WHEN pulled again THEN nothing is downloaded: only refs/main is read (none when pinned)."""
+    """GIVEN a completed pull WHEN pulled again
+    THEN nothing is downloaded: only refs/main is read (nothing at all when pinned to a commit)."""
     pull(REPO, bucket=seeded.bucket, cache_dir=hf_cache)
     client = make_s3_client()
     counter = RequestCounter(client)
@@ -100,7 +102,8 @@ def test_missing_blob_is_fetched_again(seeded: Seeded, hf_cache: Path) -> None:
 
 
 def test_sha256_local_rehashes_and_repairs_a_corrupted_blob(seeded: Seeded, hf_cache: Path) -> None:
-    """GIVEN a blob corrupted on disk at the same size WHEN pulled with verify='sha256-local' THEN it is re-downloaded."""
+    """GIVEN a blob corrupted on disk at the same size
+    WHEN pulled with verify='sha256-local' THEN it is re-downloaded."""
     first = pull(REPO, bucket=seeded.bucket, cache_dir=hf_cache)
     blob = (first.path / "model.safetensors").resolve()
     blob.write_bytes(b"\0" * blob.stat().st_size)
@@ -112,7 +115,8 @@ def test_sha256_local_rehashes_and_repairs_a_corrupted_blob(seeded: Seeded, hf_c
 
 
 def test_corrupted_object_is_refused_and_nothing_kept(s3: Any, bucket: str, hf_cache: Path) -> None:
-    """GIVEN an S3 object whose bytes differ from the manifest's sha256 WHEN pulled THEN IntegrityError, no blob kept."""
+    """GIVEN an S3 object whose bytes differ from the manifest's sha256
+    WHEN pulled THEN IntegrityError, and no blob (nor temporary file) is kept."""
     files = small_repo()
     bad = bytearray(files["model.safetensors"])
     bad[1000] ^= 0xFF
@@ -133,7 +137,7 @@ def test_object_of_the_wrong_size_is_refused(s3: Any, bucket: str, hf_cache: Pat
     """GIVEN an object shorter than the manifest says WHEN pulled with verify='size' THEN IntegrityError."""
     files = small_repo()
     seed_snapshot(s3, bucket, REPO, files, object_override={"config.json": files["config.json"][:-1]})
-    with pytest.raises(IntegrityError, match="config.json.*bytes, the manifest says"):
+    with pytest.raises(IntegrityError, match=r"config\.json.*bytes, the manifest says"):
         pull(REPO, bucket=bucket, cache_dir=hf_cache, fallback="error", verify="size")
 
 
