@@ -154,7 +154,7 @@ def complete_upload(
         if code in ("BadDigest", "InvalidPart", "InvalidRequest") and full_crc64nvme is not None:
             raise errors.IntegrityError(f"{planned.path}: S3 rejected the object's CRC64NVME ({code})") from exc
         raise s3_error(exc, plan.bucket, f"completing the upload of {planned.path}") from exc
-    version_id = response.get("VersionId")
+    version_id = version_or_none(response.get("VersionId"))
     crc = response.get("ChecksumCRC64NVME")
     if crc is None:
         head = s3.head_object(Bucket=plan.bucket, Key=planned.key, ChecksumMode="ENABLED", **_version(version_id))
@@ -162,6 +162,11 @@ def complete_upload(
     if full_crc64nvme is not None and crc is not None and crc != full_crc64nvme:
         raise errors.IntegrityError(f"{planned.path}: S3 holds CRC64NVME {crc}, the bytes sent had {full_crc64nvme}")
     return StoredObject(version_id=version_id, crc64nvme=crc)
+
+
+def version_or_none(version_id: object) -> str | None:
+    """S3 says "null" for an object in a bucket without versioning; the manifest wants JSON null."""
+    return version_id if isinstance(version_id, str) and version_id and version_id != "null" else None
 
 
 def _version(version_id: str | None) -> dict[str, str]:
@@ -496,7 +501,9 @@ def _put_object(s3: Any, plan: Plan, planned: PlannedFile, data: bytearray) -> S
         response = s3.put_object(Bucket=plan.bucket, Key=planned.key, Body=data, ChecksumAlgorithm=CHECKSUM_ALGORITHM)
     except ClientError as exc:
         raise s3_error(exc, plan.bucket, f"writing {planned.path}") from exc
-    return StoredObject(version_id=response.get("VersionId"), crc64nvme=response.get("ChecksumCRC64NVME"))
+    return StoredObject(
+        version_id=version_or_none(response.get("VersionId")), crc64nvme=response.get("ChecksumCRC64NVME")
+    )
 
 
 def _upload_part(s3: Any, plan: Plan, planned: PlannedFile, part_number: int, data: bytearray) -> PartResult:
