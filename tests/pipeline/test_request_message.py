@@ -24,7 +24,7 @@ def test_bare_id_defaults_to_main_and_default_selection() -> None:
     assert request.to_input() == {
         "repo_id": "microsoft/phi-2",
         "revision": "main",
-        "include": None,
+        "include": [],
         "exclude": [],
         "force": False,
         "requested_by": None,

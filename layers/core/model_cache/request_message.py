@@ -43,13 +43,13 @@ _FIELDS = frozenset({"repo_id", "revision", "include", "exclude", "force", "requ
 class CacheRequest:
     """One validated request to cache `repo_id` at `revision`.
 
-    `include=None` means the default selection: every file, minus duplicate weight formats when
-    the repo has safetensors (applied by `model_cache.selection`, which owns that rule).
+    An empty `include` means the default selection: every file, minus duplicate weight formats
+    when the repo has safetensors (applied by `model_cache.selection`, which owns that rule).
     """
 
     repo_id: str
     revision: str = DEFAULT_REVISION
-    include: tuple[str, ...] | None = None
+    include: tuple[str, ...] = field(default_factory=tuple)
     exclude: tuple[str, ...] = field(default_factory=tuple)
     force: bool = False
     requested_by: str | None = None
@@ -59,7 +59,7 @@ class CacheRequest:
         return {
             "repo_id": self.repo_id,
             "revision": self.revision,
-            "include": list(self.include) if self.include is not None else None,
+            "include": list(self.include),
             "exclude": list(self.exclude),
             "force": self.force,
             "requested_by": self.requested_by,
@@ -71,7 +71,7 @@ class CacheRequest:
             {
                 "repo_id": self.repo_id,
                 "revision": self.revision,
-                "include": sorted(self.include) if self.include is not None else None,
+                "include": sorted(self.include),
                 "exclude": sorted(self.exclude),
                 "force": self.force,
             },
@@ -143,7 +143,7 @@ def _from_mapping(data: dict[Any, Any]) -> CacheRequest:
     revision_value = data.get("revision")
     revision = DEFAULT_REVISION if revision_value is None else validate_revision(revision_value)
     include_value = data.get("include")
-    include = None if include_value is None else _patterns("include", include_value)
+    include = () if include_value is None else _patterns("include", include_value)
     exclude_value = data.get("exclude")
     exclude = () if exclude_value is None else _patterns("exclude", exclude_value)
     force = data.get("force", False)

@@ -1,0 +1,38 @@
+"""Cleanup task: abort open uploads, remove what a failed run wrote, delete the plan's work files.
+
+Runs on every way out of the copy (success and Catch); `failed` and `error` say which.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from model_cache import steps
+from model_cache.errors import ModelCacheError
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+
+@logger.inject_lambda_context(log_event=False)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    try:
+        result = steps.cleanup(event)
+    except ModelCacheError as exc:
+        metrics.add_metric(name="TaskFailures", unit=MetricUnit.Count, value=1)
+        logger.error("cleanup failed", extra={"error": type(exc).__name__, "reason": str(exc)})
+        raise
+    logger.info(
+        "cleanup done",
+        extra={key: result[key] for key in ("status", "aborted_uploads", "deleted_objects", "deleted_work_files")},
+    )
+    if event.get("failed"):
+        metrics.add_metric(name="ExecutionsCleanedAfterFailure", unit=MetricUnit.Count, value=1)
+    return result

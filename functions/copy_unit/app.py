@@ -1,0 +1,38 @@
+"""Copy-unit task: stream one unit (a small file, or a byte range of whole parts) from the Hub into S3.
+
+The event is one Map item read from the plan's units.json; the Fargate copier runs the same
+`steps.copy_unit` on the same item for files too large for Lambda.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from model_cache import steps
+from model_cache.errors import ModelCacheError
+from model_cache.tokens import hub_token
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+
+@logger.inject_lambda_context(log_event=False)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    logger.append_keys(unit_id=event.get("unit_id"), path=event.get("path"))
+    try:
+        result = steps.copy_unit(event, token=hub_token())
+    except ModelCacheError as exc:
+        metrics.add_metric(name="TaskFailures", unit=MetricUnit.Count, value=1)
+        logger.error("copy failed", extra={"error": type(exc).__name__, "reason": str(exc)})
+        raise
+    logger.info("unit copied", extra={key: result[key] for key in ("bytes", "parts", "seconds")})
+    metrics.add_metric(name="BytesCopied", unit=MetricUnit.Bytes, value=result["bytes"])
+    metrics.add_metric(name="UnitSeconds", unit=MetricUnit.Seconds, value=result["seconds"])
+    return result

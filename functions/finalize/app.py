@@ -1,0 +1,36 @@
+"""Finalize task: complete the multipart uploads and verify files split across units by reading them back.
+
+A mismatch deletes what this run wrote and fails with IntegrityError; nothing is published.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from model_cache import steps
+from model_cache.errors import ModelCacheError
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+
+@logger.inject_lambda_context(log_event=False)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    try:
+        result = steps.finalize(event)
+    except ModelCacheError as exc:
+        metrics.add_metric(name="TaskFailures", unit=MetricUnit.Count, value=1)
+        logger.error("finalize failed", extra={"error": type(exc).__name__, "reason": str(exc)})
+        raise
+    logger.info(
+        "finalize done", extra={key: result[key] for key in ("status", "files", "total_bytes", "verified_by_read_back")}
+    )
+    metrics.add_metric(name="FilesVerified", unit=MetricUnit.Count, value=result["files"])
+    return result

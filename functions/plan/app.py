@@ -1,0 +1,41 @@
+"""Plan task: resolve the revision at the Hub, select and split the files, start the uploads.
+
+The state machine passes the request plus bucket, prefix, work prefix, plan id and sizing; the
+result is the small summary of docs/internals.md ("State machine task I/O"), never the plan itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from model_cache import steps
+from model_cache.errors import ModelCacheError
+from model_cache.tokens import hub_token
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+
+@logger.inject_lambda_context(log_event=False)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    try:
+        result = steps.plan(event, token=hub_token())
+    except ModelCacheError as exc:
+        metrics.add_metric(name="TaskFailures", unit=MetricUnit.Count, value=1)
+        logger.error("plan failed", extra={"error": type(exc).__name__, "reason": str(exc)})
+        raise
+    logger.info(
+        "planned",
+        extra={key: result[key] for key in ("status", "repo_id", "revision", "commit", "unit_count", "total_bytes")},
+    )
+    metrics.add_metric(name="UnitsPlanned", unit=MetricUnit.Count, value=result["unit_count"])
+    if result["status"] == "already_published":
+        metrics.add_metric(name="AlreadyCached", unit=MetricUnit.Count, value=1)
+    return result

@@ -1,0 +1,38 @@
+"""Publish task: hash file, manifests/{commit}.json, refs/{revision}, manifest.json, in that order.
+
+Runs only after finalize verified every file, so a reader that finds a manifest finds every file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from model_cache import steps
+from model_cache.errors import ModelCacheError
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+
+@logger.inject_lambda_context(log_event=False)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    try:
+        result = steps.publish(event)
+    except ModelCacheError as exc:
+        metrics.add_metric(name="TaskFailures", unit=MetricUnit.Count, value=1)
+        logger.error("publish failed", extra={"error": type(exc).__name__, "reason": str(exc)})
+        raise
+    logger.info(
+        "publish done",
+        extra={key: result[key] for key in ("status", "repo_id", "revision", "commit", "files", "total_bytes")},
+    )
+    metrics.add_metric(name="FilesPublished", unit=MetricUnit.Count, value=result["files"])
+    metrics.add_metric(name="BytesPublished", unit=MetricUnit.Bytes, value=result["total_bytes"])
+    return result

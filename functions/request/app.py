@@ -1,0 +1,74 @@
+"""Request task: SQS messages (ARCHITECTURE.md 3.3) -> one deduplicated state machine execution each.
+
+Each record is handled on its own (Powertools BatchProcessor, ReportBatchItemFailures): a
+malformed message is logged with the reason and reported as a failed item, so SQS redrives it to
+the dead-letter queue after maxReceiveCount; a valid one starts an execution whose name is the
+request's deterministic name, and ExecutionAlreadyExists means a duplicate that collapsed into the
+execution already started: success.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import cache
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from model_cache.errors import InvalidRequest
+from model_cache.request_message import parse_request
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+@cache
+def _stepfunctions() -> Any:
+    return boto3.client("stepfunctions")
+
+
+def _state_machine_arn() -> str:
+    arn = os.environ.get("STATE_MACHINE_ARN", "")
+    if not arn:
+        raise RuntimeError("STATE_MACHINE_ARN is not set: the template wires it to the model-cache state machine")
+    return arn
+
+
+@tracer.capture_method(capture_response=False)
+def record_handler(record: SQSRecord) -> dict[str, Any]:
+    try:
+        request = parse_request(record.body)
+    except InvalidRequest as exc:
+        logger.warning("request rejected", extra={"message_id": record.message_id, "reason": str(exc)})
+        metrics.add_metric(name="RequestsRejected", unit=MetricUnit.Count, value=1)
+        raise
+    name = request.execution_name()
+    details = {"message_id": record.message_id, "repo_id": request.repo_id, "revision": request.revision}
+    client = _stepfunctions()
+    try:
+        started = client.start_execution(
+            stateMachineArn=_state_machine_arn(), name=name, input=json.dumps(request.to_input())
+        )
+    except client.exceptions.ExecutionAlreadyExists:
+        logger.info("duplicate request collapsed into the existing execution", extra={**details, "execution": name})
+        metrics.add_metric(name="RequestsDeduplicated", unit=MetricUnit.Count, value=1)
+        return {"execution": name, "duplicate": True}
+    logger.info("execution started", extra={**details, "execution_arn": started["executionArn"]})
+    metrics.add_metric(name="RequestsAccepted", unit=MetricUnit.Count, value=1)
+    return {"execution": name, "duplicate": False}
+
+
+@logger.inject_lambda_context(log_event=False)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

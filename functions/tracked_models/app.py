@@ -1,0 +1,35 @@
+"""Tracked-models task: the models a scheduled refresh covers.
+
+TRACKED_MODELS (the template's parameter) plus every repo and ref already in the bucket; the
+state machine then starts one child execution per model, and an unchanged commit ends at the
+plan step with no copy work.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from model_cache.steps import validate_bucket, validate_prefix
+from model_cache.tracked import tracked_models
+from model_cache.transfer import s3_client
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+
+@logger.inject_lambda_context(log_event=False)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    bucket = validate_bucket(event.get("bucket"))
+    prefix = validate_prefix(event.get("prefix", "models"))
+    models = tracked_models(s3_client(), bucket, prefix, os.environ.get("TRACKED_MODELS", ""))
+    logger.info("tracked models listed", extra={"count": len(models), "models": [m["repo_id"] for m in models]})
+    metrics.add_metric(name="TrackedModels", unit=MetricUnit.Count, value=len(models))
+    return {"models": models}

@@ -1,0 +1,67 @@
+"""Which models a scheduled refresh covers: the configured list plus every repo already cached.
+
+A refresh re-plans each of them at its branch; the plan step finds an unchanged commit already
+published and stops there, so a model that has not moved costs one Hub API call and no copy work.
+Repos found in the bucket are refreshed at every branch or tag they have a ref for, with the
+default file selection (the bucket does not record the include/exclude a past request used).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from model_cache import ids, layout
+from model_cache.errors import InvalidRequest
+from model_cache.request_message import CacheRequest
+
+REFRESH_REQUESTER = "schedule"
+
+
+def parse_tracked(text: str) -> list[CacheRequest]:
+    """'org/a, org/b@v1' -> requests; blank entries are ignored, bad ones raise InvalidRequest."""
+    requests: list[CacheRequest] = []
+    for entry in text.split(","):
+        entry = entry.strip()
+        if not entry:
+            continue
+        repo_id, revision = ids.parse_repo_ref(entry)
+        requests.append(
+            CacheRequest(repo_id=repo_id, revision=revision or layout.DEFAULT_REVISION, requested_by=REFRESH_REQUESTER)
+        )
+    return requests
+
+
+def cached_refs(s3: Any, bucket: str, prefix: str) -> list[CacheRequest]:
+    """Every (repo, ref) that has a `refs/{revision}` object under the cache prefix."""
+    base = layout.repo_prefix(prefix, "x").removesuffix("x/")
+    found: list[CacheRequest] = []
+    paginator = s3.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=base, Delimiter="/"):
+        for common in page.get("CommonPrefixes", []):
+            slug = common["Prefix"][len(base) :].rstrip("/")
+            try:
+                repo_id = ids.validate_repo_id(layout.repo_id_from_slug(slug))
+            except InvalidRequest:
+                continue  # not a repo folder of ours (e.g. a stray key); nothing to refresh
+            refs_prefix = layout.ref_key(prefix, repo_id, "")
+            for refs_page in paginator.paginate(Bucket=bucket, Prefix=refs_prefix):
+                for entry in refs_page.get("Contents", []):
+                    revision = entry["Key"][len(refs_prefix) :]
+                    try:
+                        ids.validate_revision(revision)
+                    except InvalidRequest:
+                        continue
+                    found.append(CacheRequest(repo_id=repo_id, revision=revision, requested_by=REFRESH_REQUESTER))
+    return found
+
+
+def tracked_models(s3: Any, bucket: str, prefix: str, configured: str) -> list[dict[str, Any]]:
+    """State machine inputs for every tracked model, configured ones first, without duplicates."""
+    seen: set[tuple[str, str]] = set()
+    models: list[dict[str, Any]] = []
+    for request in [*parse_tracked(configured), *cached_refs(s3, bucket, prefix)]:
+        key = (request.repo_id, request.revision)
+        if key not in seen:
+            seen.add(key)
+            models.append(request.to_input())
+    return models
