@@ -533,34 +533,57 @@ class RequestRecord:
 
 
 class RequestLog:
-    """Thread-safe, list-like log of served requests."""
+    """Thread-safe, list-like log of served requests.
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
+    A request is logged when its response ends, which can be a moment after the client has read
+    the last byte; reads therefore wait (up to `settle` seconds) for requests still in flight.
+    `clear()` also forgets requests in flight, so a slow one cannot land in a later test's log.
+    """
+
+    def __init__(self, settle: float = 5.0) -> None:
+        self._changed = threading.Condition()
         self._records: list[RequestRecord] = []
+        self._generation = 0
+        self._in_flight = 0
+        self.settle = settle
+
+    def begin(self) -> int:
+        """Note a request in flight; returns the generation to pass to `finish`."""
+        with self._changed:
+            self._in_flight += 1
+            return self._generation
+
+    def finish(self, generation: int, record: RequestRecord) -> None:
+        with self._changed:
+            if generation == self._generation:
+                self._records.append(record)
+                self._in_flight -= 1
+                self._changed.notify_all()
 
     def append(self, record: RequestRecord) -> None:
-        with self._lock:
+        with self._changed:
             self._records.append(record)
 
     def clear(self) -> None:
-        with self._lock:
+        with self._changed:
+            self._generation += 1
+            self._in_flight = 0
             self._records.clear()
+            self._changed.notify_all()
 
     def snapshot(self) -> list[RequestRecord]:
-        with self._lock:
+        with self._changed:
+            self._changed.wait_for(lambda: self._in_flight == 0, timeout=self.settle)
             return list(self._records)
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._records)
+        return len(self.snapshot())
 
     def __iter__(self) -> Iterator[RequestRecord]:
         return iter(self.snapshot())
 
     def __getitem__(self, index: int) -> RequestRecord:
-        with self._lock:
-            return self._records[index]
+        return self.snapshot()[index]
 
     def matching(self, **criteria: Any) -> list[RequestRecord]:
         """Records whose fields equal every given value, e.g. `matching(method="GET", file="a.bin")`."""
@@ -701,24 +724,32 @@ class _Handler(BaseHTTPRequestHandler):
         self._fired: list[str] = []
         self._route = _Route("other", "unknown")
         self._request_id = str(uuid.uuid4())
-        request_body = self._read_body()
+        generation = self.hub.requests.begin()
         try:
-            self._route = self._parse_route()
-            self._pre_response_faults()
-            self._handle(request_body)
-        except HubError as error:
-            self._send_error(error)
-        except HubConfigError as error:
-            self._send_error(HubError(500, f"Hub double configuration error: {error}"))
-        except _ClientGone:
+            try:
+                request_body = self._read_body()
+                self._route = self._parse_route()
+                self._pre_response_faults()
+                self._handle(request_body)
+            except HubError as error:
+                self._send_error(error)
+            except HubConfigError as error:
+                self._send_error(HubError(500, f"Hub double configuration error: {error}"))
+            except (_ClientGone, OSError):
+                raise
+            except Exception as error:  # a bug in the double: answer 500 and say what it was
+                sys.stderr.write(f"hub-double: error serving {self.command} {self.path}: {error!r}\n")
+                if self._status:  # a response is under way: all that is left is to cut it short
+                    self._drop_connection()
+                    return
+                self._send_error(HubError(500, f"Hub double internal error: {type(error).__name__}: {error}"))
+        except (_ClientGone, OSError):
+            # The client went away, a fault dropped it, or the server is stopping: nothing more to send.
             self._aborted = True
             self.close_connection = True
-        except Exception as error:  # a bug in the double: answer 500 and say what it was
-            sys.stderr.write(f"hub-double: error serving {self.command} {self.path}: {error!r}\n")
-            with contextlib.suppress(Exception):
-                self._send_error(HubError(500, f"Hub double internal error: {type(error).__name__}: {error}"))
         finally:
-            self.hub.requests.append(
+            self.hub.requests.finish(
+                generation,
                 RequestRecord(
                     method=self.command,
                     path=self.path,
@@ -731,7 +762,7 @@ class _Handler(BaseHTTPRequestHandler):
                     faults=tuple(self._fired),
                     aborted=self._aborted,
                     authorized=self.headers.get("Authorization") is not None,
-                )
+                ),
             )
 
     def _read_body(self) -> bytes:
