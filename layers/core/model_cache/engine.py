@@ -92,10 +92,10 @@ def sync(
         records, _ = finalize_files(s3, plan, outcomes)
         published = publish(s3, plan, records)
     except BaseException:
+        progress.abort()
         cleanup_plan(s3, plan, failed=True, written=written_by_outcomes(plan, outcomes.values()))
         raise
-    finally:
-        progress.end()
+    progress.end()
     return _result("published", repo_id, revision, bucket, published, plan.total_bytes, started, reader.retries)
 
 

@@ -79,7 +79,7 @@ def translate_hub_error(
                 f"{repo_id} is gated and the token given has no access: accept the model's terms on the Hub "
                 "with the token's account, or use a token that has access"
             )
-        return errors.GatedRepo(f"{repo_id} is gated: set HF_TOKEN (or pass --token) to a token with access")
+        return errors.GatedRepo(f"{repo_id} is gated: set HF_TOKEN to a token with access")
     if isinstance(exc, hf_errors.RepositoryNotFoundError):
         hint = "check the spelling" if token_given else "check the spelling, or set HF_TOKEN if it is private"
         return errors.RepoNotFound(f"repo {repo_id} not found at the Hub: {hint}")

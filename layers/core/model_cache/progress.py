@@ -18,6 +18,7 @@ class Progress(Protocol):
     def advance(self, path: str, count: int) -> None: ...
     def file_done(self, path: str) -> None: ...
     def end(self) -> None: ...
+    def abort(self) -> None: ...
 
 
 class NullProgress:
@@ -34,6 +35,9 @@ class NullProgress:
         pass
 
     def end(self) -> None:
+        pass
+
+    def abort(self) -> None:
         pass
 
 
@@ -107,6 +111,13 @@ class ConsoleProgress:
             if self.tty:
                 self.stream.write("\n")
             self.stream.flush()
+
+    def abort(self) -> None:
+        """After a failure: end a redrawn line so the error starts on its own; print nothing else."""
+        with self._lock:
+            if self.tty and self._last_draw:
+                self.stream.write("\n")
+                self.stream.flush()
 
     def _draw(self, now: float) -> None:
         elapsed = max(now - self._started, 1e-6)
