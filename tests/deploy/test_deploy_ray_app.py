@@ -1,0 +1,261 @@
+"""deploy/ray/app.py under real Ray Serve: the model from the S3 cache, and from the Hub on a miss.
+
+One local Ray session for the module (Ray starts slowly on two shared cores). Each test deploys
+the app the way the RayService does: app.py shipped as the runtime_env working_dir, the pod
+variables as runtime_env env_vars, and an HTTP POST through Serve's proxy on a free loopback
+port. The replica's loader talks to moto's S3 server and the Hub double over HTTP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import shutil
+import socket
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from model_cache import layout
+from model_cache.devtools.modelgen import TINY_MODEL, repo_dir
+from model_cache.devtools.synthetic import git_blob_oid, lfs_pointer
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
+
+APP_DIR = Path(__file__).resolve().parents[2] / "deploy" / "ray"
+PREFIX = "models"
+MAX_LENGTH = "24"
+LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".onnx", ".h5", ".msgpack", ".model")
+
+
+@pytest.fixture(scope="module")
+def app_module() -> Iterator[ModuleType]:
+    """deploy/ray/app.py imported as `app`, the name the replicas import it by from working_dir."""
+    previous = sys.modules.get("app")
+    spec = importlib.util.spec_from_file_location("app", APP_DIR / "app.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["app"] = module
+    spec.loader.exec_module(module)
+    try:
+        yield module
+    finally:
+        if previous is None:
+            sys.modules.pop("app", None)
+        else:
+            sys.modules["app"] = previous
+
+
+@pytest.fixture(scope="module")
+def serve_url(app_module: ModuleType) -> Iterator[str]:
+    """A local Ray (2 CPUs, no dashboard) with Serve's HTTP proxy on a free loopback port.
+
+    app.py goes to the replicas as the job's working_dir, as the RayService ships it (Ray takes a
+    local directory only at the job level). Ray gets its own short temp dir: /tmp/ray is shared
+    with anyone else running Ray on this machine, and its socket paths must stay short.
+    """
+    import ray
+    from ray import serve
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ray_temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        _temp_dir=ray_temp,
+        log_to_driver=False,
+        runtime_env={"working_dir": str(APP_DIR)},
+    )
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        shutil.rmtree(ray_temp, ignore_errors=True)
+
+
+def publish_to_s3(s3: Any, bucket: str, repo_id: str, files: dict[str, bytes], commit: str) -> dict[str, Any]:
+    """Publish `files` the way the pipeline does (ARCHITECTURE.md 3.1/3.2): files, manifest, ref, root manifest."""
+    entries = []
+    for path in sorted(files):
+        content = files[path]
+        sha256 = hashlib.sha256(content).hexdigest()
+        lfs = path.endswith(LFS_SUFFIXES)
+        key = layout.file_key(PREFIX, repo_id, commit, path)
+        s3.put_object(Bucket=bucket, Key=key, Body=content)
+        entries.append(
+            {
+                "path": path,
+                "size": len(content),
+                "sha256": sha256,
+                "git_oid": git_blob_oid(lfs_pointer(sha256, len(content)) if lfs else content),
+                "lfs": lfs,
+                "key": key,
+                "version_id": None,
+                "crc64nvme": None,
+            }
+        )
+    s3.put_object(Bucket=bucket, Key=layout.hash_key(PREFIX, repo_id, commit), Body=commit.encode())
+    manifest = {
+        "schema_version": 1,
+        "repo_id": repo_id,
+        "repo_type": "model",
+        "revision": "main",
+        "commit": commit,
+        "source": "https://huggingface.co",
+        "created_at": "2026-11-30T12:00:00Z",
+        "bucket": bucket,
+        "prefix": layout.snapshot_prefix(PREFIX, repo_id, commit),
+        "total_size": sum(len(content) for content in files.values()),
+        "files": entries,
+    }
+    body = json.dumps(manifest).encode()
+    s3.put_object(Bucket=bucket, Key=layout.manifest_key(PREFIX, repo_id, commit), Body=body)
+    s3.put_object(Bucket=bucket, Key=layout.ref_key(PREFIX, repo_id, "main"), Body=commit.encode())
+    s3.put_object(Bucket=bucket, Key=layout.root_manifest_key(PREFIX, repo_id), Body=body)
+    return manifest
+
+
+def tiny_model_files(hub_root: Path) -> dict[str, bytes]:
+    folder = repo_dir(hub_root, TINY_MODEL)
+    return {
+        path.relative_to(folder).as_posix(): path.read_bytes()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and not path.name.startswith(".hub-")
+    }
+
+
+def pod_env(aws_url: str, hub_url: str, bucket: str, cache_dir: Path) -> dict[str, str]:
+    """The variables the RayService gives the replica, pointed at the local servers."""
+    return {
+        "MODEL_ID": TINY_MODEL,
+        "MAX_LENGTH": MAX_LENGTH,
+        "USE_MODEL_CACHE": "true",
+        "MODEL_CACHE_BUCKET": bucket,
+        "MODEL_CACHE_PREFIX": PREFIX,
+        "AWS_ENDPOINT_URL": aws_url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "HF_ENDPOINT": hub_url,
+        "HF_HOME": str(cache_dir.parent / "hf-home"),
+        "HF_HUB_CACHE": str(cache_dir),
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+    }
+
+
+def deploy(app_module: ModuleType, name: str, env: dict[str, str]) -> str:
+    """serve.run the app as the RayService does; returns its route."""
+    from ray import serve
+
+    runtime_env = {"env_vars": env}
+    application = app_module.TextGenerator.options(ray_actor_options={"num_cpus": 1, "runtime_env": runtime_env}).bind()
+    route = f"/{name}"
+    serve.run(application, name=name, route_prefix=route)
+    return route
+
+
+def post(url: str, body: bytes, method: str = "POST") -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(url, data=body if method == "POST" else None, method=method)  # noqa: S310
+    request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:  # noqa: S310 - loopback URL we built
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def assert_generated(answer: dict[str, Any], prompt: str) -> None:
+    assert answer["prompt"] == prompt
+    assert isinstance(answer["generated_text"], str)
+    assert answer["generated_tokens"] >= 1
+    assert answer["inference_time_seconds"] > 0
+    assert answer["load_seconds"] > 0
+    assert answer["device_used"] == "cpu"
+    assert answer["gpu_available"] is False
+    assert answer["model_device"] == "cpu"
+    assert answer["model_id"] == TINY_MODEL
+
+
+def test_serves_the_model_from_the_s3_cache(
+    app_module: ModuleType, serve_url: str, aws: Any, s3: Any, bucket: str, hub: Any, hub_root: Path, tmp_path: Path
+) -> None:
+    from ray import serve
+
+    # GIVEN the tiny model published in S3 at a pinned commit, and a pod with an empty HF cache
+    commit = hashlib.sha1(b"s3-cache-commit", usedforsecurity=False).hexdigest()
+    publish_to_s3(s3, bucket, TINY_MODEL, tiny_model_files(hub_root), commit)
+    cache_dir = tmp_path / "hf-cache"
+    hub.requests.clear()
+
+    # WHEN the app is deployed with USE_MODEL_CACHE=true and asked for text
+    route = deploy(app_module, "s3cache", pod_env(aws.url, hub.url, bucket, cache_dir))
+    try:
+        prompt = "Once upon a time"
+        status, answer = post(serve_url + route, json.dumps({"prompt": prompt}).encode())
+
+        # THEN it answers with generated text from the S3 copy, pinned commit included
+        assert status == 200, answer
+        assert_generated(answer, prompt)
+        assert answer["model_source"] == "s3-cache"
+        assert answer["model_commit"] == commit
+        # AND the bytes came from S3 into the standard HF cache layout, with no Hub call at all
+        snapshot = cache_dir / f"models--{TINY_MODEL.replace('/', '--')}" / "snapshots" / commit
+        assert (snapshot / "config.json").is_file()
+        assert [record.path for record in hub.requests] == []
+
+        # AND bad requests get a JSON error with a 4xx status, not a crash
+        for body, method, expected in [
+            (b"{not json", "POST", 400),
+            (json.dumps({"text": "no prompt"}).encode(), "POST", 400),
+            (json.dumps(["a", "list"]).encode(), "POST", 400),
+            (json.dumps({"prompt": "word " * 200}).encode(), "POST", 413),
+            (b"", "GET", 405),
+        ]:
+            status, answer = post(serve_url + route, body, method)
+            assert status == expected, (body[:40], answer)
+            assert isinstance(answer["error"], str)
+            assert answer["error"]
+    finally:
+        serve.delete("s3cache")
+
+
+def test_falls_back_to_the_hub_when_the_bucket_is_empty(
+    app_module: ModuleType, serve_url: str, aws: Any, s3: Any, bucket: str, hub: Any, tmp_path: Path
+) -> None:
+    from huggingface_hub import HfApi
+    from ray import serve
+
+    # GIVEN the cache enabled but an empty bucket (the model was never cached)
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
+    hub_commit = HfApi(endpoint=hub.url).model_info(TINY_MODEL).sha
+    hub.requests.clear()
+
+    # WHEN the app is deployed and asked for text
+    route = deploy(app_module, "hubfallback", pod_env(aws.url, hub.url, bucket, tmp_path / "hf-cache"))
+    try:
+        status, answer = post(serve_url + route, json.dumps({"prompt": "Hello"}).encode())
+
+        # THEN it still answers, with the model downloaded from the Hub at the Hub's commit
+        assert status == 200, answer
+        assert_generated(answer, "Hello")
+        assert answer["model_source"] == "hub"
+        assert answer["model_commit"] == hub_commit
+        assert any(TINY_MODEL in record.path for record in hub.requests)
+    finally:
+        serve.delete("hubfallback")
