@@ -6,8 +6,9 @@ convention (docs/devtools.md): `ROOT/<org>/<name>/...` is repo `org/name`, `ROOT
 no-org repo, every regular file is served at its relative path, and the `.hub-*.json` control
 files at a repo root declare virtual (synthetic) files, gating tokens and refs.
 
-torch, transformers and tokenizers are imported only by `write_tiny_model`, so the rest of this
-module (and the Lambda layer that ships the package) does not need them.
+tokenizers, safetensors and numpy are imported only by `write_tiny_model`, so the rest of this
+module (and the Lambda layer that ships the package) does not need them; torch and transformers
+are not needed at all (the tests prove transformers loads and runs what is written).
 """
 
 from __future__ import annotations
@@ -116,6 +117,11 @@ EOS_TOKEN = "</s>"  # noqa: S105 - a tokenizer special token, not a secret
 PAD_TOKEN = "<pad>"  # noqa: S105 - a tokenizer special token, not a secret
 UNK_TOKEN = "<unk>"  # noqa: S105 - a tokenizer special token, not a secret
 _SPECIAL_TOKENS = (UNK_TOKEN, BOS_TOKEN, EOS_TOKEN, PAD_TOKEN)
+_ATTENTION_HEADS = 4
+_KEY_VALUE_HEADS = 2
+# Written into config.json as a real save_pretrained would; fixed, so the bytes (and the fixture
+# commit ids) do not change with the installed transformers.
+WRITTEN_BY_TRANSFORMERS_VERSION = "5.24.0"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,6 +225,74 @@ def _split_into_shards(sizes: Mapping[str, int], shards: int) -> list[list[str]]
     return groups
 
 
+def _numel(shape: tuple[int, ...]) -> int:
+    count = 1
+    for dimension in shape:
+        count *= dimension
+    return count
+
+
+def _llama_config(
+    *, vocab_size: int, hidden_size: int, num_layers: int, max_position_embeddings: int, token_ids: Mapping[str, int]
+) -> dict[str, Any]:
+    """config.json of a LlamaForCausalLM, written by hand so that generating a model needs neither
+    torch nor transformers (importing them costs seconds); the tests load it with transformers."""
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "bos_token_id": token_ids[BOS_TOKEN],
+        "dtype": "float32",
+        "eos_token_id": token_ids[EOS_TOKEN],
+        "head_dim": hidden_size // _ATTENTION_HEADS,
+        "hidden_act": "silu",
+        "hidden_size": hidden_size,
+        "initializer_range": 0.02,
+        "intermediate_size": hidden_size * 2,
+        "max_position_embeddings": max_position_embeddings,
+        "mlp_bias": False,
+        "model_type": "llama",
+        "num_attention_heads": _ATTENTION_HEADS,
+        "num_hidden_layers": num_layers,
+        "num_key_value_heads": _KEY_VALUE_HEADS,
+        "pad_token_id": token_ids[PAD_TOKEN],
+        "pretraining_tp": 1,
+        "rms_norm_eps": 1e-06,
+        "rope_parameters": {"rope_theta": 10000.0, "rope_type": "default"},
+        "tie_word_embeddings": False,
+        "transformers_version": WRITTEN_BY_TRANSFORMERS_VERSION,
+        "use_cache": True,
+        "vocab_size": vocab_size,
+    }
+
+
+def _llama_parameter_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    """The state-dict names and shapes of transformers' LlamaForCausalLM for `config`."""
+    hidden, intermediate = config["hidden_size"], config["intermediate_size"]
+    head_dim, vocab = config["head_dim"], config["vocab_size"]
+    query_width = config["num_attention_heads"] * head_dim
+    key_value_width = config["num_key_value_heads"] * head_dim
+    shapes: dict[str, tuple[int, ...]] = {
+        "model.embed_tokens.weight": (vocab, hidden),
+        "model.norm.weight": (hidden,),
+        "lm_head.weight": (vocab, hidden),
+    }
+    for layer in range(config["num_hidden_layers"]):
+        prefix = f"model.layers.{layer}."
+        shapes |= {
+            f"{prefix}input_layernorm.weight": (hidden,),
+            f"{prefix}post_attention_layernorm.weight": (hidden,),
+            f"{prefix}self_attn.q_proj.weight": (query_width, hidden),
+            f"{prefix}self_attn.k_proj.weight": (key_value_width, hidden),
+            f"{prefix}self_attn.v_proj.weight": (key_value_width, hidden),
+            f"{prefix}self_attn.o_proj.weight": (hidden, query_width),
+            f"{prefix}mlp.gate_proj.weight": (intermediate, hidden),
+            f"{prefix}mlp.up_proj.weight": (intermediate, hidden),
+            f"{prefix}mlp.down_proj.weight": (hidden, intermediate),
+        }
+    return shapes
+
+
 def write_tiny_model(
     dest: Path,
     *,
@@ -242,17 +316,17 @@ def write_tiny_model(
     """
     if shards < 1:
         raise ValueError(f"shards must be >= 1, got {shards}")
-    if hidden_size < 8 or hidden_size % 4:
-        raise ValueError(f"hidden_size must be a multiple of 4 and >= 8, got {hidden_size}")
+    if hidden_size < 2 * _ATTENTION_HEADS or hidden_size % (2 * _ATTENTION_HEADS):
+        raise ValueError(
+            f"hidden_size must be a multiple of {2 * _ATTENTION_HEADS} (even-sized heads), got {hidden_size}"
+        )
     if num_layers < 1:
         raise ValueError(f"num_layers must be >= 1, got {num_layers}")
     if vocab_size < 256 + len(_SPECIAL_TOKENS):
         raise ValueError(f"vocab_size must cover the 256 byte-level symbols and the special tokens, got {vocab_size}")
 
-    import torch
-    import transformers
-    from safetensors.torch import save_file
-    from transformers import LlamaConfig, LlamaForCausalLM
+    import numpy as np
+    from safetensors.numpy import save_file
 
     dest.mkdir(parents=True, exist_ok=True)
     tokenizer = _train_tokenizer(vocab_size)
@@ -260,51 +334,41 @@ def write_tiny_model(
     # The trained vocabulary may be smaller than asked for when the corpus runs out of merges.
     actual_vocab_size = tokenizer.get_vocab_size()
 
-    config = LlamaConfig(
+    config = _llama_config(
         vocab_size=actual_vocab_size,
         hidden_size=hidden_size,
-        intermediate_size=hidden_size * 2,
-        num_hidden_layers=num_layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_layers=num_layers,
         max_position_embeddings=max_position_embeddings,
-        tie_word_embeddings=False,
-        bos_token_id=token_ids[BOS_TOKEN],
-        eos_token_id=token_ids[EOS_TOKEN],
-        pad_token_id=token_ids[PAD_TOKEN],
-        dtype="float32",
+        token_ids=token_ids,
     )
-    config.architectures = ["LlamaForCausalLM"]
-
-    # Fill every parameter from one seeded generator, in name order, so the bytes depend only on
-    # `seed` and the shapes, not on how transformers happens to initialise modules.
-    with torch.device("meta"):
-        shapes = {name: tuple(tensor.shape) for name, tensor in LlamaForCausalLM(config).state_dict().items()}
-    generator = torch.Generator().manual_seed(seed)
-    tensors: dict[str, torch.Tensor] = {}
+    shapes = _llama_parameter_shapes(config)
+    # Weights come from seeded bytes, in name order, so they depend only on `seed` and the shapes:
+    # no torch or numpy RNG whose stream could change between versions. Uniform in [-0.05, 0.05).
+    raw = np.frombuffer(deterministic_bytes(4 * sum(_numel(shape) for shape in shapes.values()), seed), "<u4")
+    values = ((raw / np.float64(2**32) - 0.5) * 0.1).astype("<f4")
+    tensors: dict[str, Any] = {}
+    offset = 0
     for name in sorted(shapes):
+        count = _numel(shapes[name])
         if name.endswith("norm.weight"):
-            tensors[name] = torch.ones(shapes[name], dtype=torch.float32)
+            tensors[name] = np.ones(shapes[name], dtype="<f4")
         else:
-            tensors[name] = torch.randn(shapes[name], generator=generator, dtype=torch.float32) * 0.02
+            tensors[name] = values[offset : offset + count].reshape(shapes[name])
+        offset += count
 
-    sizes = {name: tensor.numel() * tensor.element_size() for name, tensor in tensors.items()}
+    sizes = {name: int(tensor.nbytes) for name, tensor in tensors.items()}
     shard_files = _shard_names(shards)
     groups = _split_into_shards(sizes, shards)
     weight_map: dict[str, str] = {}
     for shard_file, names in zip(shard_files, groups, strict=True):
-        save_file(
-            {name: tensors[name].contiguous() for name in names}, str(dest / shard_file), metadata={"format": "pt"}
-        )
+        # metadata format "pt": what transformers' PyTorch loader expects (numpy arrays are stored identically).
+        save_file({name: tensors[name] for name in names}, str(dest / shard_file), metadata={"format": "pt"})
         weight_map.update(dict.fromkeys(names, shard_file))
     if shards > 1:
         index = {"metadata": {"total_size": sum(sizes.values())}, "weight_map": dict(sorted(weight_map.items()))}
         _write_json(dest / "model.safetensors.index.json", index)
 
-    # Only what differs from the defaults, as save_pretrained writes it and as real Hub configs look.
-    config_dict = config.to_diff_dict()
-    config_dict["transformers_version"] = transformers.__version__
-    _write_json(dest / "config.json", config_dict)
+    _write_json(dest / "config.json", config)
     _write_json(
         dest / "generation_config.json",
         {
@@ -312,7 +376,7 @@ def write_tiny_model(
             "bos_token_id": token_ids[BOS_TOKEN],
             "eos_token_id": token_ids[EOS_TOKEN],
             "pad_token_id": token_ids[PAD_TOKEN],
-            "transformers_version": transformers.__version__,
+            "transformers_version": WRITTEN_BY_TRANSFORMERS_VERSION,
         },
     )
 
