@@ -141,6 +141,20 @@ def bucket(s3: Any) -> str:
     return name
 
 
+@pytest.fixture
+def s3_proxy(aws: MotoEndpoint) -> Iterator[Any]:
+    """An S3Proxy (model_cache.devtools.s3proxy) in front of the session's moto server: no latency, no
+    bandwidth cap, no faults, an empty request log; stopped after the test.
+
+    AWS_ENDPOINT_URL still names moto: build a client with `endpoint_url=s3_proxy.url`, or
+    `monkeypatch.setenv("AWS_ENDPOINT_URL", s3_proxy.url)` to route code that builds its own clients.
+    """
+    from model_cache.devtools.s3proxy import S3Proxy
+
+    with S3Proxy(aws.url) as proxy:
+        yield proxy
+
+
 def incomplete_uploads(s3: Any, bucket_name: str) -> list[dict[str, Any]]:
     """Every multipart upload still open in the bucket (a clean failure leaves none)."""
     return list(s3.list_multipart_uploads(Bucket=bucket_name).get("Uploads", []))

@@ -9,7 +9,6 @@ import io
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,9 +29,9 @@ MULTIPART = TransferConfig(multipart_threshold=5 * MIB, multipart_chunksize=5 * 
 
 
 @pytest.fixture
-def proxy(aws: MotoEndpoint) -> Iterator[S3Proxy]:
-    with S3Proxy(aws.url) as running:
-        yield running
+def proxy(s3_proxy: S3Proxy) -> S3Proxy:
+    """The shared conftest fixture, under a short name."""
+    return s3_proxy
 
 
 def client_through(proxy: S3Proxy, *, total_attempts: int = 5) -> Any:
