@@ -1,9 +1,10 @@
 """Parallel ranged GETs from S3 straight into preallocated blob files, verified as they land.
 
 Every part of every missing blob is one task on a shared pool of `concurrency` threads, each
-writing its bytes with os.pwrite at their offset. sha256 runs alongside: whichever thread
-completes the part at the hashing frontier reads the contiguous finished prefix back (from the
-page cache) into the file's digest, so verification costs no extra pass after the last byte.
+writing its bytes with os.pwrite at their offset. sha256 runs alongside, so verification costs no
+extra pass after the last byte: the thread receiving the bytes at the hashing frontier hashes them
+straight from memory, and only parts that arrive ahead of the frontier are read back (from the
+page cache) once the frontier reaches them.
 
 A blob is written to `blobs/<name>.loader-incomplete` and renamed to `blobs/<name>` only after its
 size and sha256 match. Finished parts are appended to `blobs/<name>.loader-parts`, so a download cut
@@ -57,7 +58,8 @@ class BlobJob:
     fd: int = -1
     parts: int = 0
     done: set[int] = field(default_factory=set)
-    hashed_upto: int = 0
+    hashed_bytes: int = 0
+    frontier_part: int = 0
     hashing: bool = False
     digest: Any = field(default_factory=hashlib.sha256)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -251,6 +253,7 @@ class Downloader:
             if self._cancel.is_set():
                 raise _Cancelled()
             written = 0
+            hash_in_stream = self.verify == "sha256"
             try:
                 request: dict[str, Any] = {"Bucket": self.bucket, "Key": job.key}
                 if not whole:
@@ -267,6 +270,8 @@ class Downloader:
                     if not chunk:
                         break
                     os.pwrite(job.fd, chunk, offset)
+                    if hash_in_stream:
+                        self._hash_in_stream(job, chunk, offset)
                     offset += len(chunk)
                     written += len(chunk)
                     self._count(len(chunk))
@@ -312,40 +317,65 @@ class Downloader:
         if count:
             self._count(-count)
 
+    def _hash_in_stream(self, job: BlobJob, chunk: bytes, offset: int) -> None:
+        """Hash a just-received chunk directly when it is the next byte to hash (no read-back)."""
+        with job.lock:
+            if job.hashing or offset != job.hashed_bytes:
+                return
+            job.hashing = True
+        try:
+            job.digest.update(chunk)
+        finally:
+            with job.lock:
+                job.hashed_bytes += len(chunk)
+                job.hashing = False
+
+    def _written_frontier(self, job: BlobJob) -> int:
+        """Bytes from the start of the blob that are on disk: the run of finished parts from part 0."""
+        while job.frontier_part in job.done:
+            job.frontier_part += 1
+        return min(job.frontier_part * self.part_size, job.size)
+
     def _advance_hash(self, job: BlobJob) -> None:
-        """Hash the contiguous finished prefix; only one thread per blob hashes at a time."""
+        """Hash the finished prefix not yet hashed in-stream, reading it back (from the page cache).
+
+        One thread per blob hashes at a time; a thread finding the blob busy leaves the work to it,
+        and the busy thread re-checks the frontier under the lock before it lets go.
+        """
         if self.verify != "sha256":
             return
         with job.lock:
             if job.hashing:
                 return
             job.hashing = True
-        while True:
+        try:
+            while True:
+                with job.lock:
+                    start, end = job.hashed_bytes, self._written_frontier(job)
+                    if start >= end or self._cancel.is_set():
+                        job.hashing = False
+                        return
+                offset = start
+                while offset < end:
+                    chunk = os.pread(job.fd, min(HASH_READ, end - offset), offset)
+                    if not chunk:
+                        raise IntegrityError(
+                            f"{job.label}: temporary file shrank while verifying; is another process writing it?"
+                        )
+                    job.digest.update(chunk)
+                    offset += len(chunk)
+                with job.lock:
+                    job.hashed_bytes = offset
+        except BaseException:
             with job.lock:
-                if job.hashed_upto not in job.done or self._cancel.is_set():
-                    job.hashing = False
-                    return
-                index = job.hashed_upto
-            start = index * self.part_size
-            remaining = self._part_length(job, index)
-            offset = start
-            while remaining:
-                chunk = os.pread(job.fd, min(HASH_READ, remaining), offset)
-                if not chunk:
-                    raise IntegrityError(
-                        f"{job.label}: temporary file shrank while verifying; is another process writing it?"
-                    )
-                job.digest.update(chunk)
-                offset += len(chunk)
-                remaining -= len(chunk)
-            with job.lock:
-                job.hashed_upto = index + 1
+                job.hashing = False
+            raise
 
     def _finish(self, job: BlobJob) -> bool:
         """Rename the verified temporary file into place; False (and nothing kept) on a sha256 mismatch."""
         if self.verify == "sha256":
             self._advance_hash(job)
-            if job.hashed_upto != job.parts or job.digest.hexdigest() != job.sha256:
+            if job.hashed_bytes != job.size or job.digest.hexdigest() != job.sha256:
                 self._close(job)
                 for path in (job.tmp_path, job.journal_path):
                     with contextlib.suppress(FileNotFoundError):
