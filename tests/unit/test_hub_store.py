@@ -289,3 +289,19 @@ def test_the_request_log_forgets_requests_in_flight_at_clear() -> None:
     log.finish(current, record("/current"))
     assert [r.path for r in log] == ["/current"]
     assert log.matching(path="/current")[0].bytes_sent == 1
+
+
+def test_a_rescan_interval_reuses_the_listing_until_it_expires(tmp_path: Path) -> None:
+    # GIVEN a store allowed to reuse a repo's listing for an hour
+    folder = tmp_path / "o" / "r"
+    write(folder, {"a.txt": b"one"})
+    store = RepoStore(tmp_path, rescan_interval=3600)
+    first = store.snapshot("o/r")
+    assert first is not None
+    # WHEN a file is added  THEN the reused snapshot does not show it (the knob trades freshness for speed)
+    write(folder, {"b.txt": b"two"})
+    assert store.snapshot("o/r") is first
+    # AND a store with the default interval sees it at once
+    fresh = RepoStore(tmp_path).snapshot("o/r")
+    assert fresh is not None
+    assert sorted(fresh.files) == ["a.txt", "b.txt"]

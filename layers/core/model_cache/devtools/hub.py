@@ -176,9 +176,13 @@ def _validate_relative_path(path: str, source: Path) -> None:
 class RepoStore:
     """Finds repo folders under `root` and turns them into snapshots, caching what is costly to hash."""
 
-    def __init__(self, root: Path, lfs_threshold: int = DEFAULT_LFS_THRESHOLD) -> None:
+    def __init__(self, root: Path, lfs_threshold: int = DEFAULT_LFS_THRESHOLD, rescan_interval: float = 0.0) -> None:
         self.root = Path(root)
         self.lfs_threshold = lfs_threshold
+        # 0: re-scan on every request. Listing costs a stat per file (about 5-10 ms per 1,000 files), so
+        # benchmarks of big repos that never change may allow a snapshot to be reused this many seconds.
+        self.rescan_interval = rescan_interval
+        self._last_scan: dict[str, tuple[float, RepoSnapshot]] = {}
         self._lock = threading.Lock()
         # (path, size, mtime_ns, inode) -> (sha256, git blob sha1 of the content)
         self._file_hashes: dict[tuple[str, int, int, int], tuple[str, str]] = {}
@@ -221,7 +225,19 @@ class RepoStore:
     # -- snapshots ---------------------------------------------------------------------------
 
     def snapshot(self, repo_id: str) -> RepoSnapshot | None:
-        """The repo as it is on disk now (re-scanned on every call; hashes reused while files are unchanged)."""
+        """The repo as it is on disk now (re-scanned on every call unless `rescan_interval`; hashes reused)."""
+        if self.rescan_interval > 0:
+            with self._lock:
+                recent = self._last_scan.get(repo_id)
+            if recent is not None and time.monotonic() - recent[0] < self.rescan_interval:
+                return recent[1]
+        snapshot = self._current_snapshot(repo_id)
+        if snapshot is not None and self.rescan_interval > 0:
+            with self._lock:
+                self._last_scan[repo_id] = (time.monotonic(), snapshot)
+        return snapshot
+
+    def _current_snapshot(self, repo_id: str) -> RepoSnapshot | None:
         folder = self.repo_folder(repo_id)
         if folder is None:
             return None
@@ -450,9 +466,13 @@ class FaultRegistry:
             raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {', '.join(FAULT_ENDPOINTS)}")
         if times is not None and times < 1:
             raise ValueError(f"times must be >= 1 or None (forever), got {times}")
-        required = {"drop": ("after_bytes", after_bytes), "status": ("status", status),
-                    "stall": ("seconds", seconds), "corrupt": ("offset", offset),
-                    "bandwidth": ("bytes_per_second", bytes_per_second)}  # fmt: skip
+        required = {
+            "drop": ("after_bytes", after_bytes),
+            "status": ("status", status),
+            "stall": ("seconds", seconds),
+            "corrupt": ("offset", offset),
+            "bandwidth": ("bytes_per_second", bytes_per_second),
+        }
         name, value = required[kind]
         if value is None:
             raise ValueError(f"a {kind!r} fault needs {name}=")
@@ -467,10 +487,19 @@ class FaultRegistry:
             times = None  # a cap lasts until cleared unless a count is asked for explicitly
         with self._lock:
             fault = Fault(
-                id=self._next_id, kind=kind, repo_id=repo_id, path=path, endpoint=endpoint, remaining=times,
-                after_bytes=after_bytes, status=status, retry_after=retry_after, seconds=seconds,
-                offset=offset, bytes_per_second=bytes_per_second,
-            )  # fmt: skip
+                id=self._next_id,
+                kind=kind,
+                repo_id=repo_id,
+                path=path,
+                endpoint=endpoint,
+                remaining=times,
+                after_bytes=after_bytes,
+                status=status,
+                retry_after=retry_after,
+                seconds=seconds,
+                offset=offset,
+                bytes_per_second=bytes_per_second,
+            )
             self._next_id += 1
             self._faults.append(fault)
             return fault
@@ -968,8 +997,11 @@ class _Handler(BaseHTTPRequestHandler):
                     "pickleImportScan": None,
                 }
         if expand:
-            item["lastCommit"] = {"id": snapshot.commit, "title": "Snapshot served by the Hub double",
-                                  "date": snapshot.last_modified}  # fmt: skip
+            item["lastCommit"] = {
+                "id": snapshot.commit,
+                "title": "Snapshot served by the Hub double",
+                "date": snapshot.last_modified,
+            }
         return item
 
     def _handle_tree(self, snapshot: RepoSnapshot, commit: str) -> None:
@@ -1242,6 +1274,7 @@ class HubServer:
         tree_page_size: int = DEFAULT_TREE_PAGE_SIZE,
         bandwidth_limit: int | None = None,
         cdn_port: int = 0,
+        rescan_interval: float = 0.0,
         verbose: bool = False,
     ) -> None:
         root = Path(root)
@@ -1253,7 +1286,9 @@ class HubServer:
             raise ValueError(f"bandwidth_limit must be > 0 bytes/s or None, got {bandwidth_limit}")
         self.root = root
         self.host = host
-        self.store = RepoStore(root, lfs_threshold)
+        if rescan_interval < 0:
+            raise ValueError(f"rescan_interval must be >= 0 seconds, got {rescan_interval}")
+        self.store = RepoStore(root, lfs_threshold, rescan_interval)
         self.faults = FaultRegistry()
         self.requests = RequestLog()
         self.tree_page_size = tree_page_size
@@ -1282,9 +1317,11 @@ class HubServer:
             raise
         for listener in self._listeners:
             thread = threading.Thread(
-                target=listener.serve_forever, kwargs={"poll_interval": 0.1}, name=f"hub-double-{listener.role}",
+                target=listener.serve_forever,
+                kwargs={"poll_interval": 0.1},
+                name=f"hub-double-{listener.role}",
                 daemon=True,
-            )  # fmt: skip
+            )
             thread.start()
             self._threads.append(thread)
         return self
@@ -1366,11 +1403,28 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=0, help="port for the Hub API (0: a free port)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--cdn-port", type=int, default=0, help="port for the LFS CDN listener (0: a free port)")
-    parser.add_argument("--bandwidth", type=int, default=None, metavar="BYTES_PER_S",
-                        help="cap each response body at this many bytes/s (a CDN's per-stream limit)")  # fmt: skip
-    parser.add_argument("--lfs-threshold", type=int, default=DEFAULT_LFS_THRESHOLD, metavar="BYTES",
-                        help="files larger than this are LFS files whatever their name")  # fmt: skip
+    parser.add_argument(
+        "--bandwidth",
+        type=int,
+        default=None,
+        metavar="BYTES_PER_S",
+        help="cap each response body at this many bytes/s (a CDN's per-stream limit)",
+    )
+    parser.add_argument(
+        "--lfs-threshold",
+        type=int,
+        default=DEFAULT_LFS_THRESHOLD,
+        metavar="BYTES",
+        help="files larger than this are LFS files whatever their name",
+    )
     parser.add_argument("--tree-page-size", type=int, default=DEFAULT_TREE_PAGE_SIZE)
+    parser.add_argument(
+        "--rescan-interval",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="reuse a repo's listing this long (default 0: re-scan the folder on every request)",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     return parser.parse_args(argv)
 
@@ -1382,10 +1436,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         server = HubServer(
-            args.root, host=args.host, port=args.port, lfs_threshold=args.lfs_threshold,
-            tree_page_size=args.tree_page_size, bandwidth_limit=args.bandwidth, cdn_port=args.cdn_port,
+            args.root,
+            host=args.host,
+            port=args.port,
+            lfs_threshold=args.lfs_threshold,
+            tree_page_size=args.tree_page_size,
+            rescan_interval=args.rescan_interval,
+            bandwidth_limit=args.bandwidth,
+            cdn_port=args.cdn_port,
             verbose=args.verbose,
-        )  # fmt: skip
+        )
         server.start()
     except (OSError, ValueError) as exc:
         print(f"error: cannot start the Hub double: {exc}", file=sys.stderr)
@@ -1398,8 +1458,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     print(server.url, flush=True)
-    print(f"serving {args.root} (CDN at {server.cdn_url}); repos: {', '.join(server.repo_ids()) or 'none'}",
-          file=sys.stderr, flush=True)  # fmt: skip
+    print(
+        f"serving {args.root} (CDN at {server.cdn_url}); repos: {', '.join(server.repo_ids()) or 'none'}",
+        file=sys.stderr,
+        flush=True,
+    )
     while not done.wait(1.0):
         pass
     server.stop()
