@@ -361,3 +361,49 @@ def test_cli_rejects_a_bad_upstream() -> None:
     )
     assert result.returncode == 2
     assert "upstream_url must be an http://host:port URL" in result.stderr
+
+
+def peak_resident_bytes(pid: int) -> int:
+    """The process's peak resident set size (VmHWM), from /proc."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM in /proc/{pid}/status")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads peak memory from Linux /proc")
+def test_large_bodies_stream_through_without_buffering(aws: MotoEndpoint, bucket: str, tmp_path: Any) -> None:
+    """GIVEN the proxy in its own process (the CLI) and a 128 MiB file
+    WHEN boto3 puts it as ONE PutObject and reads it back as one GetObject through the proxy
+    THEN the bytes match and the proxy's peak memory stays far below the object's size."""
+    size = 128 * MIB
+    source = tmp_path / "big.bin"
+    expected = hashlib.sha256()
+    with source.open("wb") as out:
+        for index in range(size // MIB):
+            block = payload(MIB, 1000 + index)
+            expected.update(block)
+            out.write(block)
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "model_cache.devtools.s3proxy", "--upstream", aws.url, "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        client = boto3.client("s3", region_name=REGION, endpoint_url=process.stdout.readline().strip())
+        with source.open("rb") as body:
+            client.put_object(Bucket=bucket, Key="big.bin", Body=body)
+        received = hashlib.sha256()
+        for piece in client.get_object(Bucket=bucket, Key="big.bin")["Body"].iter_chunks(MIB):
+            received.update(piece)
+        peak = peak_resident_bytes(process.pid)
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+    assert received.hexdigest() == expected.hexdigest()
+    assert peak < 64 * MIB, f"proxy peaked at {peak / MIB:.0f} MiB for a {size // MIB} MiB object"
