@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ SIZE = 2 * BLOCK_SIZE + 12_345  # two whole blocks and a short last one
 
 
 @pytest.fixture(autouse=True)
-def private_hash_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def private_hash_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     cache = tmp_path / "synthetic-cache"
     monkeypatch.setenv(synthetic.CACHE_DIR_ENV, str(cache))
     synthetic.clear_memory_cache()

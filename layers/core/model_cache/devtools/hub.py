@@ -1222,12 +1222,13 @@ class _Handler(BaseHTTPRequestHandler):
                     flipped = bytearray(data)
                     flipped[corrupt_at - position] ^= 0xFF
                     data = bytes(flipped)
-                self._write(data)
-                position = boundary
                 if limit is not None:
-                    ahead = position / limit - (time.monotonic() - began)
+                    # Paced before the write: the last byte cannot leave before length / limit seconds.
+                    ahead = boundary / limit - (time.monotonic() - began)
                     if ahead > 0:
                         self._sleep(ahead)
+                self._write(data)
+                position = boundary
         finally:
             if handle is not None:
                 handle.close()
