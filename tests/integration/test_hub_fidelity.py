@@ -318,6 +318,33 @@ def test_list_repo_tree_lfs_entries(double: HubServer, repos_root: Path) -> None
     )
 
 
+def test_expanded_tree_pages_by_50_with_last_commit_and_security(tmp_path: Path) -> None:
+    # GIVEN a repo of 120 files served with the Hub's default page sizes
+    root = tmp_path / "hub"
+    _write_repo(root / "org" / "many", {f"f{i:03d}.txt": b"x" for i in range(120)})
+    with HubServer(root) as server:
+        # WHEN the tree is listed with expand=True (the Hub pages those by 50)
+        entries = list(HfApi(endpoint=server.url, token=False).list_repo_tree("org/many", expand=True))
+        pages = server.requests.matching(endpoint="api")
+        commit = server.repo_info("org/many").commit
+    # THEN all 120 come back over 3 pages, each with the commit and a security status
+    assert len(entries) == 120
+    assert len(pages) == 3
+    assert all(isinstance(e, RepoFile) and e.last_commit and e.last_commit.oid == commit for e in entries)
+    assert all(isinstance(e, RepoFile) and e.security and e.security.safe for e in entries)
+
+
+def test_list_repo_files_and_file_exists(double: HubServer, repos_root: Path) -> None:
+    client = api(double)
+    assert sorted(client.list_repo_files("acme/tiny")) == sorted(expected_files(repos_root, "acme/tiny"))
+    assert client.file_exists("acme/tiny", "nested/deeper/still/notes.md")
+    assert not client.file_exists("acme/tiny", "nested/nope.md")
+    assert client.revision_exists("acme/refs", "v1.0")
+    assert not client.revision_exists("acme/refs", "v2.0")
+    assert client.repo_exists("solo")
+    assert not client.repo_exists("acme/nope")
+
+
 def test_get_paths_info(double: HubServer, repos_root: Path) -> None:
     content = (repos_root / "acme" / "tiny" / "config.json").read_bytes()
     # WHEN paths-info is asked about a file, a folder and a missing path
