@@ -3,12 +3,15 @@ bandwidth caps and injected faults that botocore and s3transfer must recover fro
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.client
 import io
 import os
+import socket
 import subprocess
 import sys
+import zlib
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -140,6 +143,83 @@ def test_chunked_request_body_is_relayed_and_connection_kept_alive(proxy: S3Prox
     assert s3.get_object(Bucket=bucket, Key="plain.bin")["Body"].read() == data
     chunked_entry = proxy.requests.of("PutObject")[0]
     assert chunked_entry.bytes_in > len(data), "chunk framing is relayed (and counted) opaquely"
+
+
+def test_aws_chunked_body_with_trailer_is_relayed_opaquely(proxy: S3Proxy, bucket: str, s3: Any) -> None:
+    """GIVEN a PutObject framed as botocore's flexible checksums frame it over TLS
+    (Content-Encoding: aws-chunked, Content-Length of the encoded body, a CRC32 trailer)
+    WHEN it goes through the proxy THEN moto decodes it to exactly the original bytes."""
+    data = payload(100_000, 11)
+    crc = base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+    encoded = (
+        b"%x\r\n%s\r\n" % (60_000, data[:60_000])
+        + b"%x\r\n%s\r\n" % (40_000, data[60_000:])
+        + f"0\r\nx-amz-checksum-crc32:{crc}\r\n\r\n".encode()
+    )
+    url = urlsplit(proxy.url)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    try:
+        connection.request(
+            "PUT",
+            f"/{bucket}/aws-chunked.bin",
+            body=encoded,
+            headers={
+                "Content-Encoding": "aws-chunked",
+                "Content-Length": str(len(encoded)),
+                "x-amz-decoded-content-length": str(len(data)),
+                "x-amz-content-sha256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER",
+                "x-amz-trailer": "x-amz-checksum-crc32",
+            },
+        )
+        response = connection.getresponse()
+        response.read()
+    finally:
+        connection.close()
+
+    assert response.status == 200
+    assert s3.get_object(Bucket=bucket, Key="aws-chunked.bin")["Body"].read() == data
+    assert proxy.requests.of("PutObject")[0].bytes_in == len(encoded)
+
+
+def raw_exchange(proxy: S3Proxy, request: bytes) -> bytes:
+    """Send raw bytes to the proxy and read until it closes the connection."""
+    url = urlsplit(proxy.url)
+    with socket.create_connection((url.hostname, url.port), timeout=30) as sock:
+        sock.sendall(request)
+        received = b""
+        while piece := sock.recv(65536):
+            received += piece
+    return received
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "reason"),
+    [
+        (b"PUT /b/k HTTP/1.1\r\nHost: x\r\nContent-Length: ten\r\n\r\n", b"Content-Length 'ten'"),
+        (b"PUT /b/k HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", b"malformed chunk size"),
+    ],
+)
+def test_malformed_request_framing_is_a_400_naming_the_problem(
+    proxy: S3Proxy, request_bytes: bytes, reason: bytes
+) -> None:
+    """GIVEN a request whose body cannot be framed WHEN it reaches the proxy
+    THEN it answers 400 naming the problem and closes, without forwarding anything."""
+    answer = raw_exchange(proxy, request_bytes)
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert reason in answer
+    assert [entry.status for entry in proxy.requests] == [400]
+
+
+def test_unreachable_upstream_is_a_502() -> None:
+    """GIVEN a proxy whose upstream port is closed WHEN a request arrives THEN it answers 502 with the reason."""
+    with socket.socket() as placeholder:
+        placeholder.bind(("127.0.0.1", 0))
+        closed_port = placeholder.getsockname()[1]
+    with S3Proxy(f"http://127.0.0.1:{closed_port}") as proxy:
+        answer = raw_exchange(proxy, b"GET /b/k HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 502 ")
+        assert b"ConnectionRefusedError" in answer
+        assert [(entry.operation, entry.status) for entry in proxy.requests] == [("GetObject", 502)]
 
 
 # ---------------------------------------------------------------------------------------------

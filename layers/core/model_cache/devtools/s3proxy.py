@@ -374,6 +374,10 @@ class _ConnectionReset(Exception):
     """Raised inside the handler after it has aborted the client connection on purpose."""
 
 
+class _MalformedRequest(Exception):
+    """The client's request cannot be framed (bad Content-Length or chunk size): answered 400."""
+
+
 class _ProxyHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _ProxyServer
@@ -433,6 +437,11 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             path=self.path,
         )
         proxy.requests.append(entry)
+        try:
+            self._content_length()
+        except _MalformedRequest as error:
+            self._answer_bad_request(entry, error)
+            return
         fault = proxy.faults.take(entry.operation)
         entry.fault = fault.kind if fault else None
         expects_continue = self.headers.get("Expect", "").lower() == "100-continue"
@@ -455,16 +464,28 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self._relay_response(response, entry, reset_halfway=fault is not None)
         except _ConnectionReset:
             self.close_connection = True
+        except _MalformedRequest as error:
+            self._close_upstream()
+            if entry.status is None:
+                self._answer_bad_request(entry, error)
         except (ConnectionError, TimeoutError, OSError, http.client.HTTPException) as error:
             self.close_connection = True
             self._close_upstream()
             if entry.status is None and not self._aborted:
                 self._answer_bad_gateway(entry, error)
 
+    def _content_length(self) -> int:
+        text = self.headers.get("Content-Length")
+        if text is None:
+            return 0
+        if not text.strip().isdigit():
+            raise _MalformedRequest(f"Content-Length {text!r} is not a non-negative integer")
+        return int(text)
+
     def _has_body(self) -> bool:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             return True
-        return int(self.headers.get("Content-Length") or 0) > 0
+        return self._content_length() > 0
 
     def _send_continue(self) -> None:
         self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -488,16 +509,25 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _answer_bad_request(self, entry: ProxiedRequest, error: BaseException) -> None:
+        self._answer_error(entry, 400, "Bad Request", f"s3proxy: malformed request: {error}\n")
+
     def _answer_bad_gateway(self, entry: ProxiedRequest, error: BaseException) -> None:
-        body = f"s3proxy: upstream request failed: {type(error).__name__}: {error}\n".encode()
+        self._answer_error(entry, 502, "Bad Gateway", f"s3proxy: request failed: {type(error).__name__}: {error}\n")
+
+    def _answer_error(self, entry: ProxiedRequest, status: int, reason: str, message: str) -> None:
+        """A plain-text error, then close: the rest of the request cannot be trusted to be framed."""
+        body = message.encode()
+        self.close_connection = True
+        entry.status = status
+        entry.bytes_out = len(body)
         try:
-            self.send_response_only(502, "Bad Gateway")
+            self.send_response_only(status, reason)
             self.send_header("Content-Type", "text/plain")
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Connection", "close")
             self.end_headers()
             self.wfile.write(body)
-            entry.status = 502
         except OSError:
             pass
 
@@ -555,7 +585,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             self._relay_chunked_request_body(upstream, entry, stop_after_half=stop_after_half)
             return
-        remaining = int(self.headers.get("Content-Length") or 0)
+        remaining = self._content_length()
         if stop_after_half:
             remaining //= 2
         while remaining > 0:
@@ -572,7 +602,10 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             size_line = self.rfile.readline(1024)
             if not size_line.endswith(b"\n"):
                 raise ConnectionError("malformed or truncated chunk size line in the request body")
-            size = int(size_line.split(b";", 1)[0].strip(), 16)
+            try:
+                size = int(size_line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise _MalformedRequest(f"malformed chunk size line {size_line[:40]!r}") from None
             self._send_upstream(upstream, size_line, entry)
             if stop_after_half:
                 # The first chunk's header is enough to be "in the middle of the body".
