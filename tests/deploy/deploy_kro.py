@@ -24,6 +24,7 @@ from typing import Any
 import celpy
 import yaml
 from celpy import celtypes
+from celpy.adapter import json_to_cel
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RGD_PATH = REPO_ROOT / "deploy" / "kro" / "ray-service.yaml"
@@ -229,7 +230,7 @@ def _cel_string(value: Any) -> celtypes.StringType:
 
 def evaluate(source: str, activation: Mapping[str, Any]) -> Any:
     program = _ENV.program(compile_cel(source), functions={"string": _cel_string})
-    return program.evaluate({name: celpy.json_to_cel(value) for name, value in activation.items()})
+    return program.evaluate({name: json_to_cel(value) for name, value in activation.items()})
 
 
 def to_python(value: Any) -> Any:

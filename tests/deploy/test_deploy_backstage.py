@@ -37,7 +37,8 @@ CONTEXT_VALUES = {"gitlabHostname": "gitlab.example.com", "gitlabUsername": "ml-
 
 @pytest.fixture(scope="module")
 def template() -> dict[str, Any]:
-    return yaml.safe_load(TEMPLATE_PATH.read_text())
+    document: dict[str, Any] = yaml.safe_load(TEMPLATE_PATH.read_text())
+    return document
 
 
 @pytest.fixture(scope="module")
@@ -122,13 +123,14 @@ def scaffold_manifest(template: dict[str, Any], data: dict[str, Any]) -> dict[st
             return "true" if value else "false"
         return str(value)
 
-    return yaml.safe_load(_VALUE_RE.sub(substitute, MANIFEST_PATH.read_text()))
+    manifest: dict[str, Any] = yaml.safe_load(_VALUE_RE.sub(substitute, MANIFEST_PATH.read_text()))
+    return manifest
 
 
 def validate_form(template: dict[str, Any], data: dict[str, Any]) -> list[str]:
     errors: list[str] = []
     for form in pages(template):
-        schema = {
+        schema: dict[str, Any] = {
             "type": "object",
             **{key: form[key] for key in ("properties", "required", "dependencies") if key in form},
         }

@@ -82,7 +82,7 @@ def serve_url(app_module: ModuleType) -> Iterator[str]:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         yield f"http://127.0.0.1:{port}"
     finally:
-        serve.shutdown()
+        serve.shutdown()  # type: ignore[no-untyped-call]
         ray.shutdown()
         shutil.rmtree(ray_temp, ignore_errors=True)
 
