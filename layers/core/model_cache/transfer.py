@@ -15,6 +15,7 @@ cursor per file, so any file whose every part is in the run is verified in-strea
 from __future__ import annotations
 
 import email.utils
+import io
 import random
 import threading
 import time
@@ -253,19 +254,21 @@ class HubReader:
     def url(self, path: str) -> str:
         return hf_hub_url(self.repo_id, path, revision=self.commit, endpoint=self.endpoint)
 
-    def read(self, path: str, start: int, end: int, *, ranged: bool, on_bytes: Callable[[int], None]) -> bytearray:
+    def read(self, path: str, start: int, end: int, *, ranged: bool, on_bytes: Callable[[int], None]) -> bytes:
         """Bytes [start, end) of `path`; `ranged=False` fetches the whole file with a plain GET."""
         length = end - start
-        buffer = bytearray(length)
-        received = 0
+        # BytesIO.getvalue() hands over its buffer without a copy, and botocore sends `bytes` without
+        # one either (a bytearray body costs a second copy per part): one part-sized buffer per part.
+        buffer = io.BytesIO()
         attempt = 0
         while True:
             attempt += 1
             try:
-                received = self._fill(path, start, end, buffer, received, ranged=ranged, on_bytes=on_bytes)
-                if received == length:
-                    return buffer
-                raise _Transient(f"the connection closed after {received} of {length} bytes")
+                # Each attempt resumes at the first byte not yet in the buffer.
+                self._fill(path, start, end, buffer, ranged=ranged, on_bytes=on_bytes)
+                if buffer.tell() == length:
+                    return buffer.getvalue()
+                raise _Transient(f"the connection closed after {buffer.tell()} of {length} bytes")
             except _Transient as fault:
                 if attempt >= self.policy.max_attempts:
                     raise errors.TransferError(
@@ -280,34 +283,33 @@ class HubReader:
         path: str,
         start: int,
         end: int,
-        buffer: bytearray,
-        received: int,
+        buffer: io.BytesIO,
         *,
         ranged: bool,
         on_bytes: Callable[[int], None],
-    ) -> int:
-        headers = dict(self._headers)
+    ) -> None:
+        received = buffer.tell()
+        headers = {**self._headers, "Accept-Encoding": "identity"}  # the file's own bytes, never re-encoded
         if ranged or received:
             headers["Range"] = f"bytes={start + received}-{end - 1}"
         if end - start == 0:
             headers.pop("Range", None)
         timeout = httpx2.Timeout(self.policy.read_timeout, connect=self.policy.connect_timeout)
-        view = memoryview(buffer)
+        length = end - start
         try:
             with self._session.stream("GET", self.url(path), headers=headers, timeout=timeout) as response:
                 self._check_status(path, response, expect_partial="Range" in headers)
                 for chunk in response.iter_raw(READ_CHUNK):
                     size = len(chunk)
-                    if received + size > len(buffer):
+                    if received + size > length:
                         raise errors.IntegrityError(
                             f"{path}: the Hub sent more than the {end - start} bytes asked for at offset {start}"
                         )
-                    view[received : received + size] = chunk
+                    buffer.write(chunk)
                     received += size
                     on_bytes(size)
         except (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError) as exc:
             raise _Transient(f"{type(exc).__name__}: {exc}") from exc
-        return received
 
     def _check_status(self, path: str, response: httpx2.Response, *, expect_partial: bool) -> None:
         status = response.status_code
@@ -367,11 +369,11 @@ class _OrderedHasher:
     def __init__(self, planned: PlannedFile, release: Callable[[], None]) -> None:
         self.hasher = FileHasher(planned.hub_file())
         self._next = 1
-        self._pending: dict[int, bytearray] = {}
+        self._pending: dict[int, bytes] = {}
         self._lock = threading.Lock()
         self._release = release
 
-    def feed(self, part_number: int, data: bytearray) -> None:
+    def feed(self, part_number: int, data: bytes) -> None:
         with self._lock:
             self._pending[part_number] = data
             while self._next in self._pending:
@@ -496,7 +498,7 @@ def run_parts(
     return outcomes
 
 
-def _put_object(s3: Any, plan: Plan, planned: PlannedFile, data: bytearray) -> StoredObject:
+def _put_object(s3: Any, plan: Plan, planned: PlannedFile, data: bytes) -> StoredObject:
     try:
         response = s3.put_object(Bucket=plan.bucket, Key=planned.key, Body=data, ChecksumAlgorithm=CHECKSUM_ALGORITHM)
     except ClientError as exc:
@@ -506,7 +508,7 @@ def _put_object(s3: Any, plan: Plan, planned: PlannedFile, data: bytearray) -> S
     )
 
 
-def _upload_part(s3: Any, plan: Plan, planned: PlannedFile, part_number: int, data: bytearray) -> PartResult:
+def _upload_part(s3: Any, plan: Plan, planned: PlannedFile, part_number: int, data: bytes) -> PartResult:
     try:
         response = s3.upload_part(
             Bucket=plan.bucket,
