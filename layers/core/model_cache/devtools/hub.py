@@ -57,7 +57,6 @@ LFS_PATTERNS = (
 )  # fmt: skip
 _COMMIT_IDENTITY = "Hub Double <hub-double@localhost> 0 +0000"
 
-Endpoint = Literal["api", "resolve", "cdn"]
 FaultKind = Literal["drop", "status", "stall", "corrupt", "bandwidth"]
 FAULT_KINDS: tuple[str, ...] = ("drop", "status", "stall", "corrupt", "bandwidth")
 FAULT_ENDPOINTS: tuple[str, ...] = ("any", "api", "resolve", "cdn")
