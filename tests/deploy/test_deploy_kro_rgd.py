@@ -16,6 +16,7 @@ import yaml
 from celpy import celtypes
 from deploy_kro import (
     KNOWN_MARKERS,
+    RGD_PATH,
     KroModelError,
     Rendered,
     compile_cel,
@@ -289,6 +290,21 @@ def test_serve_config_passes_the_model_and_cache_settings_and_installs_the_loade
     # AND with the cache off, the same app is told so
     plain = yaml.safe_load(render(rgd).included["rayServiceCpu"]["spec"]["serveConfigV2"])
     assert plain["applications"][0]["runtime_env"]["env_vars"]["USE_MODEL_CACHE"] == "false"
+
+
+def test_runtime_env_installs_what_the_app_requirements_list(rgd: dict[str, Any]) -> None:
+    # GIVEN deploy/ray/requirements.txt and the serveConfigV2 pip list rendered with the defaults
+    requirements_path = RGD_PATH.parents[1] / "ray" / "requirements.txt"
+    requirements = [
+        line.strip()
+        for line in requirements_path.read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    for rid, service in [*render(rgd).included.items(), *render(rgd, **CACHED).included.items()]:
+        if rid in RAYSERVICE_IDS:
+            pip = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"][0]["runtime_env"]["pip"]
+            # THEN the pods install exactly what the app declares it needs
+            assert sorted(pip) == sorted(requirements), rid
 
 
 def test_rayservice_variants_differ_only_in_gpu_and_service_account(rgd: dict[str, Any]) -> None:
