@@ -79,9 +79,7 @@ class MotoEndpoint:
         """Set moto's runtime config, e.g. {"stepfunctions": {"execute_state_machine": True}}."""
         import urllib.request
 
-        request = urllib.request.Request(
-            f"{self.url}/moto-api/config", data=json.dumps(config).encode(), method="POST"
-        )
+        request = urllib.request.Request(f"{self.url}/moto-api/config", data=json.dumps(config).encode(), method="POST")
         urllib.request.urlopen(request)  # noqa: S310
 
 
