@@ -14,6 +14,7 @@ import pytest
 from model_cache.devtools.hub import (
     FaultRegistry,
     HubConfigError,
+    HubServer,
     RepoStore,
     RequestLog,
     RequestRecord,
@@ -305,3 +306,15 @@ def test_a_rescan_interval_reuses_the_listing_until_it_expires(tmp_path: Path) -
     fresh = RepoStore(tmp_path).snapshot("o/r")
     assert fresh is not None
     assert sorted(fresh.files) == ["a.txt", "b.txt"]
+
+
+def test_warm_hashes_every_repo_and_names_the_ones_that_cannot_be_served(tmp_path: Path) -> None:
+    # GIVEN one good repo and one with a broken control file
+    write(tmp_path, {"o/good/a.txt": b"a", "o/bad/b.txt": b"b"})
+    (tmp_path / "o" / "bad" / ".hub-gated.json").write_text("[]")
+    server = HubServer(tmp_path)  # not started: warming needs no socket
+    # WHEN it is warmed  THEN only the broken repo is reported, with the reason
+    problems = server.warm()
+    assert list(problems) == ["o/bad"]
+    assert ".hub-gated.json" in problems["o/bad"]
+    assert server.repo_info("o/good").files["a.txt"].sha256 == hashlib.sha256(b"a").hexdigest()

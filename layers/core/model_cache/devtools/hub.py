@@ -1387,6 +1387,20 @@ class HubServer:
     def repo_ids(self) -> list[str]:
         return self.store.repo_ids()
 
+    def warm(self) -> dict[str, str]:
+        """Scan and hash every repo now, so no first request waits for a multi-GiB hash.
+
+        Returns {repo_id: problem} for repos that cannot be served (bad control files); those
+        answer 500 with the same message when asked for.
+        """
+        problems: dict[str, str] = {}
+        for repo_id in self.repo_ids():
+            try:
+                self.store.snapshot(repo_id)
+            except (HubConfigError, OSError) as exc:
+                problems[repo_id] = str(exc)
+        return problems
+
 
 # ---------------------------------------------------------------------------------------------
 # CLI
@@ -1425,6 +1439,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="SECONDS",
         help="reuse a repo's listing this long (default 0: re-scan the folder on every request)",
     )
+    parser.add_argument("--no-warm", action="store_true", help="do not hash every repo before printing the URL")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     return parser.parse_args(argv)
 
@@ -1450,6 +1465,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"error: cannot start the Hub double: {exc}", file=sys.stderr)
         return 1
+    if not args.no_warm:
+        # Hash everything before announcing the URL: a client's first request must not wait (and time
+        # out) on a multi-GiB synthetic hash. Cached on disk, so only the first run is slow.
+        for repo_id, problem in server.warm().items():
+            print(f"warning: {repo_id} cannot be served: {problem}", file=sys.stderr, flush=True)
     done = threading.Event()
 
     def request_stop(signum: int, frame: Any) -> None:
