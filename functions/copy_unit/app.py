@@ -15,13 +15,15 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from model_cache import steps
 from model_cache.errors import ModelCacheError
 from model_cache.tokens import hub_token
+from model_cache.transfer import s3_client
+from model_cache.unit_failures import record_unit_failure
 
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
 
 
-@logger.inject_lambda_context(log_event=False)
+@logger.inject_lambda_context(log_event=False, clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
@@ -31,6 +33,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     except ModelCacheError as exc:
         metrics.add_metric(name="TaskFailures", unit=MetricUnit.Count, value=1)
         logger.error("copy failed", extra={"error": type(exc).__name__, "reason": str(exc)})
+        record_unit_failure(s3_client(), event, exc)
         raise
     logger.info("unit copied", extra={key: result[key] for key in ("bytes", "parts", "seconds")})
     metrics.add_metric(name="BytesCopied", unit=MetricUnit.Bytes, value=result["bytes"])

@@ -1,6 +1,7 @@
 """Finalize task: complete the multipart uploads and verify files split across units by reading them back.
 
-A mismatch deletes what this run wrote and fails with IntegrityError; nothing is published.
+A mismatch deletes what this run wrote and fails with IntegrityError; nothing is published. When a
+copy unit failed, finalize fails first with that unit's own error (model_cache.unit_failures).
 """
 
 from __future__ import annotations
@@ -13,17 +14,20 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from model_cache import steps
 from model_cache.errors import ModelCacheError
+from model_cache.transfer import s3_client
+from model_cache.unit_failures import raise_recorded_failure
 
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
 
 
-@logger.inject_lambda_context(log_event=False)
+@logger.inject_lambda_context(log_event=False, clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:
+        raise_recorded_failure(s3_client(), event)
         result = steps.finalize(event)
     except ModelCacheError as exc:
         metrics.add_metric(name="TaskFailures", unit=MetricUnit.Count, value=1)

@@ -67,7 +67,7 @@ def record_handler(record: SQSRecord) -> dict[str, Any]:
     return {"execution": name, "duplicate": False}
 
 
-@logger.inject_lambda_context(log_event=False)
+@logger.inject_lambda_context(log_event=False, clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
