@@ -28,7 +28,9 @@ from model_cache.request_message import parse_request
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
-processor = BatchProcessor(event_type=EventType.SQS)
+# A batch of only malformed messages is still answered with item failures (not an exception), so
+# every message takes the same path to the dead-letter queue and the invocation is not an error.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 @cache

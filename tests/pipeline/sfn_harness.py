@@ -53,16 +53,18 @@ FUNCTION_FOLDERS = {
 }
 
 
-def _load_render() -> Any:
+def _load_render_module() -> ModuleType:
     spec = importlib.util.spec_from_file_location("render_asl", REPO_ROOT / "scripts" / "render_asl.py")
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.render
+    return module
 
 
-render_asl = _load_render()
+# scripts/render_asl.py: the same substitution validate.sh applies before statelint.
+render_module = _load_render_module()
+render_asl = render_module.render
 
 
 @dataclass
