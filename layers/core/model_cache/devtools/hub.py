@@ -946,6 +946,9 @@ class _Handler(BaseHTTPRequestHandler):
                 if entry.lfs:
                     sibling["lfs"] = {"size": entry.size, "sha256": entry.sha256, "pointerSize": entry.pointer_size}
             siblings.append(sibling)
+        override = self.hub.listing_overrides.get(snapshot.repo_id)
+        if override is not None:
+            siblings = override(siblings)
         repo_id = snapshot.repo_id
         info: dict[str, Any] = {
             "_id": hashlib.md5(repo_id.encode(), usedforsecurity=False).hexdigest()[:24],
@@ -1291,6 +1294,9 @@ class HubServer:
         self.store = RepoStore(root, lfs_threshold, rescan_interval)
         self.faults = FaultRegistry()
         self.requests = RequestLog()
+        # repo id -> function rewriting the model-info `siblings` list: hostile listings (names with
+        # '..', duplicates, sizes that lie) that no repo folder on disk can hold, for bad-input tests.
+        self.listing_overrides: dict[str, Callable[[list[dict[str, Any]]], list[dict[str, Any]]]] = {}
         self.tree_page_size = tree_page_size
         # Bytes per second for each response body (per connection), like a CDN's per-stream limit.
         self.bandwidth_limit = bandwidth_limit
