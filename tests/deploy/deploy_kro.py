@@ -302,11 +302,11 @@ def sample_status(resource_id: str, rendered: Mapping[str, Any]) -> dict[str, An
     return status
 
 
-def instance_schema(rgd: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, Any]:
+def instance_schema(rgd: Mapping[str, Any], spec: Mapping[str, Any], namespace: str = "team-ml") -> dict[str, Any]:
     return {
         "apiVersion": f"{rgd['spec']['schema']['group']}/{rgd['spec']['schema']['apiVersion']}",
         "kind": rgd["spec"]["schema"]["kind"],
-        "metadata": {"name": "demo-instance", "namespace": "team-ml", "uid": "00000000-0000-0000-0000-000000000000"},
+        "metadata": {"name": "demo-instance", "namespace": namespace, "uid": "00000000-0000-0000-0000-000000000000"},
         "spec": deep_merge(schema_defaults(rgd), spec),
     }
 
@@ -317,7 +317,7 @@ class Rendered:
     excluded: set[str]
 
 
-def render_instance(rgd: Mapping[str, Any], spec: Mapping[str, Any]) -> Rendered:
+def render_instance(rgd: Mapping[str, Any], spec: Mapping[str, Any], namespace: str = "team-ml") -> Rendered:
     """What kro would create for an instance with this spec (merged over the schema defaults)."""
     resources = {resource["id"]: resource for resource in rgd["spec"]["resources"]}
     names = set(resources) | {"schema"}
@@ -329,7 +329,7 @@ def render_instance(rgd: Mapping[str, Any], spec: Mapping[str, Any]) -> Rendered
                 refs |= references(expression.source, names)
         dependencies[resource_id] = refs - {"schema", resource_id}
 
-    activation: dict[str, Any] = {"schema": instance_schema(rgd, spec)}
+    activation: dict[str, Any] = {"schema": instance_schema(rgd, spec, namespace)}
     included: dict[str, dict[str, Any]] = {}
     excluded: set[str] = set()
     pending = list(resources)

@@ -291,3 +291,31 @@ def _flatten(node: Any, path: str = "") -> dict[str, Any]:
             flat.update(_flatten(value, f"{path}.{key}" if path else key))
         return flat
     return {path: node}
+
+
+IAM_ROLE_NAME_LIMIT = 64
+KUBERNETES_NAME_LIMIT = 63
+
+
+def test_the_longest_names_the_form_accepts_fit_aws_and_kubernetes_limits(
+    template: dict[str, Any], rgd: dict[str, Any]
+) -> None:
+    # GIVEN the longest name and namespace the form accepts (one more character is refused)
+    name = "n" * 32
+    namespace = "s" * 19
+    accepted = form_data(template, **{**SAMPLE_ANSWERS, **CACHE_ANSWERS, "name": name, "namespace": namespace})
+    assert validate_form(template, accepted) == []
+    assert validate_form(template, {**accepted, "name": name + "n"})
+    assert validate_form(template, {**accepted, "namespace": namespace + "s"})
+
+    # WHEN kro renders the instance scaffolded from them
+    manifest = scaffold_manifest(template, accepted)
+    rendered = render_instance(rgd, manifest["spec"], namespace=manifest["metadata"]["namespace"])
+
+    # THEN the IAM role name and every object name stay within AWS's and Kubernetes' limits
+    role_name = rendered.included["modelCacheRole"]["spec"]["name"]
+    assert namespace in role_name
+    assert name in role_name
+    assert len(role_name) <= IAM_ROLE_NAME_LIMIT
+    for resource_id, obj in rendered.included.items():
+        assert len(obj["metadata"]["name"]) <= KUBERNETES_NAME_LIMIT, resource_id
