@@ -25,7 +25,7 @@ from model_cache_loader.transfer import Downloader, Progress, make_job, s3_error
 log = logging.getLogger("model_cache_loader")
 
 Source = Literal["s3", "local", "hub"]
-DEFAULT_CONCURRENCY = 16
+DEFAULT_CONCURRENCY = 32
 DEFAULT_PART_SIZE = 16 * 1024 * 1024
 MIN_PART_SIZE = 64 * 1024
 VERIFY_CHOICES = ("sha256", "size", "none", "sha256-local")

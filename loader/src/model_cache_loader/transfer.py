@@ -55,6 +55,7 @@ class BlobJob:
     label: str
     resumed_bytes: int = 0
     # filled while running
+    part_size: int = 0
     fd: int = -1
     parts: int = 0
     done: set[int] = field(default_factory=set)
@@ -154,6 +155,7 @@ class Downloader:
         self._cancel.clear()
         tasks: list[tuple[BlobJob, int]] = []
         try:
+            self._plan_part_sizes(jobs)
             for job in jobs:
                 self._open(job, allow_resume=allow_resume and self.verify == "sha256")
                 tasks.extend((job, index) for index in range(job.parts) if index not in job.done)
@@ -195,18 +197,31 @@ class Downloader:
     # ---- one blob ------------------------------------------------------------------------------
 
     def _part_length(self, job: BlobJob, index: int) -> int:
-        return min(self.part_size, job.size - index * self.part_size)
+        return min(job.part_size, job.size - index * job.part_size)
+
+    def _plan_part_sizes(self, jobs: list[BlobJob]) -> None:
+        """Whole-object GETs for blobs no bigger than a fair share of the streams, ranged parts otherwise.
+
+        A blob that fits in about one stream's share of the bytes gains nothing from being split,
+        and fetched whole it arrives in order, so it is hashed in-stream with no read-back and costs
+        one request. Bigger blobs are split into `part_size` ranges that complete roughly in order,
+        so the hashing frontier keeps up with the download instead of trailing it.
+        """
+        total = sum(job.size for job in jobs)
+        whole_limit = max(self.part_size, int(1.5 * total / self.concurrency))
+        for job in jobs:
+            if not job.part_size:
+                job.part_size = job.size if 0 < job.size <= whole_limit else self.part_size
 
     def _open(self, job: BlobJob, *, allow_resume: bool) -> None:
         job.final_path.parent.mkdir(parents=True, exist_ok=True)
-        job.parts = max(1, -(-job.size // self.part_size)) if job.size else 0
-        header = json.dumps({"sha256": job.sha256, "size": job.size, "part_size": self.part_size}, sort_keys=True)
         if allow_resume:
-            job.done = self._read_journal(job, header)
+            self._resume_from_journal(job)
         if not job.done:
             for stale in (job.tmp_path, job.journal_path):
                 with contextlib.suppress(FileNotFoundError):
                     stale.unlink()
+        job.parts = -(-job.size // job.part_size) if job.size else 0
         job.resumed_bytes = sum(self._part_length(job, i) for i in job.done)
         if job.resumed_bytes:
             log.info(
@@ -220,21 +235,32 @@ class Downloader:
                     os.posix_fallocate(job.fd, 0, job.size)
         job.journal_fd = os.open(job.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         if not job.done:
-            os.write(job.journal_fd, (header + "\n").encode())
+            header = {"part_size": job.part_size, "sha256": job.sha256, "size": job.size}
+            os.write(job.journal_fd, (json.dumps(header, sort_keys=True) + "\n").encode())
 
-    def _read_journal(self, job: BlobJob, header: str) -> set[int]:
+    def _resume_from_journal(self, job: BlobJob) -> None:
+        """Adopt the finished parts (and part size) a dead process journalled for this very blob."""
         try:
             lines = job.journal_path.read_text().splitlines()
             tmp_size = job.tmp_path.stat().st_size
-        except (OSError, UnicodeDecodeError):
-            return set()
-        if not lines or lines[0] != header or tmp_size != job.size:
-            return set()
-        done = set()
-        for line in lines[1:]:
-            if line.isdigit() and int(line) < max(job.parts, 1):
-                done.add(int(line))
-        return done
+            header = json.loads(lines[0]) if lines else None
+        except (OSError, UnicodeDecodeError, ValueError):
+            return
+        if (
+            not isinstance(header, dict)
+            or header.get("sha256") != job.sha256
+            or header.get("size") != job.size
+            or tmp_size != job.size
+            or not isinstance(header.get("part_size"), int)
+            or header["part_size"] < 1
+        ):
+            return
+        part_size: int = header["part_size"]
+        parts = -(-job.size // part_size) if job.size else 0
+        done = {int(line) for line in lines[1:] if line.isdigit() and int(line) < parts}
+        if done:
+            job.part_size = part_size
+            job.done = done
 
     def _close(self, job: BlobJob) -> None:
         for attr in ("fd", "journal_fd"):
@@ -245,7 +271,7 @@ class Downloader:
                 setattr(job, attr, -1)
 
     def _fetch_part(self, job: BlobJob, index: int) -> None:
-        start = index * self.part_size
+        start = index * job.part_size
         length = self._part_length(job, index)
         whole = job.parts == 1
         last_error: Exception | None = None
@@ -334,7 +360,7 @@ class Downloader:
         """Bytes from the start of the blob that are on disk: the run of finished parts from part 0."""
         while job.frontier_part in job.done:
             job.frontier_part += 1
-        return min(job.frontier_part * self.part_size, job.size)
+        return min(job.frontier_part * job.part_size, job.size)
 
     def _advance_hash(self, job: BlobJob) -> None:
         """Hash the finished prefix not yet hashed in-stream, reading it back (from the page cache).
