@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -49,6 +50,10 @@ os.environ.update(
 os.environ.pop("AWS_PROFILE", None)
 os.environ.pop("HF_TOKEN", None)
 os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"  # until a test starts the Hub double: a closed port
+# A throwaway HF home for the whole session, so no test reads or writes the user's real cache or token.
+_SESSION_HF_HOME = tempfile.mkdtemp(prefix="model-cache-test-hf-home-")
+os.environ["HF_HOME"] = _SESSION_HF_HOME
+os.environ["HF_HUB_CACHE"] = os.path.join(_SESSION_HF_HOME, "hub")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -79,8 +84,8 @@ class MotoEndpoint:
         """Set moto's runtime config, e.g. {"stepfunctions": {"execute_state_machine": True}}."""
         import urllib.request
 
-        request = urllib.request.Request(f"{self.url}/moto-api/config", data=json.dumps(config).encode(), method="POST")
-        urllib.request.urlopen(request)  # noqa: S310
+        request = urllib.request.Request(f"{self.url}/moto-api/config", data=json.dumps(config).encode(), method="POST")  # noqa: S310 (our own loopback moto server)
+        urllib.request.urlopen(request)  # noqa: S310 (our own loopback moto server)
 
 
 @pytest.fixture(scope="session")
@@ -195,8 +200,19 @@ def hub_server(hub_root: Path) -> Iterator[Any]:
 
 @pytest.fixture
 def hub(hub_server: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """The Hub double with HF_ENDPOINT pointing at it and no faults left over from other tests."""
+    """The Hub double with HF_ENDPOINT pointing at it and no faults left over from other tests.
+
+    huggingface_hub reads HF_ENDPOINT once, when it is first imported (constants.ENDPOINT and
+    HUGGINGFACE_CO_URL_TEMPLATE), so the constants are patched too: calls that pass no `endpoint=`
+    (hf_hub_download, snapshot_download, HfApi(), transformers' from_pretrained) reach the double.
+    """
+    from huggingface_hub import constants
+
     monkeypatch.setenv("HF_ENDPOINT", hub_server.url)
+    monkeypatch.setattr(constants, "ENDPOINT", hub_server.url)
+    monkeypatch.setattr(
+        constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub_server.url + "/{repo_id}/resolve/{revision}/{filename}"
+    )
     hub_server.faults.clear()
     hub_server.requests.clear()
     try:
@@ -206,27 +222,23 @@ def hub(hub_server: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 
 @pytest.fixture
-def hf_endpoint(hub: Any, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The Hub double's URL, also patched into huggingface_hub's import-time constants.
-
-    huggingface_hub reads HF_ENDPOINT once, when it is first imported (constants.ENDPOINT and
-    HUGGINGFACE_CO_URL_TEMPLATE), so setting the variable later only reaches code that reads the
-    environment itself. This fixture makes calls that pass no `endpoint=` (hf_hub_download,
-    snapshot_download, HfApi(), transformers' from_pretrained) reach the double too.
-    """
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "ENDPOINT", hub.url)
-    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
+def hf_endpoint(hub: Any) -> str:
+    """The Hub double's URL (the `hub` fixture already points huggingface_hub at it)."""
     return str(hub.url)
 
 
 @pytest.fixture
 def hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty, private Hugging Face cache for this test."""
+    """An empty, private Hugging Face cache for this test, in the environment and in
+    huggingface_hub's import-time constants (it reads HF_HUB_CACHE/HF_HOME only once)."""
+    from huggingface_hub import constants
+
     cache = tmp_path / "hf-cache"
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    home = tmp_path / "hf-home"
+    monkeypatch.setenv("HF_HOME", str(home))
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HOME", str(home))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     return cache
 
 
