@@ -234,6 +234,18 @@ def test_serves_the_model_from_the_s3_cache(
     finally:
         serve.delete("s3cache")
 
+    # WHEN a new replica starts on the same node (same HF cache), as after a pod restart
+    route = deploy(app_module, "s3warm", pod_env(aws.url, hub.url, bucket, cache_dir))
+    try:
+        status, answer = post(serve_url + route, json.dumps({"prompt": prompt}).encode())
+        # THEN it reuses the verified snapshot on disk and says so
+        assert status == 200, answer
+        assert answer["model_source"] == "local"
+        assert answer["model_commit"] == commit
+        assert [record.path for record in hub.requests] == []
+    finally:
+        serve.delete("s3warm")
+
 
 def test_falls_back_to_the_hub_when_the_bucket_is_empty(
     app_module: ModuleType, serve_url: str, aws: Any, s3: Any, bucket: str, hub: Any, tmp_path: Path
