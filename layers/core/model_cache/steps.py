@@ -35,7 +35,7 @@ from model_cache.transfer import (
 )
 from model_cache.verify import FileHasher
 
-INLINE_UNITS_LIMIT = 200
+INLINE_UNITS_LIMIT = 16  # keeps every result under ~8 KB; the Map reads units.json from S3 anyway
 _PLAN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 _WORK_PREFIX_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/-]{0,199}$")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
