@@ -11,9 +11,10 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import boto3
 import jsonschema
 import pytest
-from conftest import MotoEndpoint, all_keys, incomplete_uploads
+from conftest import REGION, MotoEndpoint, all_keys, incomplete_uploads, unique_name
 from sfn_harness import MIB, Router, Stack, create_stack, executing_state_machines, install_routes
 
 from model_cache import layout
@@ -164,3 +165,25 @@ def stack_events() -> Any:
     from conftest import EVENTS_DIR
 
     return EVENTS_DIR
+
+
+def test_gated_repo_with_the_token_secret_is_cached_and_the_token_appears_nowhere(
+    router: Router, aws: MotoEndpoint, bucket: str, s3: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN the Hub token in a Secrets Manager secret, named to the handlers by ARN only
+    secrets = boto3.client("secretsmanager", region_name=REGION, endpoint_url=aws.url)
+    arn = secrets.create_secret(Name=unique_name("hf-token"), SecretString=modelgen.GATED_TOKEN)["ARN"]
+    monkeypatch.setenv("HF_TOKEN_SECRET_ARN", arn)
+    monkeypatch.setenv("HF_TOKEN_CACHE_SECONDS", "0")
+    stack = create_stack(aws, router, bucket)
+    # WHEN the gated repo is requested
+    execution_arn = stack.start(request(modelgen.GATED))
+    execution = stack.wait(execution_arn)
+    # THEN it is cached
+    assert execution["status"] == "SUCCEEDED", failure_of(execution)
+    manifest_key = layout.root_manifest_key(stack.prefix, modelgen.GATED)
+    manifest = s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read().decode()
+    # AND the token is in no execution input, output or event, no task event, and not in the manifest
+    assert modelgen.GATED_TOKEN not in json.dumps(stack.history(execution_arn), default=str)
+    assert modelgen.GATED_TOKEN not in json.dumps([call.event for call in router.invocations])
+    assert modelgen.GATED_TOKEN not in manifest
