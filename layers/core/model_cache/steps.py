@@ -195,7 +195,10 @@ def cleanup_plan(s3: Any, plan: Plan, *, failed: bool, written: Iterable[tuple[s
     aborted = abort_uploads(s3, plan)
     deleted = 0
     if failed and publish_mod.get_bytes(s3, plan.bucket, plan.manifest_key) is None:
-        deleted = delete_versions(s3, plan.bucket, written)
+        # Only versions this run can name. Without a version id (an unversioned bucket) the key may
+        # already hold another execution's copy of the same commit, about to be published; what is
+        # left is a verified file no manifest names yet, which a later run overwrites byte for byte.
+        deleted = delete_versions(s3, plan.bucket, [(key, version) for key, version in written if version])
     return {"aborted_uploads": aborted, "deleted_objects": deleted}
 
 
