@@ -5,8 +5,8 @@ tokenizer files) published in moto's S3 server exactly as the pipeline publishes
 proxy run as their own processes, and every measured method runs in its own process too, timed
 from its first request (imports excluded), so no two share a GIL.
 
-- CPU-bound (direct to moto): R = raw S3 GET throughput alone (the loader's ranged GETs, same part
-  size and concurrency, bodies discarded) against the loader (sha256 verification, the default, and
+- CPU-bound (direct to moto): R = raw S3 GET throughput alone (the very GETs the loader makes, same
+  part plan and concurrency, bodies discarded) against the loader (sha256 verification, the default, and
   size-only). Rounds are interleaved and the best of each kept, because the cores are shared.
   Target: loader >= 0.90 R.
 - Latency- and stream-capped (through model_cache.devtools.s3proxy: per-request latency and a
@@ -83,12 +83,16 @@ def _snapshot_objects(s3: Any) -> list[tuple[str, int]]:
 
 
 def worker_raw_get(args: dict[str, Any]) -> dict[str, Any]:
-    """The loader's ranged GETs (same part size and concurrency), bodies read and discarded."""
+    """The very GETs the loader makes (its part plan, same concurrency), bodies read and discarded."""
+    from model_cache_loader.transfer import plan_part_size
+
     s3 = _s3(args["concurrency"])
-    part = args["part_size"]
     started = time.perf_counter()
-    tasks = []
-    for key, size in _snapshot_objects(s3):
+    objects = _snapshot_objects(s3)
+    total = sum(size for _, size in objects)
+    tasks: list[tuple[str, str | None]] = []
+    for key, size in objects:
+        part = plan_part_size(size, total, concurrency=args["concurrency"], part_size=args["part_size"])
         if size <= part:
             tasks.append((key, None))
         else:
@@ -452,7 +456,7 @@ def render(results: dict[str, Any]) -> str:
             "",
             "| method | seconds | MB/s | |",
             "| --- | ---: | ---: | --- |",
-            row("R: raw S3 GET (same ranged GETs, bodies discarded)", cpu["raw_get"], spread(cpu["raw_get"])),
+            row("R: raw S3 GET (the loader's GETs, bodies discarded)", cpu["raw_get"], spread(cpu["raw_get"])),
             row("**loader**, verify=sha256 (default)", cpu["loader_sha256"], spread(cpu["loader_sha256"])),
             row("loader, verify=size", cpu["loader_size"], spread(cpu["loader_size"])),
             "",

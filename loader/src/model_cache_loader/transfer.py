@@ -106,6 +106,18 @@ def s3_error(exc: Exception, *, bucket: str, key: str) -> LoaderError:
     )
 
 
+def plan_part_size(size: int, total: int, *, concurrency: int, part_size: int) -> int:
+    """Bytes per GET for a blob of `size` among `total` bytes to fetch over `concurrency` streams.
+
+    A blob that fits in about one stream's share of the bytes gains nothing from being split, and
+    fetched whole it arrives in order, so it is hashed in-stream with no read-back and costs one
+    request. Bigger blobs are split into `part_size` ranges that complete roughly in order, so the
+    hashing frontier keeps up with the download instead of trailing it.
+    """
+    whole_limit = max(part_size, int(1.5 * total / max(concurrency, 1)))
+    return size if 0 < size <= whole_limit else part_size
+
+
 class Downloader:
     def __init__(
         self,
@@ -200,18 +212,10 @@ class Downloader:
         return min(job.part_size, job.size - index * job.part_size)
 
     def _plan_part_sizes(self, jobs: list[BlobJob]) -> None:
-        """Whole-object GETs for blobs no bigger than a fair share of the streams, ranged parts otherwise.
-
-        A blob that fits in about one stream's share of the bytes gains nothing from being split,
-        and fetched whole it arrives in order, so it is hashed in-stream with no read-back and costs
-        one request. Bigger blobs are split into `part_size` ranges that complete roughly in order,
-        so the hashing frontier keeps up with the download instead of trailing it.
-        """
         total = sum(job.size for job in jobs)
-        whole_limit = max(self.part_size, int(1.5 * total / self.concurrency))
         for job in jobs:
             if not job.part_size:
-                job.part_size = job.size if 0 < job.size <= whole_limit else self.part_size
+                job.part_size = plan_part_size(job.size, total, concurrency=self.concurrency, part_size=self.part_size)
 
     def _open(self, job: BlobJob, *, allow_resume: bool) -> None:
         job.final_path.parent.mkdir(parents=True, exist_ok=True)
