@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -141,3 +142,12 @@ def test_every_function_has_a_handler_and_sample_events(template: dict[str, Any]
         assert callable(load_handler_module(folder).handler)
         for event in events:
             json.loads((EVENTS_DIR / event).read_text())
+
+
+@pytest.mark.unit
+def test_dashboard_body_is_json_once_substituted(template: dict[str, Any]) -> None:
+    body, variables = template["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    used = set(re.findall(r"\$\{([^}]+)\}", body))
+    assert used <= set(variables) | {"AWS::Region", "ModelCacheStateMachine"}
+    widgets = json.loads(re.sub(r"\$\{[^}]+\}", "x", body))["widgets"]
+    assert {widget["properties"]["title"] for widget in widgets} >= {"Executions", "Failures"}
