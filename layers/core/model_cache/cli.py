@@ -17,6 +17,7 @@ from typing import Any, TextIO
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from model_cache import errors, ids, layout
+from model_cache.cli_ops import OPS_SUBCOMMANDS
 from model_cache.cli_pipeline import PIPELINE_SUBCOMMANDS
 from model_cache.engine import DEFAULT_CONCURRENCY, sync
 from model_cache.plan import DEFAULT_PART_SIZE
@@ -238,6 +239,7 @@ SUBCOMMANDS: dict[str, Callable[[Any], None]] = {
     "ls": add_ls_parser,
     "show": add_show_parser,
     **PIPELINE_SUBCOMMANDS,
+    **OPS_SUBCOMMANDS,
 }
 
 

@@ -1,0 +1,328 @@
+"""`model-cache gc`: delete snapshots nothing names any more, beyond the retention.
+
+A snapshot is `snapshots/{commit}/` plus `manifests/{commit}.json`. It is **protected** — never
+deleted, whatever the options — when a `refs/*` object or `manifest.json` names its commit. Of the
+other published snapshots of a repo, the newest `keep` (by the manifest's `created_at`) and any
+younger than `older_than_days` stay; the rest go. Files under `snapshots/{commit}/` with no manifest
+(a failed run's leftovers, or a sync still copying) are deleted only when their newest object is
+older than both `older_than_days` and `ORPHAN_GRACE_DAYS`, so a sync in progress is never touched.
+
+Deletion order keeps readers safe: the refs and `manifest.json` are read again just before each
+snapshot goes (a ref that moved onto it since the plan saves it), then `manifests/{commit}.json` is
+deleted first and the files after it, so a reader never finds a manifest whose files are gone.
+
+Versioned buckets: gc deletes the current versions (S3 leaves a delete marker); the bucket's
+lifecycle rule (NoncurrentVersionExpiration) removes the noncurrent versions later, so storage is
+freed after that many days and a mistaken gc can be undone until then by removing the markers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from botocore.exceptions import ClientError
+
+from model_cache import errors, ids, layout
+from model_cache.publish import get_bytes, get_json
+from model_cache.transfer import s3_error
+
+DEFAULT_KEEP = 2
+DEFAULT_OLDER_THAN_DAYS = 14.0
+# Longer than any run can take (Lambda units, Fargate copies, retries) and equal to the work-file
+# lifecycle, so leftovers of a run that may still be copying are never taken for garbage.
+ORPHAN_GRACE_DAYS = 7.0
+_DELETE_BATCH = 1000
+
+Action = Literal["keep", "delete"]
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """What gc knows of one commit folder of one repo."""
+
+    repo_id: str
+    commit: str
+    published: bool  # manifests/{commit}.json exists
+    created_at: datetime  # the manifest's created_at; for unpublished files, the newest object's time
+    bytes: int = 0
+    objects: int = 0
+
+
+@dataclass(frozen=True)
+class Decision:
+    repo_id: str
+    commit: str
+    action: Action
+    reason: str
+    bytes: int
+    objects: int
+    published: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "repo_id": self.repo_id,
+            "commit": self.commit,
+            "action": self.action,
+            "reason": self.reason,
+            "bytes": self.bytes,
+            "objects": self.objects,
+            "published": self.published,
+        }
+
+
+@dataclass
+class GcReport:
+    bucket: str
+    prefix: str
+    dry_run: bool
+    keep: int
+    older_than_days: float
+    decisions: list[Decision] = field(default_factory=list)
+    deleted_snapshots: int = 0
+    deleted_objects: int = 0
+    deleted_bytes: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "bucket": self.bucket,
+            "prefix": self.prefix,
+            "dry_run": self.dry_run,
+            "keep": self.keep,
+            "older_than_days": self.older_than_days,
+            "deleted_snapshots": self.deleted_snapshots,
+            "deleted_objects": self.deleted_objects,
+            "deleted_bytes": self.deleted_bytes,
+            "decisions": [decision.to_json() for decision in self.decisions],
+        }
+
+
+def validate_retention(keep: object, older_than_days: object) -> tuple[int, float]:
+    if not isinstance(keep, int) or isinstance(keep, bool) or keep < 0:
+        raise errors.InvalidRequest(f"keep must be a whole number >= 0, got {keep!r}")
+    if (
+        not isinstance(older_than_days, int | float)
+        or isinstance(older_than_days, bool)
+        or not 0 <= older_than_days < 100_000
+    ):
+        raise errors.InvalidRequest(f"older_than_days must be a number of days >= 0, got {older_than_days!r}")
+    return keep, float(older_than_days)
+
+
+def decide(
+    snapshots: Iterable[SnapshotInfo],
+    protected: dict[str, list[str]],
+    *,
+    keep: int,
+    older_than_days: float,
+    now: datetime,
+) -> list[Decision]:
+    """Pure: what to do with each snapshot of ONE repo. `protected` maps a commit to the names pointing at it."""
+    keep, older_than_days = validate_retention(keep, older_than_days)
+    min_age = timedelta(days=older_than_days)
+    orphan_age = timedelta(days=max(older_than_days, ORPHAN_GRACE_DAYS))
+    decisions: list[Decision] = []
+    unreferenced = sorted(
+        (snap for snap in snapshots if snap.commit not in protected or not protected[snap.commit]),
+        key=lambda snap: (snap.created_at, snap.commit),
+        reverse=True,
+    )
+    kept_newest = 0
+    for snap in unreferenced:
+        age = now - snap.created_at
+        if not snap.published:
+            if age < orphan_age:
+                action: Action = "keep"
+                reason = f"unpublished files younger than {orphan_age.days} days (a sync may still be copying)"
+            else:
+                action, reason = "delete", "unpublished leftovers of a run that never published"
+        elif kept_newest < keep:
+            kept_newest += 1
+            action, reason = "keep", f"one of the newest {keep} unreferenced snapshots"
+        elif age < min_age:
+            action, reason = "keep", f"younger than {older_than_days:g} days"
+        else:
+            action, reason = "delete", f"unreferenced and older than {older_than_days:g} days"
+        decisions.append(_decision(snap, action, reason))
+    for snap in snapshots:
+        names = protected.get(snap.commit)
+        if names:
+            decisions.append(_decision(snap, "keep", f"named by {', '.join(sorted(names))}"))
+    return sorted(decisions, key=lambda decision: decision.commit)
+
+
+def _decision(snap: SnapshotInfo, action: Action, reason: str) -> Decision:
+    return Decision(snap.repo_id, snap.commit, action, reason, snap.bytes, snap.objects, snap.published)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the bucket
+# ---------------------------------------------------------------------------------------------
+
+
+def list_repo_ids(s3: Any, bucket: str, prefix: str) -> list[str]:
+    """Every repo folder under the prefix (folders that are not a valid repo slug are left alone)."""
+    base = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+    repos: list[str] = []
+    try:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=base, Delimiter="/"):
+            for item in page.get("CommonPrefixes", []):
+                slug = item["Prefix"][len(base) :].rstrip("/")
+                repo_id = layout.repo_id_from_slug(slug)
+                try:
+                    ids.validate_repo_id(repo_id)
+                except errors.InvalidRequest:
+                    continue
+                if layout.repo_slug(repo_id) == slug:
+                    repos.append(repo_id)
+    except ClientError as exc:
+        raise s3_error(exc, bucket, f"listing {base or '/'}") from exc
+    return repos
+
+
+def protected_commits(s3: Any, bucket: str, prefix: str, repo_id: str) -> dict[str, list[str]]:
+    """commit -> the names that pin it: 'refs/<name>' for every ref, 'manifest.json' for the root manifest."""
+    names: dict[str, list[str]] = {}
+    refs_prefix = f"{layout.repo_prefix(prefix, repo_id)}refs/"
+    for key, _, _ in _list(s3, bucket, refs_prefix):
+        commit = (get_bytes(s3, bucket, key) or b"").decode("ascii", "replace").strip()
+        names.setdefault(commit, []).append(f"refs/{key[len(refs_prefix) :]}")
+    root = get_json(s3, bucket, layout.root_manifest_key(prefix, repo_id))
+    if root is not None and isinstance(root.get("commit"), str):
+        names.setdefault(root["commit"], []).append("manifest.json")
+    return names
+
+
+def scan_snapshots(s3: Any, bucket: str, prefix: str, repo_id: str) -> list[SnapshotInfo]:
+    """One `SnapshotInfo` per commit that has a manifest or files under snapshots/."""
+    repo_base = layout.repo_prefix(prefix, repo_id)
+    totals: dict[str, list[Any]] = {}  # commit -> [bytes, objects, newest LastModified]
+    for key, size, modified in _list(s3, bucket, f"{repo_base}snapshots/"):
+        commit = key[len(f"{repo_base}snapshots/") :].split("/", 1)[0]
+        if not ids.is_commit_id(commit):
+            continue  # not ours: gc only ever touches commit folders
+        entry = totals.setdefault(commit, [0, 0, modified])
+        entry[0] += size
+        entry[1] += 1
+        entry[2] = max(entry[2], modified)
+    published: dict[str, datetime] = {}
+    manifest_bytes: dict[str, int] = {}
+    for key, size, modified in _list(s3, bucket, f"{repo_base}manifests/"):
+        name = key[len(f"{repo_base}manifests/") :]
+        commit = name.removesuffix(".json")
+        if not name.endswith(".json") or not ids.is_commit_id(commit):
+            continue
+        manifest = get_json(s3, bucket, key) or {}
+        published[commit] = _parse_time(manifest.get("created_at")) or modified
+        manifest_bytes[commit] = size
+    infos: list[SnapshotInfo] = []
+    for commit in sorted(set(totals) | set(published)):
+        size, count, newest = totals.get(commit, [0, 0, None])
+        infos.append(
+            SnapshotInfo(
+                repo_id=repo_id,
+                commit=commit,
+                published=commit in published,
+                created_at=published.get(commit) or newest,
+                bytes=size + manifest_bytes.get(commit, 0),
+                objects=count + (1 if commit in published else 0),
+            )
+        )
+    return infos
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _list(s3: Any, bucket: str, prefix: str) -> list[tuple[str, int, datetime]]:
+    found: list[tuple[str, int, datetime]] = []
+    try:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                found.append((item["Key"], int(item["Size"]), item["LastModified"]))
+    except ClientError as exc:
+        raise s3_error(exc, bucket, f"listing {prefix}") from exc
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# Deleting
+# ---------------------------------------------------------------------------------------------
+
+
+def delete_snapshot(s3: Any, bucket: str, prefix: str, repo_id: str, commit: str) -> int:
+    """Delete manifests/{commit}.json, then every object under snapshots/{commit}/; returns objects deleted."""
+    deleted = 0
+    manifest_key = layout.manifest_key(prefix, repo_id, commit)
+    try:
+        if get_bytes(s3, bucket, manifest_key) is not None:
+            s3.delete_object(Bucket=bucket, Key=manifest_key)
+            deleted += 1
+    except ClientError as exc:
+        raise s3_error(exc, bucket, f"deleting {manifest_key}") from exc
+    keys = [key for key, _, _ in _list(s3, bucket, layout.snapshot_prefix(prefix, repo_id, commit))]
+    for start in range(0, len(keys), _DELETE_BATCH):
+        batch = [{"Key": key} for key in keys[start : start + _DELETE_BATCH]]
+        try:
+            response = s3.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+        except ClientError as exc:
+            raise s3_error(exc, bucket, f"deleting the files of {repo_id} at {commit}") from exc
+        failures = response.get("Errors", [])
+        if failures:
+            first = failures[0]
+            raise errors.TransferError(
+                f"S3 refused to delete {len(failures)} object(s) of {repo_id} at {commit}, e.g. {first.get('Key')}: "
+                f"{first.get('Code')} {first.get('Message', '')}; its manifest is already gone, re-run gc to finish"
+            )
+        deleted += len(batch)
+    return deleted
+
+
+def collect(
+    s3: Any,
+    bucket: str,
+    *,
+    prefix: str = layout.DEFAULT_PREFIX,
+    repo_ids: Sequence[str] = (),
+    keep: int = DEFAULT_KEEP,
+    older_than_days: float = DEFAULT_OLDER_THAN_DAYS,
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> GcReport:
+    """Plan (and unless `dry_run`, carry out) the gc of every repo under the prefix, or of `repo_ids`."""
+    keep, older_than_days = validate_retention(keep, older_than_days)
+    now = now or datetime.now(UTC)
+    report = GcReport(bucket, prefix, dry_run, keep, older_than_days)
+    repos = [ids.validate_repo_id(repo_id) for repo_id in repo_ids] or list_repo_ids(s3, bucket, prefix)
+    for repo_id in repos:
+        protected = protected_commits(s3, bucket, prefix, repo_id)
+        snapshots = scan_snapshots(s3, bucket, prefix, repo_id)
+        for decision in decide(snapshots, protected, keep=keep, older_than_days=older_than_days, now=now):
+            if decision.action == "delete" and not dry_run:
+                # A ref may have moved onto this commit since the scan: read the names again, last thing.
+                names_now = protected_commits(s3, bucket, prefix, repo_id).get(decision.commit)
+                if names_now:
+                    decision = Decision(
+                        repo_id,
+                        decision.commit,
+                        "keep",
+                        f"named by {', '.join(sorted(names_now))} since the scan",
+                        decision.bytes,
+                        decision.objects,
+                        decision.published,
+                    )
+                else:
+                    report.deleted_objects += delete_snapshot(s3, bucket, prefix, repo_id, decision.commit)
+                    report.deleted_snapshots += 1
+                    report.deleted_bytes += decision.bytes
+            report.decisions.append(decision)
+    return report
