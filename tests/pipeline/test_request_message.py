@@ -128,3 +128,21 @@ def test_branch_requests_can_run_again_in_a_later_window_but_commits_never() -> 
     assert pinned.execution_name(now=NOON) == pinned.execution_name(now=NOON + timedelta(days=30))
     with pytest.raises(InvalidRequest, match="window"):
         branch.execution_name(now=NOON, window_seconds=0)
+
+
+def test_the_loaders_cache_request_parses(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN the message the loader sends on a cache miss (loader/src/model_cache_loader/fallback.py)
+    from model_cache_loader.fallback import send_cache_request
+
+    sent: list[str] = []
+
+    class CapturingQueue:
+        def send_message(self, QueueUrl: str, MessageBody: str) -> None:
+            sent.append(MessageBody)
+
+    monkeypatch.setenv("MODEL_CACHE_REQUESTED_BY", "ray-pod-" + "x" * 60)
+    assert send_cache_request("org/model", "main", "https://queue.example/requests", CapturingQueue())
+    # WHEN the request Lambda parses it THEN it is a valid request for that repo and revision
+    request = parse_request(sent[0])
+    assert (request.repo_id, request.revision) == ("org/model", "main")
+    assert request.requested_by == "ray-pod-" + "x" * 60
