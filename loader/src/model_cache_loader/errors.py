@@ -37,6 +37,12 @@ class IntegrityError(LoaderError):
     exit_code = 4
 
 
+class CacheWriteError(LoaderError):
+    """The local cache cannot be written (disk full, I/O error, read-only). Never a reason to fall back."""
+
+    exit_code = 1
+
+
 class AccessError(LoaderError):
     """S3 is unreachable, the bucket does not exist, or access is denied."""
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from model_cache_loader.errors import AccessError, IntegrityError, LoaderError, NotCachedError
+from model_cache_loader.errors import AccessError, CacheWriteError, IntegrityError, LoaderError, NotCachedError
 
 log = logging.getLogger("model_cache_loader")
 
@@ -299,7 +299,7 @@ class Downloader:
                     chunk = body.read(min(READ_CHUNK, length - written))
                     if not chunk:
                         break
-                    os.pwrite(job.fd, chunk, offset)
+                    _write_at(job, chunk, offset)
                     if hash_in_stream:
                         self._hash_in_stream(job, chunk, offset)
                     offset += len(chunk)
@@ -320,7 +320,10 @@ class Downloader:
         else:
             assert last_error is not None
             raise s3_error(last_error, bucket=self.bucket, key=job.key) from last_error
-        os.write(job.journal_fd, f"{index}\n".encode())
+        try:
+            os.write(job.journal_fd, f"{index}\n".encode())
+        except OSError as exc:
+            raise _cache_write_error(job, job.journal_path, exc) from exc
         with job.lock:
             job.done.add(index)
         self._advance_hash(job)
@@ -419,6 +422,22 @@ class Downloader:
             job.journal_path.unlink()
         job.finished = True
         return True
+
+
+def _write_at(job: BlobJob, chunk: bytes, offset: int) -> None:
+    # A local write error (ENOSPC, EIO, read-only cache) is not an S3 fault: it must neither be
+    # retried as one nor reported as "S3 unreachable", which sent a full disk to the Hub fallback.
+    try:
+        os.pwrite(job.fd, chunk, offset)
+    except OSError as exc:
+        raise _cache_write_error(job, job.tmp_path, exc) from exc
+
+
+def _cache_write_error(job: BlobJob, path: Path, exc: OSError) -> CacheWriteError:
+    return CacheWriteError(
+        f"{job.label}: cannot write {path} ({exc.strerror or exc}): free space in the cache directory or "
+        "point HF_HUB_CACHE (--cache-dir) at a larger volume; no blob was kept and the next pull resumes"
+    )
 
 
 def _first_real_error(futures: list[Future[None]]) -> BaseException:
