@@ -19,7 +19,7 @@ from model_cache_loader import fallback as fallback_mod
 from model_cache_loader import layout, metrics
 from model_cache_loader.errors import AccessError, LoaderError, ManifestError, NotCachedError, UsageError
 from model_cache_loader.hfcache import RepoCache, default_cache_dir
-from model_cache_loader.manifest import Manifest, parse_manifest
+from model_cache_loader.manifest import Manifest, ManifestFile, parse_manifest
 from model_cache_loader.transfer import Downloader, Progress, make_job, s3_error
 
 log = logging.getLogger("model_cache_loader")
@@ -210,7 +210,7 @@ class _Pull:
             missing = self.cache.missing_files(manifest, rehash=rehash)
             downloaded = 0
             if missing:
-                downloaded = self._download(manifest, missing)
+                downloaded = self._download(missing)
             self.cache.link_snapshot(manifest)
             self.cache.save_manifest(manifest.commit, body)
             self.cache.write_ref(self.revision, manifest.commit)
@@ -219,7 +219,7 @@ class _Pull:
             self.cache.snapshot_dir(manifest.commit), source, manifest.commit, downloaded, len(manifest.files), None
         )
 
-    def _download(self, manifest: Manifest, missing: list[Any]) -> int:
+    def _download(self, missing: list[ManifestFile]) -> int:
         assert self.bucket is not None
         jobs = {}
         for entry in missing:

@@ -29,6 +29,8 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from model_cache_loader.errors import AccessError, CacheWriteError, IntegrityError, LoaderError, NotCachedError
+from model_cache_loader.hfcache import RepoCache
+from model_cache_loader.manifest import ManifestFile
 
 log = logging.getLogger("model_cache_loader")
 
@@ -449,7 +451,7 @@ def _first_real_error(futures: list[Future[None]]) -> BaseException:
     return next((e for e in errors if e is not None), LoaderError("download stopped without an error"))
 
 
-def make_job(entry: Any, cache: Any) -> BlobJob:
+def make_job(entry: ManifestFile, cache: RepoCache) -> BlobJob:
     """The job that fetches a manifest file's object into its blob in a RepoCache."""
     name = entry.blob_name
     return BlobJob(
