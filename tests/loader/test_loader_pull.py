@@ -11,7 +11,7 @@ import boto3
 import pytest
 from loader_seed import RequestCounter, Seeded, seed_snapshot, small_repo
 
-from model_cache_loader import IntegrityError, ManifestError, NotCachedError, metrics, pull
+from model_cache_loader import IntegrityError, ManifestError, NotCachedError, UsageError, metrics, pull
 from model_cache_loader.api import make_s3_client
 
 pytestmark = pytest.mark.integration
@@ -271,3 +271,34 @@ def test_a_caller_supplied_client_is_used(seeded: Seeded, hf_cache: Path) -> Non
     counter = RequestCounter(client)
     pull(REPO, bucket=seeded.bucket, cache_dir=hf_cache, s3_client=client)
     assert len(counter.gets("/snapshots/")) == len({seeded.blob_name(p) for p in seeded.files}) - 1  # empty: no GET
+
+
+def test_tags_and_commits_get_huggingface_hubs_refs(s3: Any, bucket: str, hf_cache: Path) -> None:
+    """GIVEN a snapshot published under tag v1.0 WHEN pulled by tag and then by commit
+    THEN refs/v1.0 holds the commit, and a pull by commit writes no ref (as huggingface_hub does)."""
+    seeded = seed_snapshot(s3, bucket, REPO, small_repo(), revision="v1.0")
+    refs = hf_cache / "models--test-org--small" / "refs"
+
+    by_commit = pull(REPO, seeded.commit, bucket=bucket, cache_dir=hf_cache, fallback="error")
+    assert by_commit.source == "s3"
+    assert tree(refs) == []
+
+    by_tag = pull(f"{REPO}@v1.0", bucket=bucket, cache_dir=hf_cache, fallback="error")
+    assert by_tag.source == "local"
+    assert (refs / "v1.0").read_text() == seeded.commit
+    with pytest.raises(NotCachedError):
+        pull(REPO, bucket=bucket, cache_dir=hf_cache, fallback="error")  # no refs/main in S3
+
+
+def test_conflicting_revisions_are_a_usage_error(hf_cache: Path) -> None:
+    """GIVEN 'repo@rev' and a different revision= WHEN pulled THEN a UsageError names both."""
+    with pytest.raises(UsageError, match="pins revision 'v1' but revision='v2'"):
+        pull(f"{REPO}@v1", "v2", bucket="any", cache_dir=hf_cache)
+
+
+@pytest.mark.parametrize("verify", ["size", "none"])
+def test_lighter_verification_modes_still_write_the_layout(seeded: Seeded, hf_cache: Path, verify: str) -> None:
+    """GIVEN verify='size' or 'none' WHEN pulled THEN the same bytes and layout result."""
+    result = pull(REPO, bucket=seeded.bucket, cache_dir=hf_cache, verify=verify)  # type: ignore[arg-type]
+    for path, content in seeded.files.items():
+        assert (result.path / path).read_bytes() == content

@@ -26,7 +26,7 @@ _counts_lock = threading.Lock()
 
 
 def counts() -> dict[str, int]:
-    """hit / miss / fallback / error counts since the process started."""
+    """Counts since the process started: hit (s3 or local), miss and fallback (hub), error (raised)."""
     with _counts_lock:
         return dict(_counts)
 
@@ -57,7 +57,10 @@ def record(
     """Log the resolve as one JSON line (and EMF if enabled); returns the logged record."""
     mbps = bytes_downloaded / seconds / 1e6 if seconds > 0 else 0.0
     hit = source in ("s3", "local")
-    _count("hit" if hit else "miss", *(("fallback",) if source == "hub" else ()))
+    if source == "error":
+        _count("error")
+    else:
+        _count("hit" if hit else "miss", *(("fallback",) if source == "hub" else ()))
     line: dict[str, Any] = {
         "event": "model_cache_loader.resolve",
         "repo": repo_id,
