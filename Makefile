@@ -48,6 +48,8 @@ lint: $(INSTALLED) ## ruff (format check + lint) and mypy
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	@# The handlers are all named app.py, so mypy checks them one at a time.
+	for handler in functions/*/app.py; do $(VENV)/bin/mypy --strict --follow-imports=silent "$$handler"; done
 
 .PHONY: fmt
 fmt: $(INSTALLED) ## Format and auto-fix with ruff
