@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from model_cache import errors, layout
+from model_cache.hubapi import resolve_token
 from model_cache.plan import DEFAULT_PART_SIZE, DEFAULT_UNIT_SIZE, PlanOptions, UnitItem
 from model_cache.progress import NullProgress, Progress
 from model_cache.publish import Published, publish
@@ -67,6 +68,8 @@ def sync(
     if not isinstance(concurrency, int) or concurrency < 1 or concurrency > 256:
         raise errors.InvalidRequest(f"concurrency must be between 1 and 256, got {concurrency!r}")
     s3 = s3 or s3_client(concurrency)
+    # The downloads need the token as much as the listing does: HF_TOKEN when none is passed.
+    token = resolve_token(token)
     options = PlanOptions(part_size=part_size, unit_size=max(DEFAULT_UNIT_SIZE, part_size))
     prepared = prepare_plan(
         s3,
