@@ -2,7 +2,8 @@
 
 A thin shell over `steps.copy_unit`. The unit comes as the Map item JSON (docs/internals.md), from
 `--event '<json>'` or the environment variable MODEL_CACHE_EVENT (what the ECS RunTask override
-sets); the Hub token from HF_TOKEN (the task definition injects it from Secrets Manager). With
+sets); the Hub token as the Lambda handlers get it (`tokens.hub_token`): the Secrets Manager secret
+named by HF_TOKEN_SECRET_ARN (what the task definition sets), else HF_TOKEN. With
 MODEL_CACHE_TASK_TOKEN set (a `.waitForTaskToken` integration), the result or error is reported to
 Step Functions; either way the result JSON is printed and the exit code is the error's.
 """
@@ -16,7 +17,7 @@ import sys
 from typing import Any
 
 from model_cache import errors, steps
-from model_cache.hubapi import resolve_token
+from model_cache.tokens import hub_token
 
 EVENT_ENV = "MODEL_CACHE_EVENT"
 TASK_TOKEN_ENV = "MODEL_CACHE_TASK_TOKEN"  # noqa: S105 -- the name of a variable, not a secret
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             event = json.loads(raw)
         except ValueError as exc:
             raise errors.InvalidRequest(f"the copy unit is not valid JSON: {exc}") from exc
-        result = steps.copy_unit(event, token=resolve_token(None), concurrency=args.concurrency)
+        result = steps.copy_unit(event, token=hub_token(), concurrency=args.concurrency)
     except errors.ModelCacheError as exc:
         _report(task_token, error=exc)
         print(json.dumps({"error": type(exc).__name__, "cause": str(exc)}), file=sys.stderr)
