@@ -302,3 +302,22 @@ def test_lighter_verification_modes_still_write_the_layout(seeded: Seeded, hf_ca
     result = pull(REPO, bucket=seeded.bucket, cache_dir=hf_cache, verify=verify)  # type: ignore[arg-type]
     for path, content in seeded.files.items():
         assert (result.path / path).read_bytes() == content
+
+
+def test_partial_files_are_discarded_when_not_verifying_sha256(s3: Any, bucket: str, hf_cache: Path) -> None:
+    """GIVEN a journalled partial blob WHEN pulled with verify='size' THEN it is not resumed (nothing could
+    check its bytes) but downloaded whole, and nothing of the dead pull is left."""
+    part = 64 * 1024
+    files = {"model.safetensors": os.urandom(4 * part)}
+    seeded = seed_snapshot(s3, bucket, REPO, files)
+    name = seeded.blob_name("model.safetensors")
+    blobs = hf_cache / "models--test-org--small" / "blobs"
+    blobs.mkdir(parents=True)
+    (blobs / f"{name}.loader-incomplete").write_bytes(b"\x02" * len(files["model.safetensors"]))
+    header = json.dumps({"part_size": part, "sha256": name, "size": 4 * part}, sort_keys=True)
+    (blobs / f"{name}.loader-parts").write_text(header + "\n0\n1\n")
+
+    result = pull(REPO, bucket=bucket, cache_dir=hf_cache, part_size=part, verify="size")
+    assert result.bytes_downloaded == 4 * part
+    assert (result.path / "model.safetensors").read_bytes() == files["model.safetensors"]
+    assert sorted(p.name for p in blobs.iterdir()) == [name]
