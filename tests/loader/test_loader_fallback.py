@@ -10,7 +10,7 @@ import pytest
 from loader_seed import RequestCounter
 
 from model_cache.devtools.modelgen import TINY_MODEL
-from model_cache_loader import AccessError, HubFallbackError, metrics, pull
+from model_cache_loader import AccessError, HubFallbackError, NotCachedError, metrics, pull
 from model_cache_loader.api import make_s3_client
 
 pytestmark = pytest.mark.integration
@@ -104,3 +104,24 @@ def test_hub_failure_after_a_miss_is_a_clear_error(bucket: str, hub: Any, hf_cac
     """GIVEN a model neither in S3 nor on the Hub WHEN pulled THEN HubFallbackError says both failed."""
     with pytest.raises(HubFallbackError, match="S3 cache missed and the Hub download failed"):
         pull("tiny-org/does-not-exist", bucket=bucket, cache_dir=hf_cache)
+
+
+def test_an_object_missing_mid_download_falls_back_to_the_hub(
+    s3: Any, bucket: str, hub: Any, hub_root: Path, hf_cache: Path
+) -> None:
+    """GIVEN a published snapshot one of whose objects has since disappeared
+    WHEN pulled THEN fallback='error' raises NotCachedError naming it, and fallback='hub' gets the model."""
+    from loader_seed import repo_files, seed_snapshot
+
+    from model_cache.devtools.modelgen import repo_dir
+
+    seeded = seed_snapshot(s3, bucket, TINY_MODEL, repo_files(repo_dir(hub_root, TINY_MODEL)))
+    shard = next(f["key"] for f in seeded.manifest["files"] if f["path"].endswith(".safetensors"))
+    for version in s3.list_object_versions(Bucket=bucket, Prefix=shard).get("Versions", []):
+        s3.delete_object(Bucket=bucket, Key=shard, VersionId=version["VersionId"])
+
+    with pytest.raises(NotCachedError, match=r"safetensors does not exist"):
+        pull(TINY_MODEL, bucket=bucket, cache_dir=hf_cache, fallback="error")
+    result = pull(TINY_MODEL, bucket=bucket, cache_dir=hf_cache)
+    assert result.source == "hub"
+    assert (result.path / "config.json").is_file()

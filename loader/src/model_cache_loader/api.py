@@ -151,7 +151,12 @@ class _Pull:
         except AccessError as exc:
             local = self._local_when_s3_is_down(exc)
             return local if local is not None else self._miss(exc)
-        return self._from_s3(manifest, body)
+        try:
+            return self._from_s3(manifest, body)
+        except (AccessError, NotCachedError) as exc:
+            # S3 went away, or an object the manifest names is gone, mid-download (after retries):
+            # what was fetched stays resumable, and the Hub can still serve the model.
+            return self._miss(exc)
 
     # ---- S3 metadata ---------------------------------------------------------------------------
 
