@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -33,8 +34,14 @@ DEFAULT_FARGATE_THRESHOLD = 40 * GiB  # above this a file is one whole-file unit
 DEFAULT_UNIT_CONCURRENCY = 4  # parts in flight inside one Lambda unit
 MAX_FILES_PER_UNIT = 256  # packs of small files: bounded so one unit's result stays small
 DEFAULT_WORK_PREFIX = "_model-cache-work"
+# Incremental refresh: an unchanged file is copied inside S3 from the previous snapshot. CopyObject
+# takes objects up to 5 GiB; bigger ones are UploadPartCopy runs of COPY_PART_SIZE parts.
+COPY_OBJECT_LIMIT = 5 * GiB
+COPY_PART_SIZE = 1 * GiB
+COPY_PACK_BYTES = 64 * GiB  # server-side copies of a pack of small files: bounded by count, not time
 
 Runner = Literal["lambda", "fargate"]
+UnitKind = Literal["hub", "copy-from"]  # bytes from the Hub, or copied inside S3 from the previous snapshot
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,34 @@ def part_size_for(file_size: int, requested: int) -> int:
 
 
 @dataclass(frozen=True)
+class CopySource:
+    """A verified object of the previous snapshot with the same bytes as a file of the new one.
+
+    `etag` pins the exact object that was checked at plan time (CopySourceIfMatch); `sha256` and
+    `crc64nvme` are what the previous manifest recorded after verifying those bytes.
+    """
+
+    key: str
+    etag: str
+    sha256: str
+    crc64nvme: str | None
+    version_id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "etag": self.etag,
+            "sha256": self.sha256,
+            "crc64nvme": self.crc64nvme,
+            "version_id": self.version_id,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CopySource:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
 class PlannedFile:
     path: str
     size: int
@@ -95,6 +130,7 @@ class PlannedFile:
     part_size: int
     multipart: bool
     upload_id: str | None = None
+    copy_from: CopySource | None = None  # set: copied inside S3 from the previous snapshot, not from the Hub
 
     @property
     def lfs(self) -> bool:
@@ -126,11 +162,14 @@ class PlannedFile:
             "part_size": self.part_size,
             "multipart": self.multipart,
             "upload_id": self.upload_id,
+            **({"copy_from": self.copy_from.to_json()} if self.copy_from is not None else {}),
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PlannedFile:
-        return cls(**data)
+        fields = dict(data)
+        source = fields.pop("copy_from", None)
+        return cls(**fields, copy_from=None if source is None else CopySource.from_json(source))
 
 
 @dataclass(frozen=True)
@@ -155,11 +194,13 @@ class CopyUnit:
     runner: Runner
     items: tuple[UnitItem, ...]
     bytes: int
+    kind: UnitKind = "hub"
 
     def to_json(self) -> dict[str, Any]:
         return {
             "unit_id": self.unit_id,
             "runner": self.runner,
+            "kind": self.kind,
             "bytes": self.bytes,
             "items": [item.to_json() for item in self.items],
         }
@@ -169,9 +210,13 @@ class CopyUnit:
         runner = data["runner"]
         if runner not in ("lambda", "fargate"):
             raise errors.InvalidRequest(f"unit runner {runner!r} is not 'lambda' or 'fargate'")
+        kind = data.get("kind", "hub")
+        if kind not in ("hub", "copy-from"):
+            raise errors.InvalidRequest(f"unit kind {kind!r} is not 'hub' or 'copy-from'")
         return cls(
             unit_id=int(data["unit_id"]),
             runner=runner,
+            kind=kind,
             bytes=int(data["bytes"]),
             items=tuple(UnitItem.from_json(item) for item in data["items"]),
         )
@@ -276,12 +321,23 @@ def make_plan(
     options: PlanOptions | None = None,
     plan_id: str | None = None,
     work_prefix: str = DEFAULT_WORK_PREFIX,
+    reuse: Mapping[str, CopySource] | None = None,
 ) -> Plan:
-    """Pure: the files of `selected` as `PlannedFile`s and their copy units (no I/O)."""
+    """Pure: the files of `selected` as `PlannedFile`s and their copy units (no I/O).
+
+    A path in `reuse` is copied inside S3 from that source instead of being fetched from the Hub.
+    """
     options = options or PlanOptions()
+    reuse = reuse or {}
     files: list[PlannedFile] = []
     for hub_file in selected:
-        part_size = part_size_for(hub_file.size, options.part_size)
+        source = reuse.get(hub_file.path)
+        if source is None:
+            part_size = part_size_for(hub_file.size, options.part_size)
+            multipart = hub_file.size > part_size
+        else:
+            part_size = part_size_for(hub_file.size, COPY_PART_SIZE)
+            multipart = hub_file.size > COPY_OBJECT_LIMIT
         files.append(
             PlannedFile(
                 path=hub_file.path,
@@ -290,7 +346,8 @@ def make_plan(
                 lfs_sha256=hub_file.lfs_sha256,
                 key=layout.file_key(prefix, snapshot.repo_id, snapshot.commit, hub_file.path),
                 part_size=part_size,
-                multipart=hub_file.size > part_size,
+                multipart=multipart,
+                copy_from=source,
             )
         )
     has_hash_file = any(hub_file.path == layout.HASH_FILE for hub_file in snapshot.files)
@@ -311,15 +368,37 @@ def make_plan(
 
 
 def split_units(files: list[PlannedFile], options: PlanOptions) -> list[CopyUnit]:
-    """Big files -> runs of whole parts (or one Fargate unit); small files -> packs up to unit_size."""
+    """Big files -> runs of whole parts (or one Fargate unit); small files -> packs up to unit_size.
+
+    Files copied inside S3 get their own `copy-from` units on the Lambda path: one per multipart copy,
+    packs of up to MAX_FILES_PER_UNIT for the rest (a server-side copy moves no bytes through Lambda).
+    """
     units: list[CopyUnit] = []
 
-    def add(runner: Runner, items: list[UnitItem], size: int) -> None:
-        units.append(CopyUnit(unit_id=len(units), runner=runner, items=tuple(items), bytes=size))
+    def add(runner: Runner, items: list[UnitItem], size: int, kind: UnitKind = "hub") -> None:
+        units.append(CopyUnit(unit_id=len(units), runner=runner, items=tuple(items), bytes=size, kind=kind))
+
+    copy_pack: list[UnitItem] = []
+    copy_pack_bytes = 0
+    for planned in files:
+        if planned.copy_from is None:
+            continue
+        if planned.multipart:
+            add("lambda", [UnitItem(planned.path, 1, planned.part_count)], planned.size, "copy-from")
+            continue
+        if copy_pack and (len(copy_pack) >= MAX_FILES_PER_UNIT or copy_pack_bytes + planned.size > COPY_PACK_BYTES):
+            add("lambda", copy_pack, copy_pack_bytes, "copy-from")
+            copy_pack, copy_pack_bytes = [], 0
+        copy_pack.append(UnitItem(planned.path, 1, 1))
+        copy_pack_bytes += planned.size
+    if copy_pack:
+        add("lambda", copy_pack, copy_pack_bytes, "copy-from")
 
     pack: list[UnitItem] = []
     pack_bytes = 0
     for planned in files:
+        if planned.copy_from is not None:
+            continue
         if not planned.multipart:
             if pack and (pack_bytes + planned.size > options.unit_size or len(pack) >= MAX_FILES_PER_UNIT):
                 add("lambda", pack, pack_bytes)
