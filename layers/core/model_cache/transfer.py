@@ -15,6 +15,7 @@ cursor per file, so any file whose every part is in the run is verified in-strea
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import io
 import random
 import threading
@@ -140,7 +141,12 @@ def complete_upload(
         "UploadId": planned.upload_id,
         "MultipartUpload": {
             "Parts": [
-                {"PartNumber": part.part_number, "ETag": part.etag, "ChecksumCRC64NVME": part.crc64nvme}
+                {
+                    "PartNumber": part.part_number,
+                    "ETag": part.etag,
+                    # UploadPartCopy results may carry no part checksum; S3 then checks the full object's.
+                    **({"ChecksumCRC64NVME": part.crc64nvme} if part.crc64nvme else {}),
+                }
                 for part in sorted(parts, key=lambda part: part.part_number)
             ]
         },
@@ -152,6 +158,12 @@ def complete_upload(
         response = s3.complete_multipart_upload(**kwargs)
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
+        if code == "NoSuchUpload":
+            # A retried finalize: the upload may already be complete. Accept the object only if its
+            # ETag is the multipart ETag of exactly these parts.
+            already = _completed_earlier(s3, plan, planned, parts)
+            if already is not None:
+                return already
         if code in ("BadDigest", "InvalidPart", "InvalidRequest") and full_crc64nvme is not None:
             raise errors.IntegrityError(f"{planned.path}: S3 rejected the object's CRC64NVME ({code})") from exc
         raise s3_error(exc, plan.bucket, f"completing the upload of {planned.path}") from exc
@@ -163,6 +175,23 @@ def complete_upload(
     if full_crc64nvme is not None and crc is not None and crc != full_crc64nvme:
         raise errors.IntegrityError(f"{planned.path}: S3 holds CRC64NVME {crc}, the bytes sent had {full_crc64nvme}")
     return StoredObject(version_id=version_id, crc64nvme=crc)
+
+
+def multipart_etag(parts: Sequence[PartResult]) -> str:
+    """S3's ETag of a completed multipart object: md5 of the parts' binary md5s, then '-{count}'."""
+    ordered = sorted(parts, key=lambda part: part.part_number)
+    digest = hashlib.md5(b"".join(bytes.fromhex(part.etag.strip('"')) for part in ordered), usedforsecurity=False)
+    return f'"{digest.hexdigest()}-{len(ordered)}"'
+
+
+def _completed_earlier(s3: Any, plan: Plan, planned: PlannedFile, parts: Sequence[PartResult]) -> StoredObject | None:
+    try:
+        head = s3.head_object(Bucket=plan.bucket, Key=planned.key, ChecksumMode="ENABLED")
+    except ClientError:
+        return None
+    if head.get("ETag") != multipart_etag(parts) or head.get("ContentLength") != planned.size:
+        return None
+    return StoredObject(version_id=version_or_none(head.get("VersionId")), crc64nvme=head.get("ChecksumCRC64NVME"))
 
 
 def version_or_none(version_id: object) -> str | None:
@@ -548,3 +577,146 @@ def _upload_part(s3: Any, plan: Plan, planned: PlannedFile, part_number: int, da
     except ClientError as exc:
         raise s3_error(exc, plan.bucket, f"uploading part {part_number} of {planned.path}") from exc
     return PartResult(part_number=part_number, etag=response["ETag"], crc64nvme=response["ChecksumCRC64NVME"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Copies inside S3 (incremental refresh)
+# ---------------------------------------------------------------------------------------------
+
+
+def copy_files(
+    s3: Any,
+    plan: Plan,
+    items: Sequence[UnitItem],
+    *,
+    concurrency: int,
+    progress: Progress | None = None,
+    outcomes: dict[str, FileOutcome] | None = None,
+) -> dict[str, FileOutcome]:
+    """Copy the `copy_from` files named by `items` from the previous snapshot, inside S3.
+
+    CopyObject for a file up to 5 GiB, UploadPartCopy into the plan's multipart upload above that;
+    each request pins the source by ETag (CopySourceIfMatch). S3 copies bytes exactly, so a copy is
+    verified by checksum, not by reading it: the new object's CRC64NVME must equal the one the
+    previous manifest recorded for verified bytes (for a multipart copy S3 checks it at completion).
+    """
+    progress = progress or NullProgress()
+    outcomes = outcomes if outcomes is not None else {}
+    tasks: list[tuple[PlannedFile, int]] = []
+    for item in items:
+        planned = plan.file(item.path)
+        if planned.copy_from is None:
+            raise errors.InvalidRequest(f"{planned.path} has no copy source: it must come from the Hub")
+        if planned.multipart and planned.upload_id is None:
+            raise errors.InvalidRequest(f"{planned.path} has no multipart upload: run plan first")
+        outcomes[planned.path] = FileOutcome(path=planned.path)
+        progress.file_started(planned.path, planned.size)
+        tasks.extend((planned, number) for number in range(item.first_part, item.last_part + 1))
+    lock = threading.Lock()
+
+    def copy_one(planned: PlannedFile, part_number: int) -> None:
+        if planned.multipart:
+            part = _copy_part(s3, plan, planned, part_number)
+            with lock:
+                outcomes[planned.path].parts.append(part)
+        else:
+            stored = _copy_object(s3, plan, planned)
+            with lock:
+                outcomes[planned.path].stored = stored
+        start, end = planned.part_range(part_number)
+        progress.advance(planned.path, end - start)
+
+    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="s3copy") as pool:
+        futures = [pool.submit(copy_one, planned, number) for planned, number in tasks]
+        wait(futures, return_when=FIRST_EXCEPTION)
+        for future in futures:
+            future.cancel()
+        failures = [f.exception() for f in futures if f.done() and not f.cancelled() and f.exception() is not None]
+    if failures:
+        first = failures[0]
+        if isinstance(first, errors.ModelCacheError):
+            raise first
+        raise errors.TransferError(f"copy inside S3 failed: {type(first).__name__}: {first}") from first
+    for item in items:
+        planned = plan.file(item.path)
+        source = planned.copy_from
+        assert source is not None  # checked above
+        outcome = outcomes[planned.path]
+        crc = outcome.stored.crc64nvme if outcome.stored is not None else source.crc64nvme
+        if crc is not None:
+            # The recorded sha256 (and, for a regular file, the git blob id the bytes were matched by)
+            # stand for these bytes: the copy is byte-exact and its CRC64NVME matches (single copy) or
+            # will be checked by S3 at completion (multipart). Without a CRC, finalize reads it back.
+            outcome.digests = FileDigests(
+                size=planned.size,
+                sha256=source.sha256,
+                git_sha1=None if planned.lfs else planned.git_oid,
+                crc64nvme=crc,
+            )
+        progress.file_done(planned.path)
+    return outcomes
+
+
+def _copy_source(plan: Plan, planned: PlannedFile) -> dict[str, str]:
+    assert planned.copy_from is not None
+    return {"Bucket": plan.bucket, "Key": planned.copy_from.key}
+
+
+def _copy_error(exc: ClientError, plan: Plan, planned: PlannedFile) -> errors.ModelCacheError:
+    code = exc.response.get("Error", {}).get("Code", "")
+    if code in ("PreconditionFailed", "412", "NoSuchKey", "404"):
+        source = planned.copy_from.key if planned.copy_from else "?"
+        return errors.IntegrityError(
+            f"{planned.path}: the previous snapshot's object {source} changed or vanished since planning ({code}); "
+            "run the refresh again (it will fetch this file from the Hub)"
+        )
+    return s3_error(exc, plan.bucket, f"copying {planned.path} from the previous snapshot")
+
+
+def _copy_object(s3: Any, plan: Plan, planned: PlannedFile) -> StoredObject:
+    source = planned.copy_from
+    assert source is not None
+    try:
+        response = s3.copy_object(
+            Bucket=plan.bucket,
+            Key=planned.key,
+            CopySource=_copy_source(plan, planned),
+            CopySourceIfMatch=source.etag,
+            ChecksumAlgorithm=CHECKSUM_ALGORITHM,
+            MetadataDirective="COPY",
+        )
+    except ClientError as exc:
+        raise _copy_error(exc, plan, planned) from exc
+    version_id = version_or_none(response.get("VersionId"))
+    crc = response.get("CopyObjectResult", {}).get("ChecksumCRC64NVME")
+    if crc is None:
+        head = s3.head_object(Bucket=plan.bucket, Key=planned.key, ChecksumMode="ENABLED", **_version(version_id))
+        crc = head.get("ChecksumCRC64NVME")
+    if source.crc64nvme is not None and crc != source.crc64nvme:
+        if version_id:
+            s3.delete_object(Bucket=plan.bucket, Key=planned.key, VersionId=version_id)
+        raise errors.IntegrityError(
+            f"{planned.path}: the copy has CRC64NVME {crc}, the previous manifest recorded {source.crc64nvme}; "
+            "nothing was published"
+        )
+    return StoredObject(version_id=version_id, crc64nvme=crc)
+
+
+def _copy_part(s3: Any, plan: Plan, planned: PlannedFile, part_number: int) -> PartResult:
+    source = planned.copy_from
+    assert source is not None
+    start, end = planned.part_range(part_number)
+    try:
+        response = s3.upload_part_copy(
+            Bucket=plan.bucket,
+            Key=planned.key,
+            UploadId=planned.upload_id,
+            PartNumber=part_number,
+            CopySource=_copy_source(plan, planned),
+            CopySourceIfMatch=source.etag,
+            CopySourceRange=f"bytes={start}-{end - 1}",
+        )
+    except ClientError as exc:
+        raise _copy_error(exc, plan, planned) from exc
+    result = response.get("CopyPartResult", {})
+    return PartResult(part_number=part_number, etag=result["ETag"], crc64nvme=result.get("ChecksumCRC64NVME") or "")
