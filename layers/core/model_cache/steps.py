@@ -21,12 +21,14 @@ from model_cache.hubapi import resolve
 from model_cache.manifest import FileRecord
 from model_cache.plan import DEFAULT_WORK_PREFIX, Plan, PlanOptions, make_plan, new_plan_id
 from model_cache.publish import Published
+from model_cache.refresh import reusable_sources
 from model_cache.selection import select_paths, validate_globs
 from model_cache.transfer import (
     FileOutcome,
     HubReader,
     abort_uploads,
     complete_upload,
+    copy_files,
     iter_object,
     run_parts,
     s3_client,
@@ -96,14 +98,19 @@ def prepare_plan(
             f"include {list(include)} / exclude {list(exclude)} select none of the {len(by_path)} files "
             f"of {repo_id}@{revision}"
         )
+    selected = [by_path[path] for path in chosen]
+    # Incremental refresh: files whose bytes the previous snapshot of this revision already holds are
+    # copied inside S3; --force means "everything from the Hub again".
+    reuse = {} if force else reusable_sources(s3, bucket, prefix, repo_id, revision, selected)
     plan = make_plan(
         snapshot,
-        [by_path[path] for path in chosen],
+        selected,
         bucket=bucket,
         prefix=prefix,
         options=options,
         plan_id=plan_id,
         work_prefix=work_prefix,
+        reuse=reuse,
     )
     try:
         start_uploads(s3, plan)
@@ -333,6 +340,7 @@ def plan(event: Any, *, token: str | None = None, s3: Any = None) -> dict[str, A
             "plan_key": the_plan.plan_key,
             "unit_id": unit.unit_id,
             "runner": unit.runner,
+            "kind": unit.kind,
             "path": unit.items[0].path,
             "files": len(unit.items),
             "bytes": unit.bytes,
@@ -355,8 +363,11 @@ def plan(event: Any, *, token: str | None = None, s3: Any = None) -> dict[str, A
         "unit_count": len(items),
         "lambda_units": sum(1 for unit in the_plan.units if unit.runner == "lambda"),
         "fargate_units": sum(1 for unit in the_plan.units if unit.runner == "fargate"),
+        "copy_units": sum(1 for unit in the_plan.units if unit.kind == "copy-from"),
         "files": len(the_plan.files),
         "total_bytes": the_plan.total_bytes,
+        "reused_files": sum(1 for planned in the_plan.files if planned.copy_from is not None),
+        "reused_bytes": sum(planned.size for planned in the_plan.files if planned.copy_from is not None),
         "manifest_key": the_plan.manifest_key,
     }
 
@@ -380,14 +391,23 @@ def copy_unit(
     outcomes: dict[str, FileOutcome] = {}
     result_key = unit_result_key(the_plan, unit_id)
     try:
-        run_parts(
-            s3,
-            the_plan,
-            unit.items,
-            reader,
-            concurrency=concurrency or the_plan.options.unit_concurrency,
-            outcomes=outcomes,
-        )
+        if unit.kind == "copy-from":
+            copy_files(
+                s3,
+                the_plan,
+                unit.items,
+                concurrency=concurrency or the_plan.options.unit_concurrency,
+                outcomes=outcomes,
+            )
+        else:
+            run_parts(
+                s3,
+                the_plan,
+                unit.items,
+                reader,
+                concurrency=concurrency or the_plan.options.unit_concurrency,
+                outcomes=outcomes,
+            )
     except BaseException:
         # What was already written goes on record, so cleanup can delete it.
         _put_json(s3, the_plan.bucket, result_key, _unit_record(unit_id, reader, outcomes, failed=True))
@@ -397,7 +417,11 @@ def copy_unit(
         "unit_id": unit_id,
         "path": unit.items[0].path,
         "runner": unit.runner,
+        "kind": unit.kind,
         "bytes": unit.bytes,
+        # Bytes read from the Hub vs copied inside S3 (the pipeline's metrics split them).
+        "hub_bytes": 0 if unit.kind == "copy-from" else unit.bytes,
+        "s3_copy_bytes": unit.bytes if unit.kind == "copy-from" else 0,
         "parts": sum(item.last_part - item.first_part + 1 for item in unit.items),
         "retries": reader.retries,
         "seconds": round(time.monotonic() - started, 3),
