@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from model_cache import errors, layout
@@ -18,7 +18,7 @@ from model_cache.plan import DEFAULT_PART_SIZE, DEFAULT_UNIT_SIZE, PlanOptions, 
 from model_cache.progress import NullProgress, Progress
 from model_cache.publish import Published, publish
 from model_cache.steps import cleanup_plan, finalize_files, prepare_plan, written_by_outcomes
-from model_cache.transfer import FileOutcome, HubReader, run_parts, s3_client
+from model_cache.transfer import FileOutcome, HubReader, copy_files, run_parts, s3_client
 
 DEFAULT_CONCURRENCY = 8
 
@@ -38,6 +38,8 @@ class SyncResult:
     copied_bytes: int
     seconds: float
     retries: int
+    reused_files: int = 0  # copied inside S3 from the previous snapshot (incremental refresh)
+    reused_bytes: int = 0
 
     @property
     def mb_per_s(self) -> float:
@@ -88,9 +90,13 @@ def sync(
     plan = prepared
     progress.begin(len(plan.files), plan.total_bytes)
     reader = HubReader(plan.repo_id, plan.commit, plan.endpoint, token)
-    items = [UnitItem(planned.path, 1, planned.part_count) for planned in plan.files]
+    items = [UnitItem(planned.path, 1, planned.part_count) for planned in plan.files if planned.copy_from is None]
+    reused = [UnitItem(planned.path, 1, planned.part_count) for planned in plan.files if planned.copy_from]
+    reused_bytes = sum(plan.file(item.path).size for item in reused)
     outcomes: dict[str, FileOutcome] = {}
     try:
+        if reused:
+            copy_files(s3, plan, reused, concurrency=concurrency, progress=progress, outcomes=outcomes)
         run_parts(s3, plan, items, reader, concurrency=concurrency, progress=progress, outcomes=outcomes)
         records, _ = finalize_files(s3, plan, outcomes)
         published = publish(s3, plan, records)
@@ -99,7 +105,9 @@ def sync(
         cleanup_plan(s3, plan, failed=True, written=written_by_outcomes(plan, outcomes.values()))
         raise
     progress.end()
-    return _result("published", repo_id, revision, bucket, published, plan.total_bytes, started, reader.retries)
+    hub_bytes = plan.total_bytes - reused_bytes
+    result = _result("published", repo_id, revision, bucket, published, hub_bytes, started, reader.retries)
+    return replace(result, reused_files=len(reused), reused_bytes=reused_bytes)
 
 
 def _result(
