@@ -100,6 +100,11 @@ def run_sync(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             f"synced {repo_id}@{revision}: {result.files} files, {human_bytes(result.total_bytes)} in "
             f"{result.seconds:.1f} s ({result.mb_per_s:.1f} MB/s), {result.retries} retries\n"
         )
+    if result.reused_files:
+        out.write(
+            f"  reused    {result.reused_files} unchanged files ({human_bytes(result.reused_bytes)}) copied inside S3 "
+            "from the previous snapshot\n"
+        )
     out.write(f"  commit    {result.commit}\n")
     out.write(f"  manifest  s3://{result.bucket}/{result.manifest_key}\n")
     out.write(f"  snapshot  s3://{result.bucket}/{layout.snapshot_prefix(args.prefix, repo_id, result.commit)}\n")
