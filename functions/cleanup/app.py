@@ -13,6 +13,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from model_cache import steps
 from model_cache.errors import ModelCacheError
+from model_cache.metrics import add_failure_by_cause
 
 logger = Logger()
 tracer = Tracer()
@@ -35,4 +36,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     )
     if event.get("failed"):
         metrics.add_metric(name="ExecutionsCleanedAfterFailure", unit=MetricUnit.Count, value=1)
+        # Every failed execution passes through here once, with the failing state's Error: one count per cause.
+        add_failure_by_cause(metrics, event.get("error"))
     return result
