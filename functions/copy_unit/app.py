@@ -37,5 +37,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         raise
     logger.info("unit copied", extra={key: result[key] for key in ("bytes", "parts", "seconds")})
     metrics.add_metric(name="BytesCopied", unit=MetricUnit.Bytes, value=result["bytes"])
+    # Incremental refresh: bytes streamed from the Hub vs bytes copied inside S3 from the previous snapshot.
+    metrics.add_metric(name="BytesFromHub", unit=MetricUnit.Bytes, value=result.get("hub_bytes", result["bytes"]))
+    metrics.add_metric(name="BytesCopiedInS3", unit=MetricUnit.Bytes, value=result.get("s3_copy_bytes", 0))
+    metrics.add_metric(name="FilesCopied", unit=MetricUnit.Count, value=event.get("files", 1))
     metrics.add_metric(name="UnitSeconds", unit=MetricUnit.Seconds, value=result["seconds"])
     return result
