@@ -31,6 +31,7 @@ def run_state_machine(event: dict[str, Any], s3: Any, token: str | None = None) 
     for item in items:
         json.dumps(steps.copy_unit(item, token=token, s3=s3))
     finalized = steps.finalize(planned, s3=s3)
+    assert steps.finalize(planned, s3=s3) == finalized  # a retried finalize finds its uploads already complete
     published = steps.publish(finalized, s3=s3)
     cleaned = steps.cleanup({**planned, "failed": False}, s3=s3)
     return {"plan": planned, "finalize": finalized, "publish": published, "cleanup": cleaned}
