@@ -314,3 +314,34 @@ def test_checkov_skips_exactly_the_explained_checks() -> None:
     explained = {(name, check) for name, items in checkov_skips().items() for check, _ in items}
     skipped = {(s["resource"].split(".", 1)[1], s["check_id"]) for s in results["skipped_checks"]}
     assert skipped <= explained
+
+
+def environment_variables() -> Iterator[tuple[str, str, Any]]:
+    """(resource, variable, value) of every environment the template sets: Globals, functions, containers."""
+    globals_env = template().get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
+    for variable, value in globals_env.items():
+        yield "Globals", variable, value
+    for name, resource in resources():
+        props = resource.get("Properties", {})
+        for variable, value in props.get("Environment", {}).get("Variables", {}).items():
+            yield name, variable, value
+        for container in props.get("ContainerDefinitions", []):
+            for entry in container.get("Environment", []):
+                for item in branches(entry):
+                    yield name, item["Name"], item["Value"]
+
+
+def test_no_environment_variable_carries_the_token() -> None:
+    """GIVEN every environment variable the template sets (Lambda globals and functions, the copier
+    container) THEN none is HF_TOKEN and none takes its value from the token parameter: the token
+    only ever travels as a Secrets Manager ARN (HF_TOKEN_SECRET_ARN), read at run time."""
+    variables = list(environment_variables())
+    assert any(variable == "HF_TOKEN_SECRET_ARN" for _, variable, _ in variables)
+    assert [
+        (where, variable) for where, variable, _ in variables if variable in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+    ] == []
+    token_parameters = {name for name in template()["Parameters"] if "token" in name.lower()}
+    assert token_parameters == {"HfTokenSecretArn"}, "the only token parameter is the secret's ARN"
+    for where, variable, value in variables:
+        if "HfTokenSecretArn" in json.dumps(value):
+            assert variable == "HF_TOKEN_SECRET_ARN", (where, variable)
