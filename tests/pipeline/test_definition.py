@@ -32,6 +32,7 @@ SAMPLE_EVENTS = {
     "publish": ["publish.json"],
     "cleanup": ["cleanup_after_failure.json", "cleanup_after_success.json"],
     "tracked_models": ["tracked_models.json"],
+    "gc": ["gc_schedule.json", "gc_dry_run.json"],
 }
 
 
