@@ -3,9 +3,11 @@ file (the double then serves a new commit) without touching the shared fixture r
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import uuid
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from model_cache import layout
@@ -54,3 +56,14 @@ def manifest_at(s3: Any, bucket: str, key: str) -> dict[str, Any]:
 
 def ref_commit(s3: Any, bucket: str, repo_id: str, revision: str = "main", prefix: str = "models") -> str:
     return read(s3, bucket, layout.ref_key(prefix, repo_id, revision)).decode()
+
+
+def load_handler(folder: str) -> ModuleType:
+    """functions/<folder>/app.py as a fresh module (every handler file is named app.py)."""
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location(f"ops_handler_{folder}", root / "functions" / folder / "app.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -13,9 +13,10 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
-from conftest import REGION, all_keys
+from conftest import REGION, all_keys, load_event
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from ops_support import load_handler
 
 from model_cache import cli, errors, gc, layout
 from model_cache import manifest as manifest_mod
@@ -263,3 +264,40 @@ def test_gc_cli_dry_run_prints_the_plan_and_deletes_nothing(s3: Any, bucket: str
     assert "deleted 1 snapshot(s)" in out.getvalue()
     assert snapshot_keys(s3, bucket, repo_id, old) == []
     assert len(snapshot_keys(s3, bucket, repo_id, current)) == 4
+
+
+@pytest.mark.integration
+def test_the_scheduled_gc_handler_uses_the_configured_retention_and_reports_what_it_deleted(
+    s3: Any, bucket: str, lambda_context: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GIVEN the gc Lambda configured with GC_KEEP=0 and GC_OLDER_THAN_DAYS=30, a named snapshot and two
+    unreferenced ones (one 400 days old, one 1 day old)
+    WHEN the schedule event arrives (after a manual dry run)
+    THEN only the 400-day-old one is deleted; the dry run deleted nothing; a malformed override fails with
+    InvalidRequest."""
+    repo_id = f"gc-org/lambda-{uuid.uuid4().hex[:8]}"
+    rng = random.Random(5)
+    named, old, young = commit_id(rng), commit_id(rng), commit_id(rng)
+    now = datetime.now(UTC)
+    put_snapshot(s3, bucket, repo_id, named, now - timedelta(days=500), published=True)
+    put_snapshot(s3, bucket, repo_id, old, now - timedelta(days=400), published=True)
+    put_snapshot(s3, bucket, repo_id, young, now - timedelta(days=1), published=True)
+    point(s3, bucket, repo_id, "main", named)
+    monkeypatch.setenv("MODEL_CACHE_BUCKET", bucket)
+    monkeypatch.setenv("GC_KEEP", "0")
+    monkeypatch.setenv("GC_OLDER_THAN_DAYS", "30")
+    handler = load_handler("gc")
+
+    dry = handler.handler({"dry_run": True, "repos": [repo_id]}, lambda_context)
+    assert dry["status"] == "dry_run"
+    assert [d["commit"] for d in dry["deletions"]] == [old]
+    assert len(snapshot_keys(s3, bucket, repo_id, old)) == 4
+    result = handler.handler(load_event("gc_schedule.json"), lambda_context)
+
+    assert result["status"] == "collected"
+    assert [d["commit"] for d in result["deletions"] if d["repo_id"] == repo_id] == [old]
+    assert snapshot_keys(s3, bucket, repo_id, old) == []
+    assert len(snapshot_keys(s3, bucket, repo_id, named)) == 4
+    assert len(snapshot_keys(s3, bucket, repo_id, young)) == 4
+    with pytest.raises(errors.InvalidRequest, match="dry_run"):
+        handler.handler({"dry_run": "yes"}, lambda_context)

@@ -3,29 +3,16 @@ failures by cause (cleanup handler), as the EMF documents Powertools prints for 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import REPO_ROOT
-from ops_support import PART_SIZE, make_repo, write_files
+from ops_support import PART_SIZE, load_handler, make_repo, write_files
 
 from model_cache import steps
 from model_cache.engine import sync
 from model_cache.metrics import UNKNOWN_CAUSE, failure_cause
-
-
-def load_handler(folder: str) -> ModuleType:
-    """functions/<folder>/app.py as a fresh module (each handler file is named app.py)."""
-    spec = importlib.util.spec_from_file_location(f"ops_handler_{folder}", REPO_ROOT / "functions" / folder / "app.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def emf_documents(text: str) -> list[dict[str, Any]]:
