@@ -139,8 +139,12 @@ class FaultTable:
         self.trial(recovered=recovered, corrupted=len(state.problems), orphaned=state.open_uploads, note=note)
 
     def write(self) -> None:
-        """Merge this kind's row into docs/reliability.md (rows of other kinds stay as they are)."""
+        """Merge this kind's row into docs/reliability.md (rows of other kinds stay as they are), then
+        hold the must-be-0 columns to 0."""
         write_rows([self.row])
+        assert self.row.corrupted == 0, f"{self.row.kind}: {self.row.corrupted} corrupted"
+        assert self.row.orphaned == 0, f"{self.row.kind}: {self.row.orphaned} orphaned uploads"
+        assert self.row.trials == self.row.recovered + self.row.failed_clean
 
 
 def _parse_rows(block: str) -> dict[str, FaultRow]:

@@ -31,6 +31,7 @@ from model_cache_loader.errors import CacheWriteError
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
+TRIALS = 5
 REPO = "rel-org/pulled"
 WEIGHT = "model.safetensors"
 PULL = [sys.executable, "-m", "model_cache_loader", "pull", "-q"]
@@ -51,7 +52,7 @@ def test_loader_killed_mid_download_then_restarted(s3: Any, s3_proxy: S3Proxy, t
     and no temporary file is left."""
     rng = random.Random(SEED + 41)
     table = FaultTable("loader SIGKILLed mid-download, then restarted")
-    for trial in range(3):
+    for trial in range(TRIALS):
         bucket = new_bucket(s3)
         files = model_files(rng, 5 * MiB)
         seeded = seed_snapshot(s3, bucket, REPO, files)
@@ -100,7 +101,7 @@ def test_loader_killed_mid_download_then_restarted(s3: Any, s3_proxy: S3Proxy, t
             assert (result.path / path).read_bytes() == content
         assert not [p.name for p in blobs_dir(cache).iterdir() if ".loader-" in p.name]
     table.write()
-    assert table.row.recovered == 3
+    assert table.row.recovered == TRIALS
 
 
 @contextlib.contextmanager
@@ -138,7 +139,7 @@ def test_loader_disk_full(s3: Any, aws: Any, tmp_path: Path, monkeypatch: pytest
     again THEN it completes with the exact bytes."""
     rng = random.Random(SEED + 51)
     table = FaultTable("loader disk full (tmpfs)")
-    for trial in range(3):
+    for trial in range(TRIALS):
         bucket = new_bucket(s3)
         files = model_files(rng, 6 * MiB)
         seed_snapshot(s3, bucket, REPO, files)
@@ -158,4 +159,4 @@ def test_loader_disk_full(s3: Any, aws: Any, tmp_path: Path, monkeypatch: pytest
         assert (result.path / WEIGHT).read_bytes() == files[WEIGHT]
         assert check_loader_cache(tmp_path / f"roomy-{trial}") == []
     table.write()
-    assert table.row.failed_clean == 3
+    assert table.row.failed_clean == TRIALS

@@ -43,6 +43,7 @@ from model_cache.engine import sync
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
+TRIALS = 5
 # The weight's 3 parts in one unit, copied one part at a time; the small files in a second unit.
 OPTIONS = {"part_size": PART_SIZE, "unit_size": 4 * PART_SIZE, "unit_concurrency": 1}
 
@@ -105,7 +106,7 @@ def test_copy_unit_killed_mid_part_then_retried(hub: HubServer, s3: Any, retries
     THEN the model is published with verified bytes, and no upload or work file is left."""
     rng = random.Random(SEED + 21)
     table = FaultTable("copy unit SIGKILLed mid-part, then retried")
-    for trial in range(3):
+    for trial in range(TRIALS):
         bucket = new_bucket(s3)
         hub.faults.clear()
         planned = steps.plan({"repo_id": FAULT_REPO, "bucket": bucket, "options": OPTIONS}, s3=s3)
@@ -130,7 +131,7 @@ def test_copy_unit_killed_mid_part_then_retried(hub: HubServer, s3: Any, retries
         assert state.open_uploads == 0
         assert not [k for k in state.manifests if "_model-cache-work" in k]
     table.write()
-    assert table.row.recovered == 3
+    assert table.row.recovered == TRIALS
 
 
 # ---------------------------------------------------------------------------------------------
