@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -94,15 +95,27 @@ def sync(
     reused = [UnitItem(planned.path, 1, planned.part_count) for planned in plan.files if planned.copy_from]
     reused_bytes = sum(plan.file(item.path).size for item in reused)
     outcomes: dict[str, FileOutcome] = {}
+    copy_outcomes: dict[str, FileOutcome] = {}
     try:
-        if reused:
-            copy_files(s3, plan, reused, concurrency=concurrency, progress=progress, outcomes=outcomes)
-        run_parts(s3, plan, items, reader, concurrency=concurrency, progress=progress, outcomes=outcomes)
-        records, _ = finalize_files(s3, plan, outcomes)
+        # Copies inside S3 cost this process only waiting, so they run while the Hub parts stream.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="s3copy-files") as background:
+            copying = (
+                background.submit(
+                    copy_files, s3, plan, reused, concurrency=concurrency, progress=progress, outcomes=copy_outcomes
+                )
+                if reused
+                else None
+            )
+            run_parts(s3, plan, items, reader, concurrency=concurrency, progress=progress, outcomes=outcomes)
+            if copying is not None:
+                copying.result()
+        records, _ = finalize_files(s3, plan, {**copy_outcomes, **outcomes})
         published = publish(s3, plan, records)
     except BaseException:
         progress.abort()
-        cleanup_plan(s3, plan, failed=True, written=written_by_outcomes(plan, outcomes.values()))
+        # Leaving the `with` waited for the copies, so every object either side wrote is on record here.
+        written = written_by_outcomes(plan, [*copy_outcomes.values(), *outcomes.values()])
+        cleanup_plan(s3, plan, failed=True, written=written)
         raise
     progress.end()
     hub_bytes = plan.total_bytes - reused_bytes
