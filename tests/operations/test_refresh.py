@@ -288,3 +288,22 @@ def test_a_source_that_changes_between_plan_and_copy_fails_clean(
     assert all_keys(s3, bucket, layout.snapshot_prefix("models", repo_id, planned["commit"])) == []
     assert incomplete_uploads(s3, bucket) == []
     assert ref_commit(s3, bucket, repo_id) == first_sync["commit"]
+
+
+def test_a_refresh_after_a_file_was_deleted_fetches_nothing_from_the_hub(
+    hub: Any, hub_root: Path, s3: Any, bucket: str, first_sync: dict[str, Any], manifest_schema: Any
+) -> None:
+    """GIVEN a synced repo  WHEN a file is deleted at the Hub (main moves, every remaining file unchanged)
+    THEN the refresh downloads no file at all, copies every remaining file inside S3, and publishes a
+    snapshot without the deleted file."""
+    repo_id = first_sync["repo_id"]
+    (hub_root / repo_id / "tokenizer" / "vocab.txt").unlink()
+    hub.requests.clear()
+
+    result = sync(repo_id, bucket=bucket, part_size=PART_SIZE, concurrency=4, s3=s3)
+
+    assert hub_file_bytes(hub, repo_id) == {}
+    assert result.copied_bytes == 0
+    assert result.reused_files == len(first_sync["manifest"]["files"]) - 1
+    manifest = assert_published_like_the_hub(hub, s3, bucket, repo_id, manifest_schema)
+    assert "tokenizer/vocab.txt" not in {entry["path"] for entry in manifest["files"]}
