@@ -139,7 +139,7 @@ def test_hub_stalls_past_the_read_timeout(hub_faults: HubServer, s3: Any, retrie
     def inject(hub: HubServer, rng: random.Random) -> tuple[bool, str]:
         path = random_file(rng)
         after = rng.choice([None, rng.randrange(1, FILE_SIZES[path])])
-        extra = {} if after is None else {"after_bytes": after}
+        extra: dict[str, Any] = {} if after is None else {"after_bytes": after}
         hub.faults.add(FAULT_REPO, path, kind="stall", seconds=3.0, times=1, **extra)
         return True, f"stall {path} after {after} B"
 

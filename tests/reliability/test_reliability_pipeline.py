@@ -9,6 +9,7 @@ Step Functions retry would.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -153,7 +154,7 @@ def execution_steps(s3: Any, bucket: str, name: str, log: list[str]) -> Iterator
     if state["plan"]["status"] == "already_published":
         return
     for item in state["plan"]["units"]:
-        yield lambda item=item: steps.copy_unit(item, s3=s3)
+        yield functools.partial(steps.copy_unit, item, s3=s3)
     yield lambda: state.update(finalized=steps.finalize(state["plan"], s3=s3))
     yield lambda: log.append(f"{name}: published {steps.publish(state['finalized'], s3=s3)['commit'][:8]}")
     yield lambda: steps.cleanup({**state["plan"], "failed": False}, s3=s3)
@@ -196,7 +197,9 @@ def test_two_executions_of_one_model_at_once(hub: HubServer, s3: Any, retries: R
     commit, every file its manifest names verifies, refs point at it, and no upload is open."""
     rng = random.Random(SEED + 31)
     table = FaultTable("two executions of one model at once")
-    commit = hub.store.snapshot(FAULT_REPO).commit
+    snapshot = hub.store.snapshot(FAULT_REPO)
+    assert snapshot is not None
+    commit = snapshot.commit
     manifest_key = layout.manifest_key("models", FAULT_REPO, commit)
     # (driver, one execution fails part-way, versioned bucket): an existing bucket may be unversioned.
     trials = [
@@ -213,7 +216,7 @@ def test_two_executions_of_one_model_at_once(hub: HubServer, s3: Any, retries: R
             runs = {name: execution_steps(s3, bucket, name, log) for name in ("exec-a", "exec-b")}
             # exec-b stops after its plan and 1-2 copy units, or right after them (before finalize).
             fail_at = {"exec-b": rng.randint(2, 3)} if fails else {}
-            interleave(rng, runs, fail_at, lambda name, bucket=bucket: fail_with_cleanup(s3, bucket, name))
+            interleave(rng, runs, fail_at, functools.partial(fail_with_cleanup, s3, bucket))
         elif driver == "worst order":
             first, second = execution_steps(s3, bucket, "exec-a", log), execution_steps(s3, bucket, "exec-b", log)
             for run in (first, second, second, second, first, first):

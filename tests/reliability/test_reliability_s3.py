@@ -59,7 +59,7 @@ def retries(monkeypatch: pytest.MonkeyPatch) -> RetryLog:
     return fast_hub_retries(monkeypatch)
 
 
-def run_s3_trials(kind: str, fault: str, proxied: tuple[S3Proxy, Any], s3: Any, seed_offset: int) -> FaultTable:
+def run_s3_trials(kind: str, fault: Any, proxied: tuple[S3Proxy, Any], s3: Any, seed_offset: int) -> FaultTable:
     proxy, engine_s3 = proxied
     rng = random.Random(SEED + seed_offset)
     table = FaultTable(kind)
@@ -69,7 +69,7 @@ def run_s3_trials(kind: str, fault: str, proxied: tuple[S3Proxy, Any], s3: Any, 
         bucket = new_bucket(s3)
         operation = rng.choice(OPERATIONS)
         times = rng.randint(1, 2)
-        extra = {"phase": rng.choice(["request", "response"])} if fault == "reset" else {}
+        extra: dict[str, Any] = {"phase": rng.choice(["request", "response"])} if fault == "reset" else {}
         added = proxy.faults.add(operation, fault, times=times, **extra)
         label = f"trial {trial} ({fault} {extra} on {operation} x{times})"
         outcome = attempt(sync, FAULT_REPO, bucket=bucket, part_size=PART_SIZE, concurrency=3, s3=engine_s3)

@@ -47,7 +47,7 @@ SAM_POLICY_TEMPLATES = {
 POD_READ_ACTIONS = {"s3:GetObject", "s3:GetObjectVersion", "s3:ListBucket", "kms:Decrypt"}
 
 
-class CfnLoader(yaml.SafeLoader):
+class CfnLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no type hints here
     """YAML with CloudFormation's short-form intrinsic functions."""
 
 
@@ -57,7 +57,7 @@ def _intrinsic(loader: CfnLoader, tag_suffix: str, node: yaml.Node) -> dict[str,
     elif isinstance(node, yaml.SequenceNode):
         value = loader.construct_sequence(node, deep=True)
     else:
-        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+        value = loader.construct_mapping(node, deep=True)
     if tag_suffix == "Ref":
         return {"Ref": value}
     if tag_suffix == "GetAtt" and isinstance(value, str):
