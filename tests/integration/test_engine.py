@@ -197,3 +197,18 @@ def test_force_recopies_and_refs_follow(s3: Any, bucket: str, hub: Any) -> None:
     assert again.status == "published"
     assert any(r.endpoint in ("resolve", "cdn") for r in hub.requests)
     assert layout.repo_prefix("models", modelgen.NO_ORG) == "models/solo-model/"
+
+
+def test_resolve_is_called_once_per_file_and_the_token_stays_on_the_hub(s3: Any, bucket: str, hub: Any) -> None:
+    """GIVEN the gated repo synced with its token, and the big repo (6 parts of 8 MiB)
+    WHEN copied THEN the big file costs one resolve call (parts go straight to the CDN URL), and no request
+    to the CDN origin ever carried the Authorization header."""
+    sync(modelgen.GATED, bucket=bucket, token=modelgen.GATED_TOKEN, s3=s3)
+    assert [r for r in hub.requests if r.endpoint == "cdn" and r.authorized] == []
+    assert any(r.authorized for r in hub.requests if r.endpoint in ("api", "resolve"))
+
+    hub.requests.clear()
+    sync(modelgen.BIG, bucket=bucket, part_size=8 * MiB, concurrency=4, s3=s3)
+    big = [r for r in hub.requests if r.file == "model.safetensors"]
+    assert len([r for r in big if r.endpoint == "resolve"]) == 1
+    assert len([r for r in big if r.endpoint == "cdn" and r.method == "GET"]) == modelgen.BIG_WEIGHT_SIZE // (8 * MiB)

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import boto3
 import httpx2
@@ -250,6 +251,15 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+MAX_REDIRECTS = 10
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    default_port = {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or default_port
+
+
 class _Transient(Exception):
     def __init__(self, reason: str, retry_after: float | None = None) -> None:
         super().__init__(reason)
@@ -279,6 +289,8 @@ class HubReader:
         self._session = get_session()
         self.retries = 0  # how many transient faults were absorbed (visible to tests and the summary)
         self._lock = threading.Lock()
+        self._download_urls: dict[str, str] = {}
+        self._resolve_locks: dict[str, threading.Lock] = {}
 
     def url(self, path: str) -> str:
         return hf_hub_url(self.repo_id, path, revision=self.commit, endpoint=self.endpoint)
@@ -326,7 +338,14 @@ class HubReader:
         timeout = httpx2.Timeout(self.policy.read_timeout, connect=self.policy.connect_timeout)
         length = end - start
         try:
-            with self._session.stream("GET", self.url(path), headers=headers, timeout=timeout) as response:
+            url = self._download_url(path, timeout) if ranged else self.url(path)
+            if not self._same_origin_as_hub(url):
+                headers.pop("authorization", None)  # the token never leaves the Hub's origin
+            with self._session.stream("GET", url, headers=headers, timeout=timeout) as response:
+                if response.status_code in (403, 404, 410) and url != self.url(path):
+                    # A signed CDN URL can expire mid-copy: resolve it again on the next attempt.
+                    self._forget_download_url(path)
+                    raise _Transient(f"the download URL for {path} answered HTTP {response.status_code}")
                 self._check_status(path, response, expect_partial="Range" in headers)
                 for chunk in response.iter_raw(READ_CHUNK):
                     size = len(chunk)
@@ -339,6 +358,44 @@ class HubReader:
                     on_bytes(size)
         except (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError) as exc:
             raise _Transient(f"{type(exc).__name__}: {exc}") from exc
+
+    def _same_origin_as_hub(self, url: str) -> bool:
+        return _origin(url) == _origin(self.endpoint)
+
+    def _download_url(self, path: str, timeout: httpx2.Timeout) -> str:
+        """Where the file's bytes are served: the resolve URL's redirect target (the Hub's CDN for LFS files),
+        found with one HEAD per file, so that each part costs one request and the Hub's resolve endpoint
+        (rate-limited) sees one call per file, not one per part."""
+        with self._lock:
+            path_lock = self._resolve_locks.setdefault(path, threading.Lock())
+        with path_lock:  # parallel parts of one file wait for a single resolve
+            with self._lock:
+                cached = self._download_urls.get(path)
+            if cached is not None:
+                return cached
+            url = self._resolve(path, timeout)
+            with self._lock:
+                self._download_urls[path] = url
+            return url
+
+    def _resolve(self, path: str, timeout: httpx2.Timeout) -> str:
+        url = self.url(path)
+        for _ in range(MAX_REDIRECTS):
+            headers = dict(self._headers)
+            if not self._same_origin_as_hub(url):
+                headers.pop("authorization", None)
+            response = self._session.head(url, headers=headers, timeout=timeout, follow_redirects=False)
+            location = response.headers.get("Location")
+            if response.status_code in (301, 302, 303, 307, 308) and location:
+                url = urljoin(url, location)
+                continue
+            self._check_status(path, response, expect_partial=False)
+            return url
+        raise errors.TransferError(f"{path}: more than {MAX_REDIRECTS} redirects from the Hub")
+
+    def _forget_download_url(self, path: str) -> None:
+        with self._lock:
+            self._download_urls.pop(path, None)
 
     def _check_status(self, path: str, response: httpx2.Response, *, expect_partial: bool) -> None:
         status = response.status_code
@@ -622,7 +679,9 @@ def copy_files(
         else:
             stored = _copy_object(s3, plan, planned)
             with lock:
+                # On record before the check, so a failed run's cleanup deletes a bad copy too.
                 outcomes[planned.path].stored = stored
+            _check_copy(planned, stored)
         start, end = planned.part_range(part_number)
         progress.advance(planned.path, end - start)
 
@@ -692,14 +751,17 @@ def _copy_object(s3: Any, plan: Plan, planned: PlannedFile) -> StoredObject:
     if crc is None:
         head = s3.head_object(Bucket=plan.bucket, Key=planned.key, ChecksumMode="ENABLED", **_version(version_id))
         crc = head.get("ChecksumCRC64NVME")
-    if source.crc64nvme is not None and crc != source.crc64nvme:
-        if version_id:
-            s3.delete_object(Bucket=plan.bucket, Key=planned.key, VersionId=version_id)
-        raise errors.IntegrityError(
-            f"{planned.path}: the copy has CRC64NVME {crc}, the previous manifest recorded {source.crc64nvme}; "
-            "nothing was published"
-        )
     return StoredObject(version_id=version_id, crc64nvme=crc)
+
+
+def _check_copy(planned: PlannedFile, stored: StoredObject) -> None:
+    """A copy is byte-exact only if its CRC64NVME is the one recorded for the verified source bytes."""
+    source = planned.copy_from
+    if source is not None and source.crc64nvme is not None and stored.crc64nvme != source.crc64nvme:
+        raise errors.IntegrityError(
+            f"{planned.path}: the copy has CRC64NVME {stored.crc64nvme}, the previous manifest recorded "
+            f"{source.crc64nvme}; nothing was published"
+        )
 
 
 def _copy_part(s3: Any, plan: Plan, planned: PlannedFile, part_number: int) -> PartResult:
