@@ -12,6 +12,7 @@ against the recorded one, so a copied file is verified without reading it.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -21,6 +22,8 @@ from model_cache.hubapi import HubFile
 from model_cache.plan import CopySource
 from model_cache.publish import get_bytes, get_json
 from model_cache.transfer import s3_error, version_or_none
+
+HEAD_CONCURRENCY = 8  # within the default client's connection pool
 
 
 def previous_manifest(s3: Any, bucket: str, prefix: str, repo_id: str, revision: str) -> dict[str, Any] | None:
@@ -59,15 +62,16 @@ def reusable_sources(
         # Only ever copy from this repo's own snapshots, whatever a manifest says.
         if isinstance(key, str) and key.startswith(snapshots) and ".." not in key.split("/"):
             by_blob.setdefault((str(entry.get("git_oid")), int(entry.get("size", -1))), entry)
-    sources: dict[str, CopySource] = {}
+    candidates: dict[str, dict[str, Any]] = {}
     for hub_file in files:
         entry = by_blob.get((hub_file.git_oid, hub_file.size))
-        if entry is None or not _same_bytes(hub_file, entry):
-            continue
-        source = _checked_source(s3, bucket, entry)
-        if source is not None:
-            sources[hub_file.path] = source
-    return sources
+        if entry is not None and _same_bytes(hub_file, entry):
+            candidates[hub_file.path] = entry
+    # One HEAD per candidate; a few in parallel so a repo of thousands of files plans in seconds.
+    with ThreadPoolExecutor(max_workers=HEAD_CONCURRENCY, thread_name_prefix="reuse-head") as pool:
+        results = pool.map(lambda entry: _checked_source(s3, bucket, entry), candidates.values())
+        checked = dict(zip(candidates, results, strict=True))
+    return {path: source for path, source in checked.items() if source is not None}
 
 
 def _checked_source(s3: Any, bucket: str, entry: dict[str, Any]) -> CopySource | None:
