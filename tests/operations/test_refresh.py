@@ -307,3 +307,29 @@ def test_a_refresh_after_a_file_was_deleted_fetches_nothing_from_the_hub(
     assert result.reused_files == len(first_sync["manifest"]["files"]) - 1
     manifest = assert_published_like_the_hub(hub, s3, bucket, repo_id, manifest_schema)
     assert "tokenizer/vocab.txt" not in {entry["path"] for entry in manifest["files"]}
+
+
+def test_a_copy_whose_checksum_differs_from_the_recorded_one_fails_and_is_cleaned_up(
+    hub: Any, hub_root: Path, s3: Any, bucket: str, first_sync: dict[str, Any]
+) -> None:
+    """GIVEN a refresh planned to copy the unchanged files, with one source's recorded CRC64NVME altered in the
+    stored plan (standing in for a copy that came out different)
+    WHEN the copy-from unit runs  THEN it fails with IntegrityError naming the file; cleanup deletes every object
+    the run wrote (the bad copy included); nothing is published and refs/main still names the old commit."""
+    repo_id = first_sync["repo_id"]
+    write_files(hub_root, repo_id, {"README.md": b"# ops test repo, checksum case\n"})
+    planned = steps.plan({"repo_id": repo_id, "bucket": bucket, "options": {"part_size": PART_SIZE}}, s3=s3)
+    stored_plan = json.loads(read(s3, bucket, planned["plan_key"]))
+    config = next(f for f in stored_plan["files"] if f["path"] == "config.json")
+    config["copy_from"]["crc64nvme"] = "AAAAAAAAAAA="
+    s3.put_object(Bucket=bucket, Key=planned["plan_key"], Body=json.dumps(stored_plan).encode())
+    copy_item = next(item for item in planned["units"] if item["kind"] == "copy-from")
+
+    with pytest.raises(errors.IntegrityError, match=r"config\.json"):
+        steps.copy_unit(copy_item, s3=s3)
+    steps.cleanup({**planned, "failed": True}, s3=s3)
+
+    assert all_keys(s3, bucket, layout.snapshot_prefix("models", repo_id, planned["commit"])) == []
+    assert all_keys(s3, bucket, layout.manifest_key("models", repo_id, planned["commit"])) == []
+    assert incomplete_uploads(s3, bucket) == []
+    assert ref_commit(s3, bucket, repo_id) == first_sync["commit"]
