@@ -15,7 +15,8 @@ Hub double and moto's S3 server, each in its own process too:
 Peak RSS of each; target for the engine <= 300 MiB at both model sizes.
 
 Run: `python -m bench copy` (or `python -m bench.copy`). Sizes: BENCH_COPY_GIB (synthetic, default 2),
-BENCH_CAPPED_GIB (loadable model, default 1), BENCH_CAP_MBPS (default 25). Writes
+BENCH_CAPPED_GIB (loadable model, default 1), BENCH_CAP_MBPS (per-connection caps, default "25,5").
+BENCH_COPY_ONLY=cpu_bound|stream_capped re-runs one scenario and keeps the other's figures. Writes
 bench/results/copy.json and the `copy` section of docs/performance.md.
 """
 
@@ -57,7 +58,15 @@ REGION = "us-east-1"
 
 
 def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    """This process's own peak RSS. Linux keeps ru_maxrss across fork+exec (a child would report its
+    parent's peak), so read VmHWM, which belongs to the exec'ed address space."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def worker_hub_get(args: dict[str, Any]) -> dict[str, Any]:
@@ -132,7 +141,12 @@ def worker_engine(args: dict[str, Any]) -> dict[str, Any]:
     from model_cache.engine import sync
 
     began = time.perf_counter()
-    result = sync(args["repo"], bucket=args["bucket"], concurrency=CONCURRENCY, part_size=PART_SIZE)
+    result = sync(
+        args["repo"],
+        bucket=args["bucket"],
+        concurrency=int(args.get("concurrency", CONCURRENCY)),
+        part_size=int(args.get("part_size", PART_SIZE)),
+    )
     return {"seconds": time.perf_counter() - began, "bytes": result.copied_bytes, "files": result.files}
 
 
@@ -309,8 +323,18 @@ def cpu_bound(work: Path, gib: float) -> dict[str, Any]:
     with hub_process(root) as hub_url, s3_process() as s3_url:
         env = environment(hub_url, s3_url, work)
         hub_get = run_worker("hub_get", {"repo": SYNTHETIC_REPO}, env)
-        s3_put = run_worker("s3_put", {"bucket": make_bucket(s3_url, "bench-raw-put"), "bytes": size}, env)
-        engine = run_worker("engine", {"repo": SYNTHETIC_REPO, "bucket": make_bucket(s3_url, "bench-engine")}, env)
+        # The machine is shared and moto's rate drifts with the load by up to 2x between runs, so P and
+        # the engine are measured alternately, twice each, and each side keeps its faster run.
+        puts, engines = [], []
+        for round_number in (1, 2):
+            bucket = make_bucket(s3_url, f"bench-raw-put-{round_number}")
+            puts.append(run_worker("s3_put", {"bucket": bucket, "bytes": size}, env))
+            bucket = make_bucket(s3_url, f"bench-engine-{round_number}")
+            engines.append(run_worker("engine", {"repo": SYNTHETIC_REPO, "bucket": bucket}, env))
+    s3_put = max(puts, key=lambda run: float(run["mb_per_s"]))
+    s3_put = {**s3_put, "runs_mb_per_s": [run["mb_per_s"] for run in puts]}
+    engine = max(engines, key=lambda run: float(run["mb_per_s"]))
+    engine = {**engine, "runs_mb_per_s": [run["mb_per_s"] for run in engines]}
     g, p = hub_get["mb_per_s"], s3_put["mb_per_s"]
     limit = 1 / (1 / g + 1 / p)
     return {
@@ -357,30 +381,59 @@ def _write_loadable(modelgen: Any, dest: Path, hidden: int, layers: int) -> None
     )
 
 
-def stream_capped(work: Path, gib: float, cap_mbps: float) -> dict[str, Any]:
+# (name, worker, extra args): the engine with the CLI defaults, and tuned for per-connection-capped sources
+# (twice the streams at half the part size: (16 + 2) x 8 MiB of buffers, less than (8 + 2) x 16 MiB).
+CAPPED_METHODS: list[tuple[str, str, dict[str, Any]]] = [
+    ("engine", "engine", {}),
+    ("engine_16x8mib", "engine", {"concurrency": 16, "part_size": 8 * MIB}),
+    ("snapshot", "snapshot", {}),
+    ("seed", "seed", {}),
+]
+
+
+def build_loadable_in_child(root: Path, gib: float) -> int:
+    """Build the model in a child process: numpy's ~4 GiB peak would otherwise stay in this driver."""
+    code = "import sys; from pathlib import Path; from bench.copy import loadable_model; "
+    code += "print(loadable_model(Path(sys.argv[1]), float(sys.argv[2])))"
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(root), str(gib)], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    return int(done.stdout.strip().splitlines()[-1])
+
+
+def stream_capped(work: Path, gib: float, caps_mbps: list[float]) -> list[dict[str, Any]]:
     root = work / "hub-capped"
     print(f"Stream-capped: building a loadable ~{gib:g} GiB Llama in 4 safetensors shards ...", flush=True)
-    size = loadable_model(root, gib)
-    print(f"Stream-capped: {size / GIB:.2f} GiB model, {cap_mbps:g} MB/s per connection")
-    with hub_process(root, bandwidth=int(cap_mbps * 1e6)) as hub_url, s3_process() as s3_url:
-        env = environment(hub_url, s3_url, work)
-        results = {}
-        for method in ("engine", "snapshot", "seed"):
-            scratch = work / f"scratch-{method}"
-            scratch.mkdir()
-            args = {"repo": CAPPED_REPO, "bucket": make_bucket(s3_url, f"bench-{method}"), "work": str(scratch)}
-            results[method] = run_worker(method, args, env)
-            shutil.rmtree(scratch, ignore_errors=True)
-    engine = results["engine"]["seconds"]
-    return {
-        "model_bytes": size,
-        "cap_mb_per_s_per_connection": cap_mbps,
-        **results,
-        "engine_speedup_vs_seed": round(results["seed"]["seconds"] / engine, 2),
-        "engine_speedup_vs_snapshot_download": round(results["snapshot"]["seconds"] / engine, 2),
-        "target_speedup_vs_seed": 5.0,
-        "target_speedup_vs_snapshot_download": 2.0,
-    }
+    size = build_loadable_in_child(root, gib)
+    runs = []
+    for cap_mbps in caps_mbps:
+        print(f"Stream-capped: {size / GIB:.2f} GiB model, {cap_mbps:g} MB/s per connection", flush=True)
+        with hub_process(root, bandwidth=int(cap_mbps * 1e6)) as hub_url, s3_process() as s3_url:
+            env = environment(hub_url, s3_url, work)
+            results = {}
+            for method, worker, extra in CAPPED_METHODS:
+                scratch = work / f"scratch-{method}"
+                scratch.mkdir()
+                bucket = make_bucket(s3_url, f"bench-{method.replace('_', '-')}")
+                args = {"repo": CAPPED_REPO, "bucket": bucket, "work": str(scratch), **extra}
+                results[method] = run_worker(worker, args, env)
+                shutil.rmtree(scratch, ignore_errors=True)
+        engine = results["engine"]["seconds"]
+        wide = results["engine_16x8mib"]["seconds"]
+        runs.append(
+            {
+                "model_bytes": size,
+                "cap_mb_per_s_per_connection": cap_mbps,
+                **results,
+                "engine_speedup_vs_seed": round(results["seed"]["seconds"] / engine, 2),
+                "engine_speedup_vs_snapshot_download": round(results["snapshot"]["seconds"] / engine, 2),
+                "engine_16x8mib_speedup_vs_seed": round(results["seed"]["seconds"] / wide, 2),
+                "engine_16x8mib_speedup_vs_snapshot_download": round(results["snapshot"]["seconds"] / wide, 2),
+                "target_speedup_vs_seed": 5.0,
+                "target_speedup_vs_snapshot_download": 2.0,
+            }
+        )
+    return runs
 
 
 def render(results: dict[str, Any]) -> str:
@@ -389,6 +442,25 @@ def render(results: dict[str, Any]) -> str:
     def row(label: str, figures: dict[str, Any]) -> str:
         return f"| {label} | {figures['seconds']:.1f} | {figures['mb_per_s']:.1f} | {figures['peak_rss_mib']:.0f} |"
 
+    capped_sections: list[str] = []
+    for run in capped:
+        capped_sections += [
+            f"### Stream-capped: {run['model_bytes'] / GIB:.2f} GiB loadable Llama, 4 shards, "
+            f"{run['cap_mb_per_s_per_connection']:g} MB/s per connection",
+            "",
+            "| method | seconds | MB/s | peak RSS MiB |",
+            "| --- | ---: | ---: | ---: |",
+            row("**engine** (`model-cache sync`, 8 x 16 MiB)", run["engine"]),
+            row("**engine** (`--concurrency 16 --part-size 8MiB`)", run["engine_16x8mib"]),
+            row("snapshot_download → upload_file per file", run["snapshot"]),
+            row("seed: from_pretrained → save_pretrained → upload_file", run["seed"]),
+            "",
+            f"Engine speed-up (defaults / 16 streams): **{run['engine_speedup_vs_seed']:.1f}x / "
+            f"{run['engine_16x8mib_speedup_vs_seed']:.1f}x** the seed's method (target ≥ 5x), "
+            f"**{run['engine_speedup_vs_snapshot_download']:.1f}x / "
+            f"{run['engine_16x8mib_speedup_vs_snapshot_download']:.1f}x** snapshot_download + upload (target ≥ 2x).",
+            "",
+        ]
     lines = [
         f"<!-- {NAME}:begin -->",
         "## Copy engine (Hub → S3)",
@@ -401,26 +473,17 @@ def render(results: dict[str, Any]) -> str:
         "| method | seconds | MB/s | peak RSS MiB |",
         "| --- | ---: | ---: | ---: |",
         row("G: raw Hub GET (ranged, into memory)", cpu["hub_get"]),
-        row("P: raw S3 multipart PUT (CRC64NVME)", cpu["s3_put"]),
-        row("**engine** (`model-cache sync`)", cpu["engine"]),
+        row("P: raw S3 multipart PUT (CRC64NVME), faster of 2 runs", cpu["s3_put"]),
+        row("**engine** (`model-cache sync`), faster of 2 runs", cpu["engine"]),
         "",
         f"Local limit L = 1/(1/G + 1/P) = **{cpu['local_limit_mb_per_s']:.1f} MB/s**; engine / L = "
-        f"**{cpu['engine_vs_limit']:.2f}** (target ≥ 0.90).",
+        f"**{cpu['engine_vs_limit']:.2f}** (target ≥ 0.90). All runs, MB/s: P {cpu['s3_put']['runs_mb_per_s']}, "
+        f"engine {cpu['engine']['runs_mb_per_s']} (alternating P, engine, P, engine).",
         "",
-        f"### Stream-capped: {capped['model_bytes'] / GIB:.2f} GiB loadable Llama, 4 shards, "
-        f"{capped['cap_mb_per_s_per_connection']:g} MB/s per connection",
-        "",
-        "| method | seconds | MB/s | peak RSS MiB |",
-        "| --- | ---: | ---: | ---: |",
-        row("**engine** (`model-cache sync`)", capped["engine"]),
-        row("snapshot_download → upload_file per file", capped["snapshot"]),
-        row("seed: from_pretrained → save_pretrained → upload_file", capped["seed"]),
-        "",
-        f"Engine speed-up: **{capped['engine_speedup_vs_seed']:.1f}x** the seed's method (target ≥ 5x), "
-        f"**{capped['engine_speedup_vs_snapshot_download']:.1f}x** snapshot_download + upload (target ≥ 2x). "
-        f"Engine peak RSS {cpu['engine']['peak_rss_mib']:.0f} MiB at {cpu['model_bytes'] / GIB:.1f} GiB and "
-        f"{capped['engine']['peak_rss_mib']:.0f} MiB at {capped['model_bytes'] / GIB:.2f} GiB (target ≤ 300 MiB); "
-        f"the seed's grows with the model ({capped['seed']['peak_rss_mib']:.0f} MiB).",
+        *capped_sections,
+        f"Engine peak RSS: {cpu['engine']['peak_rss_mib']:.0f} MiB at {cpu['model_bytes'] / GIB:.1f} GiB and "
+        f"{capped[0]['engine']['peak_rss_mib']:.0f} MiB at {capped[0]['model_bytes'] / GIB:.2f} GiB "
+        "(target ≤ 300 MiB, bounded by part size x (concurrency + 2), not by the model).",
         "",
         results.get("notes", ""),
         f"<!-- {NAME}:end -->",
@@ -440,17 +503,28 @@ def write_section(section: str) -> None:
     PERFORMANCE_DOC.write_text(text)
 
 
-NOTES = """Where the time goes (CPU-bound): every byte crosses loopback twice and is handled in Python three
-times — the double generates and sends it, the engine receives it, hashes it (sha256 + CRC64NVME; ~0.6 s/GiB
-of one core) and sends it, and moto receives it, computes its own checksums and MD5 ETag, stores it and
-concatenates the parts at CompleteMultipartUpload. On two shared cores those costs add up, which is what
-L models; the engine's own extra work over G and P is the in-order sha256/CRC pass."""
+NOTES = """Where the time goes. CPU-bound: every byte crosses loopback twice and is handled in Python three
+times: the double generates and sends it; the engine receives it, hashes it (sha256 + CRC64NVME, about 0.6 s/GiB
+of one core) and sends it; moto receives it, checksums it, computes an MD5 ETag, stores it and concatenates the
+parts at CompleteMultipartUpload. On two shared cores those costs add up, which is what L models; moto's PUT path
+(P) is the slow leg by an order of magnitude, so the engine runs at about P.
+
+Stream-capped: the same moto PUT rate bounds every method here, and the baselines pay it too, after their
+download (snapshot_download fetches the 4 shards on 4 connections, the seed also loads and re-serializes the
+model). At 25 MB/s per connection the engine's 8 connections could pull 200 MB/s, far above what moto absorbs,
+so its time is just the S3 leg while a baseline's is download + the same S3 leg: the speed-up cannot exceed
+about 1 + (download time / upload time) on this machine. That is what misses the 5x/2x targets at 25 MB/s; the
+5 MB/s run shows the shape once the Hub side dominates, as it does against real S3 (in-region PUT is
+several GB/s per client, so the baselines' cost is the per-connection download, and the engine's parallel
+ranged streams divide it by the concurrency: 8-16x fewer seconds than one stream per shard). What would close
+the gap here: an S3 stand-in that is not a single-process Python server (moto behind several workers, or a
+native S3 emulator), which this offline world does not provide."""
 
 
 def main() -> None:
     gib = float(os.environ.get("BENCH_COPY_GIB", "2"))
     capped_gib = float(os.environ.get("BENCH_CAPPED_GIB", "1"))
-    cap = float(os.environ.get("BENCH_CAP_MBPS", "25"))
+    caps = [float(cap) for cap in os.environ.get("BENCH_CAP_MBPS", "25,5").split(",")]
     only = os.environ.get("BENCH_COPY_ONLY", "")  # "cpu_bound" or "stream_capped": re-run one, keep the other
     previous = json.loads(RESULTS.read_text()) if only and RESULTS.exists() else {}
     work = Path(tempfile.mkdtemp(prefix="bench-copy-"))
@@ -465,7 +539,7 @@ def main() -> None:
         if only in ("", "cpu_bound"):
             results["cpu_bound"] = cpu_bound(work, gib)
         if only in ("", "stream_capped"):
-            results["stream_capped"] = stream_capped(work, capped_gib, cap)
+            results["stream_capped"] = stream_capped(work, capped_gib, caps)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -39,7 +39,6 @@ from model_cache.progress import NullProgress, Progress
 from model_cache.verify import FileDigests, FileHasher
 
 CHECKSUM_ALGORITHM = "CRC64NVME"
-READ_CHUNK = 512 * 1024
 TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER_SECONDS = 120.0
 
@@ -347,7 +346,7 @@ class HubReader:
                     self._forget_download_url(path)
                     raise _Transient(f"the download URL for {path} answered HTTP {response.status_code}")
                 self._check_status(path, response, expect_partial="Range" in headers)
-                for chunk in response.iter_raw(READ_CHUNK):
+                for chunk in response.iter_raw():  # as received: re-chunking would copy every byte once more
                     size = len(chunk)
                     if received + size > length:
                         raise errors.IntegrityError(
