@@ -124,8 +124,9 @@ def point(s3: Any, bucket: str, repo_id: str, ref: str, commit: str) -> None:
 
 
 def snapshot_keys(s3: Any, bucket: str, repo_id: str, commit: str) -> list[str]:
-    files = all_keys(s3, bucket, layout.snapshot_prefix("models", repo_id, commit))
-    return files + all_keys(s3, bucket, layout.manifest_key("models", repo_id, commit))
+    files: list[str] = all_keys(s3, bucket, layout.snapshot_prefix("models", repo_id, commit))
+    manifest: list[str] = all_keys(s3, bucket, layout.manifest_key("models", repo_id, commit))
+    return files + manifest
 
 
 @pytest.mark.integration

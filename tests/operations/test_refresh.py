@@ -110,7 +110,7 @@ def test_a_big_unchanged_file_is_copied_with_upload_part_copy(
     hub.requests.clear()
 
     prepared = steps.prepare_plan(s3, repo_id, "main", bucket=bucket)
-    assert not isinstance(prepared, steps.Published)
+    assert isinstance(prepared, plan.Plan)
     big = prepared.file(BIG_FILE)
     assert big.copy_from is not None
     assert big.multipart

@@ -34,7 +34,7 @@ def replicate(s3: Any, source: str, replica: str, prefix: str = "models/", skip:
 
 @pytest.fixture
 def replica(s3: Any) -> str:
-    name = unique_name("model-cache-replica")
+    name: str = unique_name("model-cache-replica")
     s3.create_bucket(Bucket=name)
     s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
     return name
