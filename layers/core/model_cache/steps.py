@@ -29,7 +29,7 @@ from model_cache.transfer import (
     abort_uploads,
     complete_upload,
     copy_files,
-    iter_object,
+    iter_object_ranges,
     run_parts,
     s3_client,
     s3_error,
@@ -150,7 +150,7 @@ def finalize_files(s3: Any, plan: Plan, outcomes: dict[str, FileOutcome]) -> tup
                 digests = outcome.digests
                 if digests is None:
                     hasher = FileHasher(planned.hub_file())
-                    for chunk in iter_object(s3, plan.bucket, planned.key, stored.version_id):
+                    for chunk in iter_object_ranges(s3, plan.bucket, planned.key, stored.version_id, planned.size):
                         hasher.update(chunk)
                     digests = hasher.verify()
                     read_back += 1
