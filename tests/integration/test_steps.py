@@ -145,3 +145,23 @@ def test_plan_rejects_bad_events(event: dict[str, Any], message: str, s3: Any) -
     """GIVEN a malformed plan event WHEN planned THEN InvalidRequest names the field, before any request."""
     with pytest.raises(errors.InvalidRequest, match=message):
         steps.plan(event, s3=s3)
+
+
+def test_the_token_is_never_in_a_result_a_work_file_or_a_log(
+    s3: Any, bucket: str, hub: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """GIVEN the gated repo and its token WHEN every task runs (work files kept until the end)
+    THEN the token appears in no task result, no object in the bucket, and no log record."""
+    caplog.set_level("DEBUG")
+    token = modelgen.GATED_TOKEN
+    planned = steps.plan({"repo_id": modelgen.GATED, "bucket": bucket, "options": SMALL_UNITS}, token=token, s3=s3)
+    results = [planned]
+    results += [steps.copy_unit(item, token=token, s3=s3) for item in planned["units"]]
+    results.append(steps.finalize(planned, s3=s3))
+    results.append(steps.publish(planned, s3=s3))
+    assert results[-1]["status"] == "published"
+    assert token not in json.dumps(results)
+    for key in all_keys(s3, bucket):
+        assert token.encode() not in s3.get_object(Bucket=bucket, Key=key)["Body"].read(), key
+    assert token not in caplog.text
+    steps.cleanup({**planned, "failed": False}, s3=s3)
