@@ -15,8 +15,6 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from model_cache import steps
 from model_cache.errors import ModelCacheError
 from model_cache.tokens import hub_token
-from model_cache.transfer import s3_client
-from model_cache.unit_failures import record_unit_failure
 
 logger = Logger()
 tracer = Tracer()
@@ -33,7 +31,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     except ModelCacheError as exc:
         metrics.add_metric(name="TaskFailures", unit=MetricUnit.Count, value=1)
         logger.error("copy failed", extra={"error": type(exc).__name__, "reason": str(exc)})
-        record_unit_failure(s3_client(), event, exc)
         raise
     logger.info("unit copied", extra={key: result[key] for key in ("bytes", "parts", "seconds")})
     metrics.add_metric(name="BytesCopied", unit=MetricUnit.Bytes, value=result["bytes"])

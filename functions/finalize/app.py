@@ -1,7 +1,7 @@
 """Finalize task: complete the multipart uploads and verify files split across units by reading them back.
 
 A mismatch deletes what this run wrote and fails with IntegrityError; nothing is published. When a
-copy unit failed, finalize fails first with that unit's own error (model_cache.unit_failures).
+copy unit failed, finalize fails first with that unit's own error (recorded by steps.copy_unit).
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from model_cache import steps
 from model_cache.errors import ModelCacheError
-from model_cache.transfer import s3_client
-from model_cache.unit_failures import raise_recorded_failure
 
 logger = Logger()
 tracer = Tracer()
@@ -27,7 +25,6 @@ metrics = Metrics()
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:
-        raise_recorded_failure(s3_client(), event)
         result = steps.finalize(event)
     except ModelCacheError as exc:
         metrics.add_metric(name="TaskFailures", unit=MetricUnit.Count, value=1)

@@ -257,13 +257,35 @@ def _list_keys(s3: Any, bucket: str, prefix: str) -> list[str]:
     return keys
 
 
-def _unit_outcomes(s3: Any, plan: Plan, *, include_failed: bool = False) -> list[dict[str, FileOutcome]]:
-    batches: list[dict[str, FileOutcome]] = []
-    for key in _list_keys(s3, plan.bucket, f"{plan.work_dir}units/"):
-        data = publish_mod.get_json(s3, plan.bucket, key)
-        if data is not None and (include_failed or not data.get("failed")):
-            batches.append({item["path"]: FileOutcome.from_json(item) for item in data["files"]})
-    return batches
+def _unit_records(s3: Any, plan: Plan) -> list[dict[str, Any]]:
+    """Every unit result file of the plan, lowest unit id first (the keys sort by the padded id)."""
+    records = [
+        publish_mod.get_json(s3, plan.bucket, key) for key in _list_keys(s3, plan.bucket, f"{plan.work_dir}units/")
+    ]
+    return [record for record in records if record is not None]
+
+
+def _outcomes_of(records: Iterable[dict[str, Any]], *, include_failed: bool = False) -> list[dict[str, FileOutcome]]:
+    return [
+        {item["path"]: FileOutcome.from_json(item) for item in record["files"]}
+        for record in records
+        if include_failed or not record.get("failed")
+    ]
+
+
+def _raise_unit_error(records: Iterable[dict[str, Any]]) -> None:
+    """Raise the lowest-numbered failed unit's own domain error, as its own class.
+
+    A Distributed Map that loses an item fails as `States.ExceedToleratedFailureThreshold`, which
+    says nothing about why; finalize runs on that path first, so the execution's `Fail` shows the
+    unit's real error (`GatedRepo`, `IntegrityError`, ...) instead.
+    """
+    for record in records:
+        if record.get("failed") and record.get("error"):
+            error_class = getattr(errors, str(record["error"]), None)
+            if not (isinstance(error_class, type) and issubclass(error_class, errors.ModelCacheError)):
+                error_class = errors.TransferError
+            raise error_class(f"copy unit {record.get('unit_id')} ({record.get('path')}): {record.get('message')}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -386,11 +408,11 @@ def copy_unit(
     unit_id = event.get("unit_id")
     if not isinstance(unit_id, int) or isinstance(unit_id, bool):
         raise errors.InvalidRequest(f"event has no integer 'unit_id' (got {unit_id!r})")
-    unit = the_plan.unit(unit_id)
     reader = HubReader(the_plan.repo_id, the_plan.commit, the_plan.endpoint, token)
     outcomes: dict[str, FileOutcome] = {}
     result_key = unit_result_key(the_plan, unit_id)
     try:
+        unit = the_plan.unit(unit_id)
         if unit.kind == "copy-from":
             copy_files(
                 s3,
@@ -408,9 +430,13 @@ def copy_unit(
                 concurrency=concurrency or the_plan.options.unit_concurrency,
                 outcomes=outcomes,
             )
-    except BaseException:
-        # What was already written goes on record, so cleanup can delete it.
-        _put_json(s3, the_plan.bucket, result_key, _unit_record(unit_id, reader, outcomes, failed=True))
+    except BaseException as exc:
+        # What was already written goes on record, so cleanup can delete it; a domain error goes
+        # on record too, so finalize can fail the execution with it.
+        failure = _unit_record(unit_id, reader, outcomes, failed=True)
+        if isinstance(exc, errors.ModelCacheError):
+            failure.update(path=event.get("path"), error=type(exc).__name__, message=str(exc))
+        _put_json(s3, the_plan.bucket, result_key, failure)
         raise
     _put_json(s3, the_plan.bucket, result_key, _unit_record(unit_id, reader, outcomes, failed=False))
     return {
@@ -439,10 +465,15 @@ def _unit_record(unit_id: int, reader: HubReader, outcomes: dict[str, FileOutcom
 
 
 def finalize(event: Any, *, s3: Any = None, token: str | None = None) -> dict[str, Any]:
-    """Task 3: complete uploads, verify split files by reading them back, write files.json."""
+    """Task 3: complete uploads, verify split files by reading them back, write files.json.
+
+    When a copy unit failed with a domain error, finalize fails first with that unit's own error.
+    """
     s3 = s3 or s3_client()
     the_plan = load_plan(s3, event)
-    outcomes = merge_outcomes(_unit_outcomes(s3, the_plan))
+    unit_records = _unit_records(s3, the_plan)
+    _raise_unit_error(unit_records)
+    outcomes = merge_outcomes(_outcomes_of(unit_records))
     records, read_back = finalize_files(s3, the_plan, outcomes)
     _put_json(s3, the_plan.bucket, files_key(the_plan), [record.to_json() for record in records])
     return {
@@ -480,7 +511,7 @@ def cleanup(event: Any, *, s3: Any = None, token: str | None = None) -> dict[str
     failed = bool(event.get("failed", False))
     written: list[tuple[str, str | None]] = []
     if failed:
-        for batch in _unit_outcomes(s3, the_plan, include_failed=True):
+        for batch in _outcomes_of(_unit_records(s3, the_plan), include_failed=True):
             written.extend(written_by_outcomes(the_plan, batch.values()))
     counts = cleanup_plan(s3, the_plan, failed=failed, written=written)
     deleted_work = delete_prefix(s3, the_plan.bucket, the_plan.work_dir)
