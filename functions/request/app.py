@@ -9,12 +9,8 @@ execution already started: success.
 
 from __future__ import annotations
 
-import json
-import os
-from functools import cache
 from typing import Any
 
-import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
@@ -23,7 +19,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from model_cache.errors import InvalidRequest
-from model_cache.request_message import parse_request
+from model_cache.request_message import parse_request, start_request_execution
 
 logger = Logger()
 tracer = Tracer()
@@ -31,18 +27,6 @@ metrics = Metrics()
 # A batch of only malformed messages is still answered with item failures (not an exception), so
 # every message takes the same path to the dead-letter queue and the invocation is not an error.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-
-
-@cache
-def _stepfunctions() -> Any:
-    return boto3.client("stepfunctions")
-
-
-def _state_machine_arn() -> str:
-    arn = os.environ.get("STATE_MACHINE_ARN", "")
-    if not arn:
-        raise RuntimeError("STATE_MACHINE_ARN is not set: the template wires it to the model-cache state machine")
-    return arn
 
 
 @tracer.capture_method(capture_response=False)
@@ -53,20 +37,17 @@ def record_handler(record: SQSRecord) -> dict[str, Any]:
         logger.warning("request rejected", extra={"message_id": record.message_id, "reason": str(exc)})
         metrics.add_metric(name="RequestsRejected", unit=MetricUnit.Count, value=1)
         raise
-    name = request.execution_name()
     details = {"message_id": record.message_id, "repo_id": request.repo_id, "revision": request.revision}
-    client = _stepfunctions()
-    try:
-        started = client.start_execution(
-            stateMachineArn=_state_machine_arn(), name=name, input=json.dumps(request.to_input())
+    started = start_request_execution(request)
+    if started.duplicate:
+        logger.info(
+            "duplicate request collapsed into the existing execution", extra={**details, "execution": started.name}
         )
-    except client.exceptions.ExecutionAlreadyExists:
-        logger.info("duplicate request collapsed into the existing execution", extra={**details, "execution": name})
         metrics.add_metric(name="RequestsDeduplicated", unit=MetricUnit.Count, value=1)
-        return {"execution": name, "duplicate": True}
-    logger.info("execution started", extra={**details, "execution_arn": started["executionArn"]})
+        return {"execution": started.name, "duplicate": True}
+    logger.info("execution started", extra={**details, "execution_arn": started.execution_arn})
     metrics.add_metric(name="RequestsAccepted", unit=MetricUnit.Count, value=1)
-    return {"execution": name, "duplicate": False}
+    return {"execution": started.name, "duplicate": False}
 
 
 @logger.inject_lambda_context(log_event=False, clear_state=True)

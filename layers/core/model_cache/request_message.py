@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 from model_cache.errors import InvalidRequest
@@ -37,6 +39,7 @@ MAX_PATTERNS = 100
 MAX_PATTERN_LENGTH = 256
 MAX_REQUESTED_BY_LENGTH = 128
 _FIELDS = frozenset({"repo_id", "revision", "include", "exclude", "force", "requested_by"})
+STATE_MACHINE_ARN_ENV = "STATE_MACHINE_ARN"
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,56 @@ class CacheRequest:
         revision = self.revision[:12] if is_commit_id(self.revision) else self.revision
         readable = _UNSAFE_NAME_CHARS.sub("_", f"{self.repo_id.replace('/', '--')}-{revision}")
         return readable[: MAX_EXECUTION_NAME_LENGTH - len(suffix)] + suffix
+
+
+@dataclass(frozen=True)
+class StartedExecution:
+    """What `start_request_execution` did: started `name`, or found it already started (`duplicate`)."""
+
+    name: str
+    duplicate: bool
+    execution_arn: str | None = None
+
+
+def _stepfunctions() -> Any:
+    # One client per warm Lambda, yet a fresh one whenever the endpoint or region changes (the
+    # local pipeline and the tests point the same process at one moto server after another).
+    return _stepfunctions_for(os.environ.get("AWS_ENDPOINT_URL"), os.environ.get("AWS_DEFAULT_REGION"))
+
+
+@cache
+def _stepfunctions_for(endpoint_url: str | None, region: str | None) -> Any:
+    import boto3
+
+    return boto3.client("stepfunctions")
+
+
+def state_machine_arn() -> str:
+    arn = os.environ.get(STATE_MACHINE_ARN_ENV, "")
+    if not arn:
+        raise RuntimeError(
+            f"{STATE_MACHINE_ARN_ENV} is not set: the template wires it to the model-cache state machine"
+        )
+    return arn
+
+
+def start_request_execution(
+    request: CacheRequest, *, arn: str | None = None, stepfunctions: Any = None
+) -> StartedExecution:
+    """Start the request's execution under its deterministic name (default: $STATE_MACHINE_ARN).
+
+    Step Functions answers ExecutionAlreadyExists for a name already taken: a duplicate request
+    that collapsed into the execution already started, which is success, not an error.
+    """
+    client = stepfunctions or _stepfunctions()
+    name = request.execution_name()
+    try:
+        started = client.start_execution(
+            stateMachineArn=arn or state_machine_arn(), name=name, input=json.dumps(request.to_input())
+        )
+    except client.exceptions.ExecutionAlreadyExists:
+        return StartedExecution(name=name, duplicate=True)
+    return StartedExecution(name=name, duplicate=False, execution_arn=started["executionArn"])
 
 
 def parse_request(body: object) -> CacheRequest:
