@@ -18,7 +18,8 @@ freed after that many days and a mistaken gc can be undone until then by removin
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -27,6 +28,7 @@ from botocore.exceptions import ClientError
 
 from model_cache import errors, ids, layout
 from model_cache.publish import get_bytes, get_json
+from model_cache.steps import validate_bucket, validate_prefix
 from model_cache.transfer import s3_error
 
 DEFAULT_KEEP = 2
@@ -34,6 +36,7 @@ DEFAULT_OLDER_THAN_DAYS = 14.0
 # Longer than any run can take (Lambda units, Fargate copies, retries) and equal to the work-file
 # lifecycle, so leftovers of a run that may still be copying are never taken for garbage.
 ORPHAN_GRACE_DAYS = 7.0
+MAX_LISTED_DELETIONS = 100  # deletions named in a scheduled run's result; the log has every decision
 _DELETE_BATCH = 1000
 
 Action = Literal["keep", "delete"]
@@ -97,6 +100,57 @@ class GcReport:
             "deleted_bytes": self.deleted_bytes,
             "decisions": [decision.to_json() for decision in self.decisions],
         }
+
+    @property
+    def deletions(self) -> list[Decision]:
+        return [decision for decision in self.decisions if decision.action == "delete"]
+
+    @property
+    def kept_snapshots(self) -> int:
+        return len(self.decisions) - len(self.deletions)
+
+    def summary(self, max_listed: int = MAX_LISTED_DELETIONS) -> dict[str, Any]:
+        """The scheduled gc's small result: the counts and the first `max_listed` deletions."""
+        return {
+            "status": "dry_run" if self.dry_run else "collected",
+            "keep": self.keep,
+            "older_than_days": self.older_than_days,
+            "deleted_snapshots": self.deleted_snapshots,
+            "deleted_objects": self.deleted_objects,
+            "deleted_bytes": self.deleted_bytes,
+            "kept_snapshots": self.kept_snapshots,
+            "deletions": [decision.to_json() for decision in self.deletions[:max_listed]],
+        }
+
+
+def scheduled_settings(event: object, environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
+    """`collect`'s keyword arguments for a gc Lambda event (docs/operations.md).
+
+    The schedule passes `{"source": "schedule"}`: the retention comes from GC_KEEP and
+    GC_OLDER_THAN_DAYS, the bucket from MODEL_CACHE_BUCKET; a manual invocation may override
+    `keep`, `older_than_days`, `dry_run`, `repos`, `bucket` and `prefix`.
+    """
+    if not isinstance(event, dict):
+        raise errors.InvalidRequest(f"event must be a JSON object, got {type(event).__name__}")
+    try:
+        keep = event.get("keep", int(environ.get("GC_KEEP", DEFAULT_KEEP)))
+        older_than = event.get("older_than_days", float(environ.get("GC_OLDER_THAN_DAYS", DEFAULT_OLDER_THAN_DAYS)))
+    except ValueError as exc:
+        raise errors.InvalidRequest(f"GC_KEEP / GC_OLDER_THAN_DAYS must be numbers: {exc}") from exc
+    dry_run = event.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        raise errors.InvalidRequest(f"dry_run must be true or false, got {dry_run!r}")
+    repos = event.get("repos", [])
+    if not isinstance(repos, list) or not all(isinstance(repo, str) for repo in repos):
+        raise errors.InvalidRequest("repos must be a list of repo ids")
+    return {
+        "bucket": validate_bucket(event.get("bucket") or environ.get("MODEL_CACHE_BUCKET")),
+        "prefix": validate_prefix(event.get("prefix") or environ.get("MODEL_CACHE_PREFIX", "models")),
+        "keep": keep,
+        "older_than_days": older_than,
+        "dry_run": dry_run,
+        "repo_ids": repos,
+    }
 
 
 def validate_retention(keep: object, older_than_days: object) -> tuple[int, float]:
