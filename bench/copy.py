@@ -28,7 +28,6 @@ import os
 import platform
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,10 +39,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bench.common import PERFORMANCE_DOC, ROOT, free_port, results_path, write_section
+
 NAME = "copy"
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results" / f"{NAME}.json"
-PERFORMANCE_DOC = ROOT / "docs" / "performance.md"
+RESULTS = results_path(NAME)
 MIB = 1 << 20
 GIB = 1 << 30
 PART_SIZE = 16 * MIB
@@ -206,13 +205,6 @@ def worker_main(name: str, raw: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # Servers and the driver
 # ---------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextmanager
@@ -493,18 +485,6 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_section(section: str) -> None:
-    text = PERFORMANCE_DOC.read_text() if PERFORMANCE_DOC.exists() else "# Performance\n"
-    begin, end = f"<!-- {NAME}:begin -->", f"<!-- {NAME}:end -->"
-    if begin in text and end in text:
-        before, rest = text.split(begin, 1)
-        _, after = rest.split(end, 1)
-        text = before + section + after
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    PERFORMANCE_DOC.write_text(text)
-
-
 NOTES = """Where the time goes. CPU-bound: every byte crosses loopback twice and is handled in Python three
 times: the double generates and sends it; the engine receives it, hashes it (sha256 + CRC64NVME, about 0.6 s/GiB
 of one core) and sends it; moto receives it, checksums it, computes an MD5 ETag, stores it and concatenates the
@@ -533,7 +513,7 @@ def main() -> None:
     only = os.environ.get("BENCH_COPY_ONLY", "")  # "cpu_bound" or "stream_capped": re-run one, keep the other
     previous = json.loads(RESULTS.read_text()) if only and RESULTS.exists() else {}
     if only == "render":  # rewrite the docs section from the stored figures, measuring nothing
-        write_section(render({**previous, "notes": NOTES}))
+        write_section(NAME, render({**previous, "notes": NOTES}))
         return
     work = Path(tempfile.mkdtemp(prefix="bench-copy-"))
     try:
@@ -552,7 +532,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    write_section(render(results))
+    write_section(NAME, render(results))
     print(f"wrote {RESULTS.relative_to(ROOT)} and the `{NAME}` section of {PERFORMANCE_DOC.relative_to(ROOT)}")
 
 

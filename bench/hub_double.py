@@ -24,14 +24,12 @@ from typing import Any
 
 import httpx2
 
+from bench.common import write_results, write_section
 from model_cache.devtools import synthetic
 from model_cache.devtools.hub import HubServer
 from model_cache.devtools.synthetic import SyntheticFile
 
 NAME = "hub_double"
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results" / f"{NAME}.json"
-PERFORMANCE_DOC = ROOT / "docs" / "performance.md"
 MIB = 1 << 20
 
 
@@ -170,24 +168,10 @@ def _markdown(figures: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _write_section(section: str) -> None:
-    begin, end = f"<!-- {NAME}:begin -->", f"<!-- {NAME}:end -->"
-    text = PERFORMANCE_DOC.read_text() if PERFORMANCE_DOC.exists() else "# Performance\n"
-    if begin in text and end in text:
-        before, rest = text.split(begin, 1)
-        after = rest.split(end, 1)[1]
-        text = before + section + after
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    PERFORMANCE_DOC.parent.mkdir(parents=True, exist_ok=True)
-    PERFORMANCE_DOC.write_text(text)
-
-
 def main() -> None:
     figures = run()
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
-    _write_section(_markdown(figures))
+    write_results(NAME, figures)
+    write_section(NAME, _markdown(figures))
     print(json.dumps(figures, indent=2, sort_keys=True))
 
 

@@ -1,0 +1,47 @@
+"""What every benchmark suite shares: where results and docs/performance.md live, and how a suite
+replaces its own section there without touching the others'."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = ROOT / "bench" / "results"
+PERFORMANCE_DOC = ROOT / "docs" / "performance.md"
+
+
+def results_path(name: str) -> Path:
+    return RESULTS_DIR / f"{name}.json"
+
+
+def write_results(name: str, figures: dict[str, Any]) -> None:
+    path = results_path(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
+
+
+def write_section(name: str, section: str, doc: Path = PERFORMANCE_DOC) -> None:
+    """Put `section` between the suite's `<!-- name:begin -->` / `<!-- name:end -->` markers.
+
+    `section` carries the markers itself; a doc without them gets the section appended.
+    """
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    text = doc.read_text() if doc.exists() else "# Performance\n"
+    if begin in text and end in text:
+        before, rest = text.split(begin, 1)
+        after = rest.split(end, 1)[1]
+        text = before + section + after
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(text)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
