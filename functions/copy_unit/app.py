@@ -13,7 +13,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from model_cache import steps
-from model_cache.errors import ModelCacheError
+from model_cache.metrics import counted_failure
 from model_cache.tokens import hub_token
 
 logger = Logger()
@@ -26,12 +26,8 @@ metrics = Metrics()
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     logger.append_keys(unit_id=event.get("unit_id"), path=event.get("path"))
-    try:
+    with counted_failure("copy", logger, metrics):
         result = steps.copy_unit(event, token=hub_token())
-    except ModelCacheError as exc:
-        metrics.add_metric(name="TaskFailures", unit=MetricUnit.Count, value=1)
-        logger.error("copy failed", extra={"error": type(exc).__name__, "reason": str(exc)})
-        raise
     logger.info("unit copied", extra={key: result[key] for key in ("bytes", "parts", "seconds")})
     metrics.add_metric(name="BytesCopied", unit=MetricUnit.Bytes, value=result["bytes"])
     # Incremental refresh: bytes streamed from the Hub vs bytes copied inside S3 from the previous snapshot.

@@ -13,7 +13,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from model_cache import steps
-from model_cache.errors import ModelCacheError
+from model_cache.metrics import counted_failure
 
 logger = Logger()
 tracer = Tracer()
@@ -24,12 +24,8 @@ metrics = Metrics()
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    try:
+    with counted_failure("finalize", logger, metrics):
         result = steps.finalize(event)
-    except ModelCacheError as exc:
-        metrics.add_metric(name="TaskFailures", unit=MetricUnit.Count, value=1)
-        logger.error("finalize failed", extra={"error": type(exc).__name__, "reason": str(exc)})
-        raise
     logger.info(
         "finalize done", extra={key: result[key] for key in ("status", "files", "total_bytes", "verified_by_read_back")}
     )

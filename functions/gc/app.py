@@ -14,8 +14,8 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from model_cache.errors import ModelCacheError
 from model_cache.gc import collect, scheduled_settings
+from model_cache.metrics import counted_failure
 from model_cache.transfer import s3_client
 
 logger = Logger()
@@ -27,12 +27,8 @@ metrics = Metrics()
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    try:
+    with counted_failure("gc", logger, metrics, metric_name="GcFailures"):
         report = collect(s3_client(), **scheduled_settings(event))
-    except ModelCacheError as exc:
-        metrics.add_metric(name="GcFailures", unit=MetricUnit.Count, value=1)
-        logger.error("gc failed", extra={"error": type(exc).__name__, "reason": str(exc)})
-        raise
     for decision in report.decisions:
         logger.info("gc decision", extra=decision.to_json())
     metrics.add_metric(name="SnapshotsDeleted", unit=MetricUnit.Count, value=report.deleted_snapshots)

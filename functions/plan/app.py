@@ -13,7 +13,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from model_cache import steps
-from model_cache.errors import ModelCacheError
+from model_cache.metrics import counted_failure
 from model_cache.tokens import hub_token
 
 logger = Logger()
@@ -25,12 +25,8 @@ metrics = Metrics()
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    try:
+    with counted_failure("plan", logger, metrics):
         result = steps.plan(event, token=hub_token())
-    except ModelCacheError as exc:
-        metrics.add_metric(name="TaskFailures", unit=MetricUnit.Count, value=1)
-        logger.error("plan failed", extra={"error": type(exc).__name__, "reason": str(exc)})
-        raise
     logger.info(
         "planned",
         extra={key: result[key] for key in ("status", "repo_id", "revision", "commit", "unit_count", "total_bytes")},

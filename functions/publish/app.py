@@ -12,7 +12,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from model_cache import steps
-from model_cache.errors import ModelCacheError
+from model_cache.metrics import counted_failure
 
 logger = Logger()
 tracer = Tracer()
@@ -23,12 +23,8 @@ metrics = Metrics()
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    try:
+    with counted_failure("publish", logger, metrics):
         result = steps.publish(event)
-    except ModelCacheError as exc:
-        metrics.add_metric(name="TaskFailures", unit=MetricUnit.Count, value=1)
-        logger.error("publish failed", extra={"error": type(exc).__name__, "reason": str(exc)})
-        raise
     logger.info(
         "publish done",
         extra={key: result[key] for key in ("status", "repo_id", "revision", "commit", "files", "total_bytes")},

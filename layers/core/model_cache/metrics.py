@@ -1,4 +1,4 @@
-"""Pipeline metrics that need more than a handler's one `Metrics` object: failures by cause.
+"""Pipeline metrics shared by the handlers: a task's domain failures, and failures by cause.
 
 Powertools' `Metrics` puts every metric of an invocation under one dimension set, so a per-cause
 count goes out as its own EMF document (`single_metric`) with the `Cause` dimension, next to the
@@ -9,12 +9,35 @@ without the Lambda extra.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+
+from model_cache.errors import ModelCacheError
 
 FAILURES_BY_CAUSE = "ExecutionFailuresByCause"
 UNKNOWN_CAUSE = "Unknown"
 _CAUSE_RE = re.compile(r"[^A-Za-z0-9._-]")
 MAX_CAUSE_LENGTH = 64
+TASK_FAILURES = "TaskFailures"
+
+
+@contextmanager
+def counted_failure(task: str, logger: Any, metrics: Any, metric_name: str = TASK_FAILURES) -> Iterator[None]:
+    """Count and log a domain error raised inside the block, then let it go on unchanged.
+
+    The error still fails the invocation (its class name is the state machine's `Error`); the
+    count feeds the dashboard and alarms, the log line the reason. Other exceptions pass untouched:
+    they are the runtime's to report.
+    """
+    try:
+        yield
+    except ModelCacheError as exc:
+        from aws_lambda_powertools.metrics import MetricUnit
+
+        metrics.add_metric(name=metric_name, unit=MetricUnit.Count, value=1)
+        logger.error(f"{task} failed", extra={"error": type(exc).__name__, "reason": str(exc)})
+        raise
 
 
 def failure_cause(error: object) -> str:
