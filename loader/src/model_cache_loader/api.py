@@ -28,7 +28,7 @@ Source = Literal["s3", "local", "hub"]
 DEFAULT_CONCURRENCY = 32
 DEFAULT_PART_SIZE = 16 * 1024 * 1024
 MIN_PART_SIZE = 64 * 1024
-VERIFY_CHOICES = ("sha256", "size", "none", "sha256-local")
+VERIFY_CHOICES = ("sha256", "crc64nvme", "size", "none", "sha256-local")
 FALLBACK_CHOICES = ("hub", "error")
 _FALSE = ("false", "0", "no", "off")
 
@@ -86,7 +86,7 @@ def make_s3_client(concurrency: int = DEFAULT_CONCURRENCY) -> Any:
         connect_timeout=5,
         read_timeout=60,
         tcp_keepalive=True,
-        # We verify sha256 of every byte ourselves; botocore's response CRC would be a second pass.
+        # We verify every byte ourselves (sha256 or CRC64NVME); botocore's response CRC would be a second pass.
         response_checksum_validation="when_required",
         request_checksum_calculation="when_required",
     )
@@ -310,7 +310,7 @@ def pull(
     prefix: str | None = None,
     cache_dir: str | Path | None = None,
     fallback: Literal["hub", "error"] = "hub",
-    verify: Literal["sha256", "size", "none", "sha256-local"] = "sha256",
+    verify: Literal["sha256", "crc64nvme", "size", "none", "sha256-local"] = "sha256",
     concurrency: int = DEFAULT_CONCURRENCY,
     part_size: int = DEFAULT_PART_SIZE,
     request_on_miss: bool = False,

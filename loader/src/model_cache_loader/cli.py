@@ -91,7 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", help="key prefix (default: $MODEL_CACHE_PREFIX or 'models')")
     p.add_argument("--cache-dir", help="Hugging Face cache dir (default: $HF_HUB_CACHE, $HF_HOME/hub)")
     p.add_argument("--fallback", choices=FALLBACK_CHOICES, default="hub", help="on a miss (default: hub)")
-    p.add_argument("--verify", choices=VERIFY_CHOICES, default="sha256", help="default: sha256")
+    p.add_argument(
+        "--verify",
+        choices=VERIFY_CHOICES,
+        default="sha256",
+        help="default: sha256; crc64nvme checks S3's full-object CRC (needs awscrt, else sha256)",
+    )
     p.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="parallel GETs")
     p.add_argument("--part-size-mib", type=int, default=DEFAULT_PART_SIZE // 2**20, help="bytes per ranged GET, MiB")
     p.add_argument("--request-on-miss", action="store_true", help="ask the pipeline to cache the model on a miss")

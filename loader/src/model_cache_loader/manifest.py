@@ -19,6 +19,8 @@ class ManifestFile:
     git_oid: str
     lfs: bool
     key: str
+    # S3's full-object CRC64NVME as the pipeline recorded it (base64), or None
+    crc64nvme: str | None = None
 
     @property
     def blob_name(self) -> str:
@@ -103,6 +105,7 @@ def parse_manifest(body: bytes, *, source: str) -> Manifest:
                 git_oid=entry["git_oid"],
                 lfs=entry["lfs"],
                 key=entry["key"],
+                crc64nvme=entry["crc64nvme"],
             )
         )
     _check_no_file_dir_clash(seen_paths, source)

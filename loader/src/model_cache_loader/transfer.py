@@ -6,15 +6,28 @@ extra pass after the last byte: the thread receiving the bytes at the hashing fr
 straight from memory, and only parts that arrive ahead of the frontier are read back (from the
 page cache) once the frontier reaches them.
 
+With verify="crc64nvme" each blob is checked against the manifest's CRC64NVME (S3's full-object
+checksum, which the pipeline recorded after checking the file's sha256) instead: each part's CRC is
+computed by the thread receiving it and the parts' CRCs are combined in order at the end, so nothing
+is ever read back; at ~30 GB/s per core it costs about 3% of sha256. It needs awscrt (the `crc`
+extra); without it, or for a file whose manifest entry has no CRC64NVME, the file is verified by
+sha256 and a log line says why.
+
+Bodies are received straight into a reused per-thread buffer (see BodyReader), then written with
+os.pwrite and hashed from that same buffer: one copy from the socket, one into the page cache.
+
 A blob is written to `blobs/<name>.loader-incomplete` and renamed to `blobs/<name>` only after its
-size and sha256 match. Finished parts are appended to `blobs/<name>.loader-parts`, so a download cut
+size and digest match. Finished parts are appended to `blobs/<name>.loader-parts`, so a download cut
 by a killed process resumes where it stopped; resumed bytes are never trusted: the digest covers
 every byte of the file, and a resumed blob that fails it is downloaded once more from scratch.
-Without sha256 verification there is nothing to check resumed bytes against, so they are discarded.
+Without a digest (verify size or none) there is nothing to check resumed bytes against, so they are
+discarded.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import hashlib
 import json
@@ -26,18 +39,103 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+try:
+    from awscrt import checksums as crc_checksums
+except ImportError:  # the optional `crc` extra
+    crc_checksums = None
+
 from botocore.exceptions import BotoCoreError, ClientError
 
-from model_cache_loader.errors import AccessError, CacheWriteError, IntegrityError, LoaderError, NotCachedError
+from model_cache_loader.errors import (
+    AccessError,
+    CacheWriteError,
+    IntegrityError,
+    LoaderError,
+    ManifestError,
+    NotCachedError,
+)
 from model_cache_loader.hfcache import RepoCache
 from model_cache_loader.manifest import ManifestFile
 
 log = logging.getLogger("model_cache_loader")
 
+# 1 MiB: large enough that per-call overhead is negligible, small enough that the chunk is still in
+# the CPU cache when it is written and hashed.
 READ_CHUNK = 1024 * 1024
 HASH_READ = 4 * 1024 * 1024
 PART_ATTEMPTS = 4
-VERIFY_MODES = ("sha256", "size", "none")
+VERIFY_MODES = ("sha256", "crc64nvme", "size", "none")
+DIGEST_MODES = ("sha256", "crc64nvme")
+
+
+def crc64nvme_available() -> bool:
+    """awscrt is installed and can combine CRCs (part CRCs are joined without re-reading the bytes)."""
+    return crc_checksums is not None and hasattr(crc_checksums, "combine_crc64nvme")
+
+
+def decode_crc64nvme(value: str, label: str) -> int:
+    """S3's textual CRC64NVME (base64 of the 8 big-endian bytes) as an integer."""
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 8:
+        raise ManifestError(
+            f"{label}: crc64nvme {value!r} is not base64 of 8 bytes; "
+            "re-publish the snapshot or pull with --verify sha256"
+        )
+    return int.from_bytes(raw, "big")
+
+
+def encode_crc64nvme(value: int) -> str:
+    return base64.b64encode(value.to_bytes(8, "big")).decode("ascii")
+
+
+class BodyReader:
+    """Reads a GetObject body into the caller's buffer with one copy.
+
+    botocore's StreamingBody.readinto goes through urllib3's, which reads a new bytes object and
+    copies it over (http.client's read(n) even allocates and zeroes a bytearray first). The
+    http.client response urllib3 wraps receives into the buffer directly. botocore asks urllib3 for
+    the bytes undecoded (decode_content=False), so both paths give the same bytes, and http.client
+    stops at Content-Length; with any other stack the botocore path is used.
+    """
+
+    def __init__(self, body: Any) -> None:
+        self.body = body
+        raw = getattr(body, "_raw_stream", None)
+        fp: Any = getattr(raw, "_fp", None)
+        direct = (
+            callable(getattr(fp, "readinto", None))
+            and callable(getattr(raw, "release_conn", None))
+            and getattr(raw, "decode_content", True) is False
+        )
+        self._raw = raw if direct else None
+        self.readinto: Any = fp.readinto if direct else body.readinto
+
+    def at_end(self) -> bool:
+        """True when the body has no more bytes; the connection then goes back to the pool."""
+        if self._raw is None:
+            return not self.body.read(1)
+        if self._raw._fp.read(1):
+            return False
+        self._raw.release_conn()  # urllib3 did not see the bytes go by, so it is told they are consumed
+        return True
+
+    def close(self) -> None:
+        self.body.close()
+
+
+_buffers = threading.local()
+
+
+def read_buffer() -> memoryview:
+    """This thread's reusable receive buffer (a fresh 1 MiB object per chunk costs page faults and a copy)."""
+    view: memoryview | None = getattr(_buffers, "view", None)
+    if view is None:
+        view = memoryview(bytearray(READ_CHUNK))
+        _buffers.view = view
+    return view
 
 
 class _Cancelled(Exception):
@@ -55,7 +153,11 @@ class BlobJob:
     tmp_path: Path
     journal_path: Path
     label: str
+    crc64nvme: str | None = None
     resumed_bytes: int = 0
+    # how this blob is verified: the Downloader's mode, or sha256 where crc64nvme cannot apply
+    check: str = ""
+    part_crcs: dict[int, int] = field(default_factory=dict)
     # filled while running
     part_size: int = 0
     fd: int = -1
@@ -163,15 +265,46 @@ class Downloader:
         return self._bytes
 
     def _fresh_copy(self, job: BlobJob) -> BlobJob:
-        return BlobJob(job.key, job.size, job.sha256, job.final_path, job.tmp_path, job.journal_path, job.label)
+        return BlobJob(
+            job.key, job.size, job.sha256, job.final_path, job.tmp_path, job.journal_path, job.label, job.crc64nvme
+        )
+
+    def _plan_checks(self, jobs: list[BlobJob]) -> None:
+        """Each blob's check: the asked mode, or sha256 where a CRC64NVME check cannot be made."""
+        for job in jobs:
+            job.check = self.verify
+        if self.verify != "crc64nvme":
+            return
+        if not crc64nvme_available():
+            log.warning(
+                "verify=crc64nvme needs awscrt >= 0.38, which is not installed (pip install "
+                "'model-cache-loader[crc]'); verifying sha256 instead"
+            )
+            for job in jobs:
+                job.check = "sha256"
+            return
+        without = [job for job in jobs if job.crc64nvme is None]
+        for job in without:
+            job.check = "sha256"
+        for job in jobs:
+            if job.crc64nvme is not None:
+                decode_crc64nvme(job.crc64nvme, job.label)  # a malformed value fails before any download
+        if without:
+            shown = ", ".join(job.label for job in without[:5]) + (", ..." if len(without) > 5 else "")
+            log.warning(
+                "verify=crc64nvme: the manifest records no crc64nvme for %d file(s) (%s); verifying them by sha256",
+                len(without),
+                shown,
+            )
 
     def _run_round(self, jobs: list[BlobJob], *, allow_resume: bool) -> list[BlobJob]:
         self._cancel.clear()
         tasks: list[tuple[BlobJob, int]] = []
         try:
             self._plan_part_sizes(jobs)
+            self._plan_checks(jobs)
             for job in jobs:
-                self._open(job, allow_resume=allow_resume and self.verify == "sha256")
+                self._open(job, allow_resume=allow_resume and job.check in DIGEST_MODES)
                 tasks.extend((job, index) for index in range(job.parts) if index not in job.done)
                 if not tasks or tasks[-1][0] is not job:
                     self._advance_hash(job)  # fully resumed (or empty): verify now
@@ -202,9 +335,10 @@ class Downloader:
                 self._close(job)
 
     def _mismatch_message(self, job: BlobJob) -> str:
+        expected = f"crc64nvme {job.crc64nvme}" if job.check == "crc64nvme" else f"sha256 {job.sha256}"
         return (
-            f"{job.label}: the bytes of s3://{self.bucket}/{job.key} do not match the manifest's sha256 "
-            f"{job.sha256}; nothing was kept. The cached object is corrupt or was replaced: re-sync it "
+            f"{job.label}: the bytes of s3://{self.bucket}/{job.key} do not match the manifest's {expected}; "
+            "nothing was kept. The cached object is corrupt or was replaced: re-sync it "
             "with the pipeline (model-cache sync --force)"
         )
 
@@ -285,29 +419,35 @@ class Downloader:
             if self._cancel.is_set():
                 raise _Cancelled()
             written = 0
-            hash_in_stream = self.verify == "sha256"
+            sha_in_stream = job.check == "sha256"
+            crc = 0 if job.check == "crc64nvme" else None
             try:
                 request: dict[str, Any] = {"Bucket": self.bucket, "Key": job.key}
                 if not whole:
                     request["Range"] = f"bytes={start}-{start + length - 1}"
                 response = self.s3.get_object(**request)
-                self._check_object_size(job, response, whole)
-                body = response["Body"]
+                self._check_object_size(job, response, whole, start, length)
+                body = BodyReader(response["Body"])
+                buffer = read_buffer()
                 offset = start
                 while written < length:
                     if self._cancel.is_set():
                         body.close()
                         raise _Cancelled()
-                    chunk = body.read(min(READ_CHUNK, length - written))
-                    if not chunk:
+                    received = body.readinto(buffer[: min(READ_CHUNK, length - written)])
+                    if not received:
                         break
+                    chunk = buffer[:received]
                     _write_at(job, chunk, offset)
-                    if hash_in_stream:
+                    if sha_in_stream:
                         self._hash_in_stream(job, chunk, offset)
-                    offset += len(chunk)
-                    written += len(chunk)
-                    self._count(len(chunk))
-                if written != length or body.read(1):
+                    elif crc is not None:
+                        crc = crc_checksums.crc64nvme(chunk, crc)
+                    offset += received
+                    written += received
+                    self._count(received)
+                if written != length or not body.at_end():
+                    body.close()
                     raise IntegrityError(
                         f"{job.label}: s3://{self.bucket}/{job.key} returned a different number of bytes "
                         f"than the manifest's size {job.size}; re-sync it with the pipeline"
@@ -328,14 +468,25 @@ class Downloader:
             raise _cache_write_error(job, job.journal_path, exc) from exc
         with job.lock:
             job.done.add(index)
+            if crc is not None:
+                job.part_crcs[index] = crc
         self._advance_hash(job)
 
-    def _check_object_size(self, job: BlobJob, response: dict[str, Any], whole: bool) -> None:
+    def _check_object_size(self, job: BlobJob, response: dict[str, Any], whole: bool, start: int, length: int) -> None:
         if whole:
             total = int(response.get("ContentLength", -1))
         else:
             content_range = str(response.get("ContentRange", ""))
             total = int(content_range.rpartition("/")[2]) if content_range.rpartition("/")[2].isdigit() else -1
+            if total == job.size and (
+                content_range.partition("/")[0] != f"bytes {start}-{start + length - 1}"
+                or int(response.get("ContentLength", -1)) != length
+            ):
+                response["Body"].close()
+                raise IntegrityError(
+                    f"{job.label}: s3://{self.bucket}/{job.key} answered the range {start}-{start + length - 1} with "
+                    f"{content_range!r}; nothing was kept"
+                )
         if total != job.size:
             response["Body"].close()
             raise IntegrityError(
@@ -352,7 +503,7 @@ class Downloader:
         if count:
             self._count(-count)
 
-    def _hash_in_stream(self, job: BlobJob, chunk: bytes, offset: int) -> None:
+    def _hash_in_stream(self, job: BlobJob, chunk: memoryview, offset: int) -> None:
         """Hash a just-received chunk directly when it is the next byte to hash (no read-back)."""
         with job.lock:
             if job.hashing or offset != job.hashed_bytes:
@@ -377,7 +528,7 @@ class Downloader:
         One thread per blob hashes at a time; a thread finding the blob busy leaves the work to it,
         and the busy thread re-checks the frontier under the lock before it lets go.
         """
-        if self.verify != "sha256":
+        if job.check != "sha256":
             return
         with job.lock:
             if job.hashing:
@@ -406,16 +557,38 @@ class Downloader:
                 job.hashing = False
             raise
 
+    def _file_crc64nvme(self, job: BlobJob) -> int:
+        """The blob's CRC64NVME: the parts' CRCs combined in order; a resumed part (no CRC in memory)
+        is read back from the temporary file."""
+        assert crc_checksums is not None
+        total = 0
+        for index in range(job.parts):
+            length = self._part_length(job, index)
+            part_crc = job.part_crcs.get(index)
+            if part_crc is None:
+                part_crc, start = 0, index * job.part_size
+                for offset in range(start, start + length, HASH_READ):
+                    chunk = os.pread(job.fd, min(HASH_READ, start + length - offset), offset)
+                    part_crc = crc_checksums.crc64nvme(chunk, part_crc)
+            total = crc_checksums.combine_crc64nvme(total, part_crc, length)
+        return total
+
     def _finish(self, job: BlobJob) -> bool:
-        """Rename the verified temporary file into place; False (and nothing kept) on a sha256 mismatch."""
-        if self.verify == "sha256":
+        """Rename the verified temporary file into place; False (and nothing kept) on a digest mismatch."""
+        if job.check == "sha256":
             self._advance_hash(job)
-            if job.hashed_bytes != job.size or job.digest.hexdigest() != job.sha256:
-                self._close(job)
-                for path in (job.tmp_path, job.journal_path):
-                    with contextlib.suppress(FileNotFoundError):
-                        path.unlink()
-                return False
+            matches = job.hashed_bytes == job.size and job.digest.hexdigest() == job.sha256
+        elif job.check == "crc64nvme":
+            assert job.crc64nvme is not None
+            matches = self._file_crc64nvme(job) == decode_crc64nvme(job.crc64nvme, job.label)
+        else:
+            matches = True
+        if not matches:
+            self._close(job)
+            for path in (job.tmp_path, job.journal_path):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            return False
         if os.fstat(job.fd).st_size != job.size:
             raise IntegrityError(f"{job.label}: temporary file has the wrong size; is another process writing it?")
         self._close(job)
@@ -426,7 +599,7 @@ class Downloader:
         return True
 
 
-def _write_at(job: BlobJob, chunk: bytes, offset: int) -> None:
+def _write_at(job: BlobJob, chunk: memoryview, offset: int) -> None:
     # A local write error (ENOSPC, EIO, read-only cache) is not an S3 fault: it must neither be
     # retried as one nor reported as "S3 unreachable", which sent a full disk to the Hub fallback.
     try:
@@ -462,4 +635,5 @@ def make_job(entry: ManifestFile, cache: RepoCache) -> BlobJob:
         tmp_path=cache.tmp_path(name),
         journal_path=cache.journal_path(name),
         label=entry.path,
+        crc64nvme=entry.crc64nvme,
     )
