@@ -106,6 +106,33 @@ def test_unit_failure_mid_plan_is_cleaned(s3: Any, bucket: str, hub: Any) -> Non
     assert all_keys(s3, bucket) == []
 
 
+def test_a_fargate_units_domain_error_is_what_finalize_fails_with(s3: Any, bucket: str, hub: Any, aws: Any) -> None:
+    """GIVEN the big file on the Fargate runner and a Hub that answers 404 for it
+    WHEN its unit fails in `python -m model_cache.copier` (a real process) and finalize runs after the Map
+    THEN finalize fails with the unit's own EntryNotFound naming the unit and the file, not a generic
+    TransferError, and cleanup still leaves nothing behind."""
+    options = {**SMALL_UNITS, "fargate_threshold": 32 * MiB}
+    planned = steps.plan({"repo_id": modelgen.BIG, "bucket": bucket, "options": options}, s3=s3)
+    fargate = next(item for item in planned["units"] if item["runner"] == "fargate")
+    hub.faults.add(modelgen.BIG, fargate["path"], kind="status", status=404, times=None)
+    for item in planned["units"]:
+        if item["runner"] == "lambda":
+            steps.copy_unit(item, s3=s3)
+    done = subprocess.run(
+        [sys.executable, "-m", "model_cache.copier", "--event", json.dumps(fargate)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == errors.EntryNotFound.exit_code, done.stderr
+    with pytest.raises(errors.EntryNotFound, match=rf"copy unit {fargate['unit_id']} \({fargate['path']}\)"):
+        steps.finalize(planned, s3=s3)
+    steps.cleanup({**planned, "failed": True}, s3=s3)
+    assert incomplete_uploads(s3, bucket) == []
+    assert all_keys(s3, bucket) == []
+
+
 def test_fargate_unit_runs_through_the_copier_entrypoint(s3: Any, bucket: str, hub: Any, aws: Any) -> None:
     """GIVEN a Fargate threshold below the big file WHEN its unit runs as `python -m model_cache.copier`
     (a real process, endpoints from the environment) THEN finalize verifies it in-stream and publish succeeds."""
