@@ -18,7 +18,6 @@ import fnmatch
 import hashlib
 import json
 import os
-import signal
 import socket
 import stat
 import sys
@@ -28,12 +27,13 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from model_cache.devtools.servers import ConnectionTrackingServer, serve_in_thread, stop_requested, stop_serving
 from model_cache.devtools.synthetic import SyntheticFile, git_blob_oid, lfs_pointer
 
 DEFAULT_LFS_THRESHOLD = 10 * 2**20
@@ -698,15 +698,12 @@ def _content_type(path: str) -> str:
     return "application/octet-stream"
 
 
-class _Listener(ThreadingHTTPServer):
-    daemon_threads = True
+class _Listener(ConnectionTrackingServer):
     request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], hub: HubServer, role: str) -> None:
         self.hub = hub
         self.role = role  # "hub" or "cdn"
-        self.connections: set[socket.socket] = set()
-        self.connections_lock = threading.Lock()
         super().__init__(address, _Handler)
 
 
@@ -719,12 +716,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        with self.server.connections_lock:
-            self.server.connections.add(self.connection)
+        self.server.track(self.connection)
 
     def finish(self) -> None:
-        with self.server.connections_lock:
-            self.server.connections.discard(self.connection)
+        self.server.untrack(self.connection)
         with contextlib.suppress(OSError):
             super().finish()
 
@@ -1322,29 +1317,13 @@ class HubServer:
             self._listeners.clear()
             raise
         for listener in self._listeners:
-            thread = threading.Thread(
-                target=listener.serve_forever,
-                kwargs={"poll_interval": 0.1},
-                name=f"hub-double-{listener.role}",
-                daemon=True,
-            )
-            thread.start()
-            self._threads.append(thread)
+            self._threads.append(serve_in_thread(listener, f"hub-double-{listener.role}", poll_interval=0.1))
         return self
 
     def stop(self) -> None:
         self.stopping.set()
-        for listener in self._listeners:
-            listener.shutdown()
-            # Idle keep-alive connections would otherwise keep answering after stop().
-            with listener.connections_lock:
-                connections = list(listener.connections)
-            for connection in connections:
-                with contextlib.suppress(OSError):
-                    connection.shutdown(socket.SHUT_RDWR)
-            listener.server_close()
-        for thread in self._threads:
-            thread.join(timeout=5)
+        for index, listener in enumerate(self._listeners):
+            stop_serving(listener, self._threads[index] if index < len(self._threads) else None, timeout=5)
         self._listeners.clear()
         self._threads.clear()
 
@@ -1476,13 +1455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # out) on a multi-GiB synthetic hash. Cached on disk, so only the first run is slow.
         for repo_id, problem in server.warm().items():
             print(f"warning: {repo_id} cannot be served: {problem}", file=sys.stderr, flush=True)
-    done = threading.Event()
-
-    def request_stop(signum: int, frame: Any) -> None:
-        done.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    done = stop_requested()
     print(server.url, flush=True)
     print(
         f"serving {args.root} (CDN at {server.cdn_url}); repos: {', '.join(server.repo_ids()) or 'none'}",

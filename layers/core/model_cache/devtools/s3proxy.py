@@ -32,12 +32,9 @@ prints its URL on the first line and serves until interrupted.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import http.client
 import ipaddress
-import signal
 import socket
-import socketserver
 import struct
 import sys
 import threading
@@ -45,10 +42,12 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Literal
 from urllib.parse import parse_qsl, urlsplit
+
+from model_cache.devtools.servers import ConnectionTrackingServer, serve_in_thread, stop_requested, stop_serving
 
 FaultKind = Literal["slowdown", "reset"]
 ResetPhase = Literal["request", "response"]
@@ -683,37 +682,12 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         self._close_upstream()
 
 
-class _ProxyServer(ThreadingHTTPServer):
-    daemon_threads = True
+class _ProxyServer(ConnectionTrackingServer):
     allow_reuse_address = True
 
     def __init__(self, address: tuple[str, int], proxy: S3Proxy) -> None:
         self.proxy = proxy
-        self._open: set[socket.socket] = set()
-        self._open_lock = threading.Lock()
         super().__init__(address, _ProxyHandler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind resolves the host's FQDN, which can stall without DNS; skip it.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name = str(host)
-        self.server_port = int(port)
-
-    def track(self, connection: socket.socket) -> None:
-        with self._open_lock:
-            self._open.add(connection)
-
-    def untrack(self, connection: socket.socket) -> None:
-        with self._open_lock:
-            self._open.discard(connection)
-
-    def close_open_connections(self) -> None:
-        with self._open_lock:
-            connections = list(self._open)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
 
 
 class S3Proxy:
@@ -757,21 +731,14 @@ class S3Proxy:
         if self.bandwidth_limit is not None and self.bandwidth_limit <= 0:
             raise ValueError(f"bandwidth_limit must be > 0 bytes/s or None, got {self.bandwidth_limit}")
         self._server = _ProxyServer((self.host, self.port), self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="s3proxy", daemon=True
-        )
-        self._thread.start()
+        self._thread = serve_in_thread(self._server, "s3proxy", poll_interval=0.05)
         return self
 
     def stop(self) -> None:
         server, thread = self._server, self._thread
         if server is None:
             return
-        server.shutdown()
-        server.server_close()
-        server.close_open_connections()
-        if thread is not None:
-            thread.join(timeout=10)
+        stop_serving(server, thread, timeout=10)
         self._server = None
         self._thread = None
 
@@ -815,13 +782,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as error:
         print(f"s3proxy: {error}", file=sys.stderr)
         return 2
-    stopped = threading.Event()
-
-    def request_stop(signum: int, frame: object) -> None:
-        stopped.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    stopped = stop_requested()
     print(proxy.url, flush=True)
     try:
         stopped.wait()
