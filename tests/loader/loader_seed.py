@@ -51,8 +51,24 @@ def commit_for(files: Mapping[str, bytes]) -> str:
     return digest.hexdigest()
 
 
+def crc64nvme_of(content: bytes) -> str:
+    """S3's full-object CRC64NVME of `content` in its textual form, as the pipeline records it."""
+    from awscrt import checksums
+
+    from model_cache.verify import crc64nvme_b64
+
+    return crc64nvme_b64(checksums.crc64nvme(content))
+
+
 def build_manifest(
-    bucket: str, prefix: str, repo_id: str, revision: str, commit: str, files: Mapping[str, bytes]
+    bucket: str,
+    prefix: str,
+    repo_id: str,
+    revision: str,
+    commit: str,
+    files: Mapping[str, bytes],
+    *,
+    with_crc: bool = False,
 ) -> dict[str, Any]:
     entries = []
     for path in sorted(files):
@@ -68,7 +84,7 @@ def build_manifest(
                 "lfs": lfs,
                 "key": layout.file_key(prefix, repo_id, commit, path),
                 "version_id": None,
-                "crc64nvme": None,
+                "crc64nvme": crc64nvme_of(content) if with_crc else None,
             }
         )
     return {
@@ -97,16 +113,18 @@ def seed_snapshot(
     commit: str | None = None,
     manifest_override: dict[str, Any] | None = None,
     object_override: Mapping[str, bytes] | None = None,
+    with_crc: bool = False,
 ) -> Seeded:
     """Publish `files` as `repo_id`@`revision`. `object_override` uploads different bytes than the
-    manifest describes (a corrupted object); `manifest_override` replaces the manifest (tampering)."""
+    manifest describes (a corrupted object); `manifest_override` replaces the manifest (tampering);
+    `with_crc` records each file's CRC64NVME (of `files`, not of the overriding bytes)."""
     commit = commit or commit_for(files)
     for path, content in files.items():
         body = (object_override or {}).get(path, content)
         s3.put_object(Bucket=bucket, Key=layout.file_key(prefix, repo_id, commit, path), Body=body)
     if "hash" not in files:
         s3.put_object(Bucket=bucket, Key=layout.hash_key(prefix, repo_id, commit), Body=commit.encode())
-    manifest = manifest_override or build_manifest(bucket, prefix, repo_id, revision, commit, files)
+    manifest = manifest_override or build_manifest(bucket, prefix, repo_id, revision, commit, files, with_crc=with_crc)
     body = json.dumps(manifest, indent=1).encode()
     s3.put_object(Bucket=bucket, Key=layout.manifest_key(prefix, repo_id, commit), Body=body)
     s3.put_object(Bucket=bucket, Key=layout.ref_key(prefix, repo_id, revision), Body=commit.encode())
