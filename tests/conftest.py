@@ -12,13 +12,16 @@ tests marked `unit` get no sockets at all.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import boto3
@@ -277,3 +280,38 @@ def load_event(name: str) -> Any:
 @pytest.fixture
 def manifest_schema() -> dict[str, Any]:
     return json.loads(SCHEMA_PATH.read_text())
+
+
+def shared_test_module(name: str, relative_path: str) -> ModuleType:
+    """A helper module of one test area (tests/pipeline/sfn_harness.py, tests/loader/loader_seed.py),
+    imported once under its own name, so that area's tests and every other area share one copy."""
+    module = sys.modules.get(name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(name, REPO_ROOT / relative_path)
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return module
+
+
+def seed_snapshot(s3: Any, bucket: str, repo_id: str, files: dict[str, bytes], **options: Any) -> Any:
+    """Publish `files` as a snapshot in the contract's order (tests/loader/loader_seed.py)."""
+    return shared_test_module("loader_seed", "tests/loader/loader_seed.py").seed_snapshot(
+        s3, bucket, repo_id, files, **options
+    )
+
+
+@pytest.fixture
+def request_handler(aws: MotoEndpoint, sfn: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[ModuleType, str]:
+    """functions/request/app.py wired (STATE_MACHINE_ARN) to a fresh, non-executing state machine in moto."""
+    from model_cache.devtools.local_pipeline import load_handler_module
+
+    arn = sfn.create_state_machine(
+        name=unique_name("request-target"),
+        definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Pass", "End": True}}}),
+        roleArn="arn:aws:iam::123456789012:role/model-cache-test",
+    )["stateMachineArn"]
+    monkeypatch.setenv("STATE_MACHINE_ARN", arn)
+    return load_handler_module("request"), arn

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from badinput_support import build_manifest, handler_module, seed_snapshot
-from conftest import LambdaContext, MotoEndpoint, all_keys, incomplete_uploads, load_event
+from badinput_support import build_manifest
+from conftest import LambdaContext, all_keys, incomplete_uploads, load_event, seed_snapshot
 
 from model_cache import cli, errors, transfer
 from model_cache.devtools import modelgen
@@ -86,26 +86,14 @@ def sqs_event(body: str) -> tuple[dict[str, Any], str]:
     return {"Records": [record]}, message_id
 
 
-@pytest.fixture
-def request_lambda(aws: MotoEndpoint, sfn: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, str]:
-    """The request handler, wired to a fresh (non-executing) state machine in moto."""
-    arn = sfn.create_state_machine(
-        name=f"badinput-{uuid.uuid4().hex[:8]}",
-        definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Pass", "End": True}}}),
-        roleArn="arn:aws:iam::123456789012:role/model-cache-test",
-    )["stateMachineArn"]
-    monkeypatch.setenv("STATE_MACHINE_ARN", arn)
-    return handler_module("request"), arn
-
-
 @pytest.mark.integration
 @pytest.mark.parametrize(("body", "reason"), HOSTILE_BODIES.values(), ids=HOSTILE_BODIES.keys())
 def test_hostile_sqs_body_is_refused_with_a_reason_and_starts_nothing(
-    request_lambda: tuple[Any, str], sfn: Any, body: str, reason: str
+    request_handler: tuple[Any, str], sfn: Any, body: str, reason: str
 ) -> None:
     """GIVEN a hostile SQS body WHEN the request Lambda handles it THEN the message is a batch item
     failure (SQS sends it to the DLQ), the log names the reason, and no execution was started."""
-    module, arn = request_lambda
+    module, arn = request_handler
     event, message_id = sqs_event(body)
     logged = JsonLines()
     logged.setFormatter(module.logger.registered_formatter)

@@ -295,29 +295,3 @@ def assert_trial(
         assert str(outcome.error), "a failure names its problem"
         assert state.manifests == [], f"{label} failed but published {state.manifests}"
         assert _keys(s3, bucket, "") == [], f"{label} failed and left objects behind"
-
-
-def shared_test_module(name: str, relative_path: str) -> Any:
-    """A helper module of another test area (tests/pipeline/sfn_harness.py, tests/loader/loader_seed.py),
-    imported once under its own name so that area's tests and ours share one copy."""
-    import importlib.util
-    import sys
-
-    module = sys.modules.get(name)
-    if module is None:
-        spec = importlib.util.spec_from_file_location(name, REPO_ROOT / relative_path)
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return module
-
-
-def _loader_seed() -> Any:
-    """tests/loader/loader_seed.py (the loader tests' publisher, following the contract's order)."""
-    return shared_test_module("loader_seed", "tests/loader/loader_seed.py")
-
-
-def seed_snapshot(s3: Any, bucket: str, repo_id: str, files: dict[str, bytes], **options: Any) -> Any:
-    return _loader_seed().seed_snapshot(s3, bucket, repo_id, files, **options)

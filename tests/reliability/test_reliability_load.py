@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REGION, REPO_ROOT, LambdaContext, MotoEndpoint
-from reliability_support import SEED, check_bucket, shared_test_module
+from conftest import REGION, REPO_ROOT, LambdaContext, MotoEndpoint, shared_test_module
+from reliability_support import SEED, check_bucket
 
 from model_cache import steps
 from model_cache.devtools import modelgen
@@ -82,16 +82,11 @@ def burst_bodies(hub: Any, rng: random.Random, count: int) -> list[str]:
 
 
 @pytest.fixture
-def request_pipeline(aws: MotoEndpoint, sfn: Any, sqs: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, str, str]:
+def request_pipeline(request_handler: tuple[Any, str], sqs: Any) -> tuple[Any, str, str]:
     """The request Lambda wired to a (non-executing) state machine in moto, and a real SQS queue."""
-    arn = sfn.create_state_machine(
-        name=f"burst-{uuid.uuid4().hex[:8]}",
-        definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Pass", "End": True}}}),
-        roleArn="arn:aws:iam::123456789012:role/model-cache-test",
-    )["stateMachineArn"]
-    monkeypatch.setenv("STATE_MACHINE_ARN", arn)
+    module, arn = request_handler
     queue_url = sqs.create_queue(QueueName=f"burst-{uuid.uuid4().hex[:8]}")["QueueUrl"]
-    return harness.load_handler_module("request"), arn, queue_url
+    return module, arn, queue_url
 
 
 def sqs_records(messages: list[dict[str, Any]], queue_url: str) -> dict[str, Any]:

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability_support import SEED, FaultTable, MiB, check_loader_cache, new_bucket, seed_snapshot
+from conftest import seed_snapshot
+from reliability_support import SEED, FaultTable, MiB, check_loader_cache, new_bucket
 
 from model_cache.devtools.s3proxy import S3Proxy
 from model_cache_loader import pull

@@ -1,28 +1,12 @@
-"""Helpers for the security checks: other areas' test helpers, and a search for a secret in text."""
+"""Helpers for the security checks: the pipeline harness, and a search for a secret in text."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from types import ModuleType
 from typing import Any
 
-from conftest import REPO_ROOT
-
-
-def shared_test_module(name: str, relative_path: str) -> ModuleType:
-    """A helper module of another test area (e.g. tests/pipeline/sfn_harness.py), imported once under
-    its own name so that area's tests and ours share one copy."""
-    module = sys.modules.get(name)
-    if module is None:
-        spec = importlib.util.spec_from_file_location(name, REPO_ROOT / relative_path)
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return module
+from conftest import shared_test_module
 
 
 def sfn_harness() -> ModuleType:
