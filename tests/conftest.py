@@ -315,3 +315,26 @@ def request_handler(aws: MotoEndpoint, sfn: Any, monkeypatch: pytest.MonkeyPatch
     )["stateMachineArn"]
     monkeypatch.setenv("STATE_MACHINE_ARN", arn)
     return load_handler_module("request"), arn
+
+
+@pytest.fixture(scope="session")
+def fault_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A Hub double serving the reliability tests' FAULT_REPO (tests/reliability/reliability_support.py), warmed."""
+    from model_cache.devtools.hub import HubServer
+
+    support = shared_test_module("reliability_support", "tests/reliability/reliability_support.py")
+    with HubServer(support.build_fault_hub(tmp_path_factory.mktemp("fault-hub"))) as server:
+        server.warm()
+        yield server
+
+
+@pytest.fixture
+def fault_hub_endpoint(fault_hub: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """`fault_hub` as HF_ENDPOINT, with no faults and an empty request log; faults cleared afterwards."""
+    monkeypatch.setenv("HF_ENDPOINT", fault_hub.url)
+    fault_hub.faults.clear()
+    fault_hub.requests.clear()
+    try:
+        yield fault_hub
+    finally:
+        fault_hub.faults.clear()

@@ -8,7 +8,7 @@ talks to moto's server. Every trial ends recovered (published, every byte verifi
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,7 +22,6 @@ from reliability_support import (
     RetryLog,
     assert_trial,
     attempt,
-    build_fault_hub,
     fast_hub_retries,
     new_bucket,
 )
@@ -33,24 +32,6 @@ from model_cache.engine import sync
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TRIALS = 6
-
-
-@pytest.fixture(scope="module")
-def fault_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubServer]:
-    with HubServer(build_fault_hub(tmp_path_factory.mktemp("fault-hub"))) as server:
-        server.warm()
-        yield server
-
-
-@pytest.fixture
-def hub_faults(fault_hub: HubServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubServer]:
-    monkeypatch.setenv("HF_ENDPOINT", fault_hub.url)
-    fault_hub.faults.clear()
-    fault_hub.requests.clear()
-    try:
-        yield fault_hub
-    finally:
-        fault_hub.faults.clear()
 
 
 @pytest.fixture
@@ -83,7 +64,7 @@ def random_file(rng: random.Random) -> str:
     return WEIGHT if rng.random() < 0.67 else rng.choice(sorted(set(FILE_SIZES) - {WEIGHT}))
 
 
-def test_hub_connection_dropped_mid_file(hub_faults: HubServer, s3: Any, retries: RetryLog) -> None:
+def test_hub_connection_dropped_mid_file(fault_hub_endpoint: HubServer, s3: Any, retries: RetryLog) -> None:
     """GIVEN the Hub drops the connection after a random number of body bytes, 1-3 times
     WHEN the repo is synced THEN every trial resumes by range and publishes verified bytes."""
 
@@ -94,12 +75,12 @@ def test_hub_connection_dropped_mid_file(hub_faults: HubServer, s3: Any, retries
         hub.faults.add(FAULT_REPO, path, kind="drop", after_bytes=after, times=times)
         return True, f"drop {path} after {after} B x{times}"
 
-    table = run_trials("Hub connection dropped mid-file", hub_faults, s3, inject, 1)
+    table = run_trials("Hub connection dropped mid-file", fault_hub_endpoint, s3, inject, 1)
     assert table.row.recovered == TRIALS
     assert retries.delays, "the drops were absorbed by retries"
 
 
-def test_hub_5xx_bursts(hub_faults: HubServer, s3: Any, retries: RetryLog) -> None:
+def test_hub_5xx_bursts(fault_hub_endpoint: HubServer, s3: Any, retries: RetryLog) -> None:
     """GIVEN bursts of 500/502/503 on file downloads, of 1-5 responses, or an outage that never ends
     WHEN synced THEN a burst is retried away and an outage fails clean with TransferError."""
 
@@ -111,11 +92,11 @@ def test_hub_5xx_bursts(hub_faults: HubServer, s3: Any, retries: RetryLog) -> No
         hub.faults.add(FAULT_REPO, path, kind="status", status=status, times=times)
         return not outage, f"HTTP {status} on {path} x{times or 'forever'}"
 
-    table = run_trials("Hub 500/502/503 bursts", hub_faults, s3, inject, 2)
+    table = run_trials("Hub 500/502/503 bursts", fault_hub_endpoint, s3, inject, 2)
     assert table.row.recovered >= 1
 
 
-def test_hub_429_with_retry_after(hub_faults: HubServer, s3: Any, retries: RetryLog) -> None:
+def test_hub_429_with_retry_after(fault_hub_endpoint: HubServer, s3: Any, retries: RetryLog) -> None:
     """GIVEN 429 Too Many Requests with a random Retry-After (1-30 s)
     WHEN synced THEN the reader waits exactly what the Hub asked (recorded, not slept) and recovers."""
     asked: list[int] = []
@@ -127,12 +108,12 @@ def test_hub_429_with_retry_after(hub_faults: HubServer, s3: Any, retries: Retry
         hub.faults.add(FAULT_REPO, path, kind="status", status=429, retry_after=retry_after, times=rng.randint(1, 2))
         return True, f"429 Retry-After {retry_after} on {path}"
 
-    table = run_trials("Hub 429 with Retry-After", hub_faults, s3, inject, 3)
+    table = run_trials("Hub 429 with Retry-After", fault_hub_endpoint, s3, inject, 3)
     assert table.row.recovered == TRIALS
     assert set(asked) <= {round(delay) for delay in retries.delays}
 
 
-def test_hub_stalls_past_the_read_timeout(hub_faults: HubServer, s3: Any, retries: RetryLog) -> None:
+def test_hub_stalls_past_the_read_timeout(fault_hub_endpoint: HubServer, s3: Any, retries: RetryLog) -> None:
     """GIVEN the Hub stalls 3 s (read timeout 1 s) before answering or after a random number of bytes
     WHEN synced THEN the read times out, the part is retried from the byte it stopped at, and it recovers."""
 
@@ -143,11 +124,11 @@ def test_hub_stalls_past_the_read_timeout(hub_faults: HubServer, s3: Any, retrie
         hub.faults.add(FAULT_REPO, path, kind="stall", seconds=3.0, times=1, **extra)
         return True, f"stall {path} after {after} B"
 
-    table = run_trials("Hub stalls past the read timeout", hub_faults, s3, inject, 4)
+    table = run_trials("Hub stalls past the read timeout", fault_hub_endpoint, s3, inject, 4)
     assert table.row.recovered == TRIALS
 
 
-def test_hub_serves_a_corrupted_byte(hub_faults: HubServer, s3: Any, retries: RetryLog) -> None:
+def test_hub_serves_a_corrupted_byte(fault_hub_endpoint: HubServer, s3: Any, retries: RetryLog) -> None:
     """GIVEN one byte flipped at a random offset of a random file, once
     WHEN synced THEN the hash check fails the run with IntegrityError and nothing is published."""
 
@@ -157,5 +138,5 @@ def test_hub_serves_a_corrupted_byte(hub_faults: HubServer, s3: Any, retries: Re
         hub.faults.add(FAULT_REPO, path, kind="corrupt", offset=offset, times=1)
         return False, f"corrupt {path} at {offset}"
 
-    table = run_trials("Hub serves a corrupted byte", hub_faults, s3, inject, 5)
+    table = run_trials("Hub serves a corrupted byte", fault_hub_endpoint, s3, inject, 5)
     assert table.row.failed_clean == TRIALS

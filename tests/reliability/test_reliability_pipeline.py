@@ -32,7 +32,6 @@ from reliability_support import (
     Outcome,
     RetryLog,
     attempt,
-    build_fault_hub,
     check_bucket,
     fast_hub_retries,
     new_bucket,
@@ -47,23 +46,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TRIALS = 5
 # The weight's 3 parts in one unit, copied one part at a time; the small files in a second unit.
 OPTIONS = {"part_size": PART_SIZE, "unit_size": 4 * PART_SIZE, "unit_concurrency": 1}
-
-
-@pytest.fixture(scope="module")
-def fault_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubServer]:
-    with HubServer(build_fault_hub(tmp_path_factory.mktemp("pipeline-fault-hub"))) as server:
-        server.warm()
-        yield server
-
-
-@pytest.fixture
-def hub(fault_hub: HubServer, monkeypatch: pytest.MonkeyPatch, aws: Any) -> Iterator[HubServer]:
-    monkeypatch.setenv("HF_ENDPOINT", fault_hub.url)
-    fault_hub.faults.clear()
-    try:
-        yield fault_hub
-    finally:
-        fault_hub.faults.clear()
 
 
 @pytest.fixture
@@ -101,7 +83,7 @@ def kill_copier_mid_part(s3: Any, bucket: str, planned: dict[str, Any], item: di
             victim.wait()
 
 
-def test_copy_unit_killed_mid_part_then_retried(hub: HubServer, s3: Any, retries: RetryLog) -> None:
+def test_copy_unit_killed_mid_part_then_retried(fault_hub_endpoint: HubServer, s3: Any, retries: RetryLog) -> None:
     """GIVEN a plan whose weight unit runs as the copier process, SIGKILLed after 1 or 2 of its 3 parts
     WHEN the same Map item runs again (a Step Functions retry), then finalize, publish, cleanup
     THEN the model is published with verified bytes, and no upload or work file is left."""
@@ -109,13 +91,13 @@ def test_copy_unit_killed_mid_part_then_retried(hub: HubServer, s3: Any, retries
     table = FaultTable("copy unit SIGKILLed mid-part, then retried")
     for trial in range(TRIALS):
         bucket = new_bucket(s3)
-        hub.faults.clear()
+        fault_hub_endpoint.faults.clear()
         planned = steps.plan({"repo_id": FAULT_REPO, "bucket": bucket, "options": OPTIONS}, s3=s3)
         weight_unit = next(item for item in planned["units"] if item["path"] == WEIGHT)
         parts_before_kill = rng.randint(1, 2)
-        hub.faults.add(FAULT_REPO, WEIGHT, kind="bandwidth", bytes_per_second=4 * MiB)
+        fault_hub_endpoint.faults.add(FAULT_REPO, WEIGHT, kind="bandwidth", bytes_per_second=4 * MiB)
         status = kill_copier_mid_part(s3, bucket, planned, weight_unit, parts_before_kill)
-        hub.faults.clear()
+        fault_hub_endpoint.faults.clear()
         assert status == -signal.SIGKILL, f"trial {trial}: the copier finished before it was killed"
         assert check_bucket(s3, bucket).manifests == []
 
@@ -190,14 +172,14 @@ def interleave(
         done[name] += 1
 
 
-def test_two_executions_of_one_model_at_once(hub: HubServer, s3: Any, retries: RetryLog) -> None:
+def test_two_executions_of_one_model_at_once(fault_hub_endpoint: HubServer, s3: Any, retries: RetryLog) -> None:
     """GIVEN two executions of one model interleaved task by task in a random order (steps), or two
     engine.sync threads started together; in some trials one execution fails part-way (its Catch path
     runs cleanup) WHEN both have ended THEN the bucket holds exactly one published snapshot of the
     commit, every file its manifest names verifies, refs point at it, and no upload is open."""
     rng = random.Random(SEED + 31)
     table = FaultTable("two executions of one model at once")
-    snapshot = hub.store.snapshot(FAULT_REPO)
+    snapshot = fault_hub_endpoint.store.snapshot(FAULT_REPO)
     assert snapshot is not None
     commit = snapshot.commit
     manifest_key = layout.manifest_key("models", FAULT_REPO, commit)

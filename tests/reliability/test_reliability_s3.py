@@ -9,7 +9,6 @@ it fires from random.Random(SEED); every one must end published with verified by
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,7 +20,6 @@ from reliability_support import (
     RetryLog,
     assert_trial,
     attempt,
-    build_fault_hub,
     fast_hub_retries,
     new_bucket,
 )
@@ -35,13 +33,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TRIALS = 5
 OPERATIONS = ("UploadPart", "CompleteMultipartUpload")
-
-
-@pytest.fixture(scope="module")
-def fault_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubServer]:
-    with HubServer(build_fault_hub(tmp_path_factory.mktemp("s3-fault-hub"))) as server:
-        server.warm()
-        yield server
 
 
 @pytest.fixture
