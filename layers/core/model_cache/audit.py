@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 from model_cache import errors, ids, layout
 from model_cache.hubapi import HubFile
 from model_cache.publish import get_bytes, get_json
-from model_cache.transfer import iter_object, s3_error, version_or_none
+from model_cache.transfer import iter_object, list_objects, s3_error, version_or_none
 from model_cache.verify import FileHasher
 
 DriftKind = Literal[
@@ -186,11 +186,4 @@ def _chunks(s3: Any, bucket: str, key: str) -> Iterator[bytes]:
 
 
 def _list_sizes(s3: Any, bucket: str, prefix: str) -> dict[str, int]:
-    sizes: dict[str, int] = {}
-    try:
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            for item in page.get("Contents", []):
-                sizes[item["Key"]] = int(item["Size"])
-    except ClientError as exc:
-        raise s3_error(exc, bucket, f"listing {prefix}") from exc
-    return sizes
+    return {item["Key"]: int(item["Size"]) for item in list_objects(s3, bucket, prefix)}

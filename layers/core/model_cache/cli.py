@@ -23,7 +23,7 @@ from model_cache.engine import DEFAULT_CONCURRENCY, sync
 from model_cache.plan import DEFAULT_PART_SIZE
 from model_cache.progress import ConsoleProgress, human_bytes
 from model_cache.publish import get_bytes, get_json
-from model_cache.transfer import s3_client, s3_error
+from model_cache.transfer import list_keys, s3_client, s3_error
 
 EXIT_OK = 0
 EXIT_INTERRUPTED = 130
@@ -134,26 +134,16 @@ def _common_prefixes(s3: Any, bucket: str, prefix: str) -> list[str]:
     return found
 
 
-def _keys(s3: Any, bucket: str, prefix: str) -> list[str]:
-    keys: list[str] = []
-    try:
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            keys.extend(item["Key"] for item in page.get("Contents", []))
-    except ClientError as exc:
-        raise s3_error(exc, bucket, f"listing {prefix}") from exc
-    return keys
-
-
 def cached_snapshots(s3: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
     """One row per published snapshot: repo, commit, refs pointing at it, size, files, date."""
     base = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
     rows: list[dict[str, Any]] = []
     for repo_prefix in _common_prefixes(s3, bucket, base):
         refs: dict[str, list[str]] = {}
-        for ref_key in _keys(s3, bucket, f"{repo_prefix}refs/"):
+        for ref_key in list_keys(s3, bucket, f"{repo_prefix}refs/"):
             commit = (get_bytes(s3, bucket, ref_key) or b"").decode("ascii", "replace").strip()
             refs.setdefault(commit, []).append(ref_key[len(f"{repo_prefix}refs/") :])
-        for manifest_key in _keys(s3, bucket, f"{repo_prefix}manifests/"):
+        for manifest_key in list_keys(s3, bucket, f"{repo_prefix}manifests/"):
             manifest = get_json(s3, bucket, manifest_key)
             if manifest is None:
                 continue

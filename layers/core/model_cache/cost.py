@@ -22,7 +22,7 @@ from model_cache import errors, layout
 from model_cache.gc import list_repo_ids, protected_commits
 from model_cache.plan import DEFAULT_PART_SIZE, MiB, part_size_for
 from model_cache.publish import get_json
-from model_cache.transfer import s3_error
+from model_cache.transfer import list_keys, s3_error
 
 GB = 10**9
 DEFAULT_PRICE_PER_GB_MONTH = 0.023  # S3 Standard, first 50 TB, us-east-1 (the seed's ballpark)
@@ -174,7 +174,7 @@ def estimate(
     for repo_id in list_repo_ids(s3, bucket, prefix):
         names = protected_commits(s3, bucket, prefix, repo_id)
         manifests_prefix = f"{layout.repo_prefix(prefix, repo_id)}manifests/"
-        for key in _keys(s3, bucket, manifests_prefix):
+        for key in list_keys(s3, bucket, manifests_prefix):
             manifest = get_json(s3, bucket, key)
             if manifest is None or not isinstance(manifest.get("files"), list):
                 continue
@@ -195,16 +195,6 @@ def estimate(
             )
     report.noncurrent_bytes = _noncurrent_bytes(s3, bucket, prefix)
     return report
-
-
-def _keys(s3: Any, bucket: str, prefix: str) -> list[str]:
-    keys: list[str] = []
-    try:
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            keys.extend(item["Key"] for item in page.get("Contents", []))
-    except ClientError as exc:
-        raise s3_error(exc, bucket, f"listing {prefix}") from exc
-    return keys
 
 
 def _noncurrent_bytes(s3: Any, bucket: str, prefix: str) -> int:

@@ -29,7 +29,7 @@ from botocore.exceptions import ClientError
 from model_cache import errors, ids, layout
 from model_cache.publish import get_bytes, get_json
 from model_cache.steps import validate_bucket, validate_prefix
-from model_cache.transfer import s3_error
+from model_cache.transfer import list_objects, s3_error
 
 DEFAULT_KEEP = 2
 DEFAULT_OLDER_THAN_DAYS = 14.0
@@ -298,14 +298,7 @@ def _parse_time(value: object) -> datetime | None:
 
 
 def _list(s3: Any, bucket: str, prefix: str) -> list[tuple[str, int, datetime]]:
-    found: list[tuple[str, int, datetime]] = []
-    try:
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            for item in page.get("Contents", []):
-                found.append((item["Key"], int(item["Size"]), item["LastModified"]))
-    except ClientError as exc:
-        raise s3_error(exc, bucket, f"listing {prefix}") from exc
-    return found
+    return [(item["Key"], int(item["Size"]), item["LastModified"]) for item in list_objects(s3, bucket, prefix)]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from model_cache.transfer import (
     complete_upload,
     copy_files,
     iter_object_ranges,
+    list_keys,
     run_parts,
     s3_client,
     s3_error,
@@ -247,20 +248,10 @@ def units_key(plan: Plan) -> str:
     return f"{plan.work_dir}units.json"
 
 
-def _list_keys(s3: Any, bucket: str, prefix: str) -> list[str]:
-    keys: list[str] = []
-    try:
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            keys.extend(item["Key"] for item in page.get("Contents", []))
-    except ClientError as exc:
-        raise s3_error(exc, bucket, f"listing {prefix}") from exc
-    return keys
-
-
 def _unit_records(s3: Any, plan: Plan) -> list[dict[str, Any]]:
     """Every unit result file of the plan, lowest unit id first (the keys sort by the padded id)."""
     records = [
-        publish_mod.get_json(s3, plan.bucket, key) for key in _list_keys(s3, plan.bucket, f"{plan.work_dir}units/")
+        publish_mod.get_json(s3, plan.bucket, key) for key in list_keys(s3, plan.bucket, f"{plan.work_dir}units/")
     ]
     return [record for record in records if record is not None]
 

@@ -62,6 +62,21 @@ def s3_client(concurrency: int = 8) -> Any:
     return boto3.client("s3", config=config)
 
 
+def list_objects(s3: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
+    """Every object under `prefix` (ListObjectsV2 `Contents` entries, all pages), S3 errors as domain errors."""
+    objects: list[dict[str, Any]] = []
+    try:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            objects.extend(page.get("Contents", []))
+    except ClientError as exc:
+        raise s3_error(exc, bucket, f"listing {prefix}") from exc
+    return objects
+
+
+def list_keys(s3: Any, bucket: str, prefix: str) -> list[str]:
+    return [item["Key"] for item in list_objects(s3, bucket, prefix)]
+
+
 def s3_error(exc: ClientError, bucket: str, what: str) -> errors.ModelCacheError:
     """The domain error for an S3 ClientError, naming the bucket and the fix."""
     code = exc.response.get("Error", {}).get("Code", "")
