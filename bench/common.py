@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,15 @@ def write_section(name: str, section: str, doc: Path = PERFORMANCE_DOC) -> None:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(text)
+
+
+def measure_and_record(name: str, run: Callable[[], dict[str, Any]], render: Callable[[dict[str, Any]], str]) -> None:
+    """A suite's whole `main`: measure, keep the figures in bench/results/<name>.json, rewrite its
+    section of docs/performance.md, and print the figures."""
+    figures = run()
+    write_results(name, figures)
+    write_section(name, render(figures))
+    print(json.dumps(figures, indent=2, sort_keys=True))
 
 
 def free_port() -> int:

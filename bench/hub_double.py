@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx2
 
-from bench.common import write_results, write_section
+from bench.common import measure_and_record
 from model_cache.devtools import synthetic
 from model_cache.devtools.hub import HubServer
 from model_cache.devtools.synthetic import SyntheticFile
@@ -169,10 +169,7 @@ def _markdown(figures: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    figures = run()
-    write_results(NAME, figures)
-    write_section(NAME, _markdown(figures))
-    print(json.dumps(figures, indent=2, sort_keys=True))
+    measure_and_record(NAME, run, _markdown)
 
 
 if __name__ == "__main__":

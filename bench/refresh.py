@@ -27,7 +27,7 @@ from typing import Any
 
 import boto3
 
-from bench.common import write_results, write_section
+from bench.common import measure_and_record
 from model_cache.devtools.hub import HubServer
 from model_cache.engine import sync
 
@@ -184,10 +184,7 @@ def _markdown(figures: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    figures = run()
-    write_results(NAME, figures)
-    write_section(NAME, _markdown(figures))
-    print(json.dumps(figures, indent=2, sort_keys=True))
+    measure_and_record(NAME, run, _markdown)
 
 
 if __name__ == "__main__":
