@@ -3,7 +3,6 @@ file (the double then serves a new commit) without touching the shared fixture r
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import uuid
 from pathlib import Path
@@ -11,7 +10,10 @@ from types import ModuleType
 from typing import Any
 
 from model_cache import layout
+from model_cache import manifest as manifest_mod
+from model_cache.devtools.local_pipeline import load_function_module
 from model_cache.devtools.modelgen import deterministic_bytes, repo_dir
+from model_cache.manifest import FileRecord
 from model_cache.plan import MiB
 
 OPS_ORG = "ops-org"
@@ -60,10 +62,21 @@ def ref_commit(s3: Any, bucket: str, repo_id: str, revision: str = "main", prefi
 
 def load_handler(folder: str) -> ModuleType:
     """functions/<folder>/app.py as a fresh module (every handler file is named app.py)."""
-    root = Path(__file__).resolve().parents[2]
-    spec = importlib.util.spec_from_file_location(f"ops_handler_{folder}", root / "functions" / folder / "app.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_function_module(folder)
+
+
+def put_manifest(
+    s3: Any, bucket: str, repo_id: str, commit: str, records: list[FileRecord], created_at: str | None = None
+) -> None:
+    """A schema-valid manifests/{commit}.json (prefix `models`, revision main) declaring `records`."""
+    manifest = manifest_mod.build(
+        repo_id=repo_id,
+        revision="main",
+        commit=commit,
+        source="https://huggingface.co",
+        bucket=bucket,
+        prefix="models",
+        files=records,
+        created_at=created_at,
+    )
+    s3.put_object(Bucket=bucket, Key=layout.manifest_key("models", repo_id, commit), Body=manifest_mod.dumps(manifest))

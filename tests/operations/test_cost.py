@@ -10,9 +10,9 @@ import uuid
 from typing import Any
 
 import pytest
+from ops_support import put_manifest
 
 from model_cache import cli, errors, layout
-from model_cache import manifest as manifest_mod
 from model_cache.cost import GB, Prices, estimate, gets_per_pull, puts_to_write
 from model_cache.manifest import FileRecord
 from model_cache.plan import GiB, MiB
@@ -33,16 +33,7 @@ def publish_fake(s3: Any, bucket: str, repo_id: str, commit: str, sizes: list[in
         )
         for i, size in enumerate(sizes)
     ]
-    manifest = manifest_mod.build(
-        repo_id=repo_id,
-        revision="main",
-        commit=commit,
-        source="https://huggingface.co",
-        bucket=bucket,
-        prefix="models",
-        files=records,
-    )
-    s3.put_object(Bucket=bucket, Key=layout.manifest_key("models", repo_id, commit), Body=manifest_mod.dumps(manifest))
+    put_manifest(s3, bucket, repo_id, commit, records)
 
 
 @pytest.mark.unit

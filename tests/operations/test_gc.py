@@ -16,7 +16,7 @@ from botocore.config import Config
 from conftest import REGION, all_keys, load_event
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ops_support import load_handler
+from ops_support import load_handler, put_manifest
 
 from model_cache import cli, errors, gc, layout
 from model_cache import manifest as manifest_mod
@@ -104,19 +104,7 @@ def put_snapshot(s3: Any, bucket: str, repo_id: str, commit: str, created_at: da
         records.append(FileRecord(path, len(body), "0" * 64, "1" * 40, path.endswith("tensors"), key, None, None))
     s3.put_object(Bucket=bucket, Key=layout.hash_key("models", repo_id, commit), Body=commit.encode())
     if published:
-        manifest = manifest_mod.build(
-            repo_id=repo_id,
-            revision="main",
-            commit=commit,
-            source="https://huggingface.co",
-            bucket=bucket,
-            prefix="models",
-            files=records,
-            created_at=created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        )
-        s3.put_object(
-            Bucket=bucket, Key=layout.manifest_key("models", repo_id, commit), Body=manifest_mod.dumps(manifest)
-        )
+        put_manifest(s3, bucket, repo_id, commit, records, created_at=created_at.strftime("%Y-%m-%dT%H:%M:%SZ"))
 
 
 def point(s3: Any, bucket: str, repo_id: str, ref: str, commit: str) -> None:
