@@ -23,17 +23,15 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from conftest import seed_snapshot, shared_test_module
 
-from model_cache import layout
 from model_cache.devtools.modelgen import TINY_MODEL, repo_dir
-from model_cache.devtools.synthetic import git_blob_oid, lfs_pointer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 
 APP_DIR = Path(__file__).resolve().parents[2] / "deploy" / "ray"
 PREFIX = "models"
 MAX_LENGTH = "24"
-LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".onnx", ".h5", ".msgpack", ".model")
 
 
 @pytest.fixture(scope="module")
@@ -85,57 +83,6 @@ def serve_url(app_module: ModuleType) -> Iterator[str]:
         serve.shutdown()  # type: ignore[no-untyped-call]
         ray.shutdown()
         shutil.rmtree(ray_temp, ignore_errors=True)
-
-
-def publish_to_s3(s3: Any, bucket: str, repo_id: str, files: dict[str, bytes], commit: str) -> dict[str, Any]:
-    """Publish `files` the way the pipeline does (ARCHITECTURE.md 3.1/3.2): files, manifest, ref, root manifest."""
-    entries = []
-    for path in sorted(files):
-        content = files[path]
-        sha256 = hashlib.sha256(content).hexdigest()
-        lfs = path.endswith(LFS_SUFFIXES)
-        key = layout.file_key(PREFIX, repo_id, commit, path)
-        s3.put_object(Bucket=bucket, Key=key, Body=content)
-        entries.append(
-            {
-                "path": path,
-                "size": len(content),
-                "sha256": sha256,
-                "git_oid": git_blob_oid(lfs_pointer(sha256, len(content)) if lfs else content),
-                "lfs": lfs,
-                "key": key,
-                "version_id": None,
-                "crc64nvme": None,
-            }
-        )
-    s3.put_object(Bucket=bucket, Key=layout.hash_key(PREFIX, repo_id, commit), Body=commit.encode())
-    manifest = {
-        "schema_version": 1,
-        "repo_id": repo_id,
-        "repo_type": "model",
-        "revision": "main",
-        "commit": commit,
-        "source": "https://huggingface.co",
-        "created_at": "2026-11-30T12:00:00Z",
-        "bucket": bucket,
-        "prefix": layout.snapshot_prefix(PREFIX, repo_id, commit),
-        "total_size": sum(len(content) for content in files.values()),
-        "files": entries,
-    }
-    body = json.dumps(manifest).encode()
-    s3.put_object(Bucket=bucket, Key=layout.manifest_key(PREFIX, repo_id, commit), Body=body)
-    s3.put_object(Bucket=bucket, Key=layout.ref_key(PREFIX, repo_id, "main"), Body=commit.encode())
-    s3.put_object(Bucket=bucket, Key=layout.root_manifest_key(PREFIX, repo_id), Body=body)
-    return manifest
-
-
-def tiny_model_files(hub_root: Path) -> dict[str, bytes]:
-    folder = repo_dir(hub_root, TINY_MODEL)
-    return {
-        path.relative_to(folder).as_posix(): path.read_bytes()
-        for path in sorted(folder.rglob("*"))
-        if path.is_file() and not path.name.startswith(".hub-")
-    }
 
 
 def pod_env(aws_url: str, hub_url: str, bucket: str, cache_dir: Path) -> dict[str, str]:
@@ -199,7 +146,10 @@ def test_serves_the_model_from_the_s3_cache(
 
     # GIVEN the tiny model published in S3 at a pinned commit, and a pod with an empty HF cache
     commit = hashlib.sha1(b"s3-cache-commit", usedforsecurity=False).hexdigest()
-    publish_to_s3(s3, bucket, TINY_MODEL, tiny_model_files(hub_root), commit)
+    tiny_model = shared_test_module("loader_seed", "tests/loader/loader_seed.py").repo_files(
+        repo_dir(hub_root, TINY_MODEL)
+    )
+    seed_snapshot(s3, bucket, TINY_MODEL, tiny_model, commit=commit)
     cache_dir = tmp_path / "hf-cache"
     hub.requests.clear()
 
