@@ -338,3 +338,11 @@ def fault_hub_endpoint(fault_hub: Any, monkeypatch: pytest.MonkeyPatch) -> Itera
         yield fault_hub
     finally:
         fault_hub.faults.clear()
+
+
+@pytest.fixture
+def hub_retries(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Short Hub backoffs and read timeout for every HubReader the test builds; the asked delays are recorded
+    (`reliability_support.fast_hub_retries`)."""
+    support = shared_test_module("reliability_support", "tests/reliability/reliability_support.py")
+    return support.fast_hub_retries(monkeypatch)

@@ -22,7 +22,6 @@ from reliability_support import (
     RetryLog,
     assert_trial,
     attempt,
-    fast_hub_retries,
     new_bucket,
 )
 
@@ -32,11 +31,6 @@ from model_cache.engine import sync
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TRIALS = 6
-
-
-@pytest.fixture
-def retries(monkeypatch: pytest.MonkeyPatch) -> RetryLog:
-    return fast_hub_retries(monkeypatch, read_timeout=1.0)
 
 
 Inject = Callable[[HubServer, random.Random], tuple[bool, str]]
@@ -64,7 +58,7 @@ def random_file(rng: random.Random) -> str:
     return WEIGHT if rng.random() < 0.67 else rng.choice(sorted(set(FILE_SIZES) - {WEIGHT}))
 
 
-def test_hub_connection_dropped_mid_file(fault_hub_endpoint: HubServer, s3: Any, retries: RetryLog) -> None:
+def test_hub_connection_dropped_mid_file(fault_hub_endpoint: HubServer, s3: Any, hub_retries: RetryLog) -> None:
     """GIVEN the Hub drops the connection after a random number of body bytes, 1-3 times
     WHEN the repo is synced THEN every trial resumes by range and publishes verified bytes."""
 
@@ -77,10 +71,10 @@ def test_hub_connection_dropped_mid_file(fault_hub_endpoint: HubServer, s3: Any,
 
     table = run_trials("Hub connection dropped mid-file", fault_hub_endpoint, s3, inject, 1)
     assert table.row.recovered == TRIALS
-    assert retries.delays, "the drops were absorbed by retries"
+    assert hub_retries.delays, "the drops were absorbed by retries"
 
 
-def test_hub_5xx_bursts(fault_hub_endpoint: HubServer, s3: Any, retries: RetryLog) -> None:
+def test_hub_5xx_bursts(fault_hub_endpoint: HubServer, s3: Any, hub_retries: RetryLog) -> None:
     """GIVEN bursts of 500/502/503 on file downloads, of 1-5 responses, or an outage that never ends
     WHEN synced THEN a burst is retried away and an outage fails clean with TransferError."""
 
@@ -96,7 +90,7 @@ def test_hub_5xx_bursts(fault_hub_endpoint: HubServer, s3: Any, retries: RetryLo
     assert table.row.recovered >= 1
 
 
-def test_hub_429_with_retry_after(fault_hub_endpoint: HubServer, s3: Any, retries: RetryLog) -> None:
+def test_hub_429_with_retry_after(fault_hub_endpoint: HubServer, s3: Any, hub_retries: RetryLog) -> None:
     """GIVEN 429 Too Many Requests with a random Retry-After (1-30 s)
     WHEN synced THEN the reader waits exactly what the Hub asked (recorded, not slept) and recovers."""
     asked: list[int] = []
@@ -110,10 +104,10 @@ def test_hub_429_with_retry_after(fault_hub_endpoint: HubServer, s3: Any, retrie
 
     table = run_trials("Hub 429 with Retry-After", fault_hub_endpoint, s3, inject, 3)
     assert table.row.recovered == TRIALS
-    assert set(asked) <= {round(delay) for delay in retries.delays}
+    assert set(asked) <= {round(delay) for delay in hub_retries.delays}
 
 
-def test_hub_stalls_past_the_read_timeout(fault_hub_endpoint: HubServer, s3: Any, retries: RetryLog) -> None:
+def test_hub_stalls_past_the_read_timeout(fault_hub_endpoint: HubServer, s3: Any, hub_retries: RetryLog) -> None:
     """GIVEN the Hub stalls 3 s (read timeout 1 s) before answering or after a random number of bytes
     WHEN synced THEN the read times out, the part is retried from the byte it stopped at, and it recovers."""
 
@@ -128,7 +122,7 @@ def test_hub_stalls_past_the_read_timeout(fault_hub_endpoint: HubServer, s3: Any
     assert table.row.recovered == TRIALS
 
 
-def test_hub_serves_a_corrupted_byte(fault_hub_endpoint: HubServer, s3: Any, retries: RetryLog) -> None:
+def test_hub_serves_a_corrupted_byte(fault_hub_endpoint: HubServer, s3: Any, hub_retries: RetryLog) -> None:
     """GIVEN one byte flipped at a random offset of a random file, once
     WHEN synced THEN the hash check fails the run with IntegrityError and nothing is published."""
 

@@ -33,7 +33,6 @@ from reliability_support import (
     RetryLog,
     attempt,
     check_bucket,
-    fast_hub_retries,
     new_bucket,
 )
 
@@ -46,11 +45,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TRIALS = 5
 # The weight's 3 parts in one unit, copied one part at a time; the small files in a second unit.
 OPTIONS = {"part_size": PART_SIZE, "unit_size": 4 * PART_SIZE, "unit_concurrency": 1}
-
-
-@pytest.fixture
-def retries(monkeypatch: pytest.MonkeyPatch) -> RetryLog:
-    return fast_hub_retries(monkeypatch)
 
 
 def parts_uploaded(s3: Any, bucket: str, plan: dict[str, Any]) -> int:
@@ -83,7 +77,7 @@ def kill_copier_mid_part(s3: Any, bucket: str, planned: dict[str, Any], item: di
             victim.wait()
 
 
-def test_copy_unit_killed_mid_part_then_retried(fault_hub_endpoint: HubServer, s3: Any, retries: RetryLog) -> None:
+def test_copy_unit_killed_mid_part_then_retried(fault_hub_endpoint: HubServer, s3: Any, hub_retries: RetryLog) -> None:
     """GIVEN a plan whose weight unit runs as the copier process, SIGKILLed after 1 or 2 of its 3 parts
     WHEN the same Map item runs again (a Step Functions retry), then finalize, publish, cleanup
     THEN the model is published with verified bytes, and no upload or work file is left."""
@@ -172,7 +166,7 @@ def interleave(
         done[name] += 1
 
 
-def test_two_executions_of_one_model_at_once(fault_hub_endpoint: HubServer, s3: Any, retries: RetryLog) -> None:
+def test_two_executions_of_one_model_at_once(fault_hub_endpoint: HubServer, s3: Any, hub_retries: RetryLog) -> None:
     """GIVEN two executions of one model interleaved task by task in a random order (steps), or two
     engine.sync threads started together; in some trials one execution fails part-way (its Catch path
     runs cleanup) WHEN both have ended THEN the bucket holds exactly one published snapshot of the

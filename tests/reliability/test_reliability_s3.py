@@ -20,7 +20,6 @@ from reliability_support import (
     RetryLog,
     assert_trial,
     attempt,
-    fast_hub_retries,
     new_bucket,
 )
 
@@ -43,11 +42,6 @@ def proxied_engine_client(
     monkeypatch.setenv("HF_ENDPOINT", fault_hub.url)
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_proxy.url)
     return s3_proxy, s3_client(3)
-
-
-@pytest.fixture
-def retries(monkeypatch: pytest.MonkeyPatch) -> RetryLog:
-    return fast_hub_retries(monkeypatch)
 
 
 def run_s3_trials(kind: str, fault: Any, proxied: tuple[S3Proxy, Any], s3: Any, seed_offset: int) -> FaultTable:
@@ -73,7 +67,7 @@ def run_s3_trials(kind: str, fault: Any, proxied: tuple[S3Proxy, Any], s3: Any, 
 
 
 def test_s3_slowdown_on_upload_part_and_complete(
-    proxied_engine_client: tuple[S3Proxy, Any], s3: Any, retries: RetryLog
+    proxied_engine_client: tuple[S3Proxy, Any], s3: Any, hub_retries: RetryLog
 ) -> None:
     """GIVEN S3 answers 503 SlowDown 1-2 times to UploadPart or CompleteMultipartUpload
     WHEN the repo is synced THEN botocore retries them and every trial publishes verified bytes."""
@@ -84,7 +78,7 @@ def test_s3_slowdown_on_upload_part_and_complete(
 
 
 def test_s3_connection_reset_on_upload_part_and_complete(
-    proxied_engine_client: tuple[S3Proxy, Any], s3: Any, retries: RetryLog
+    proxied_engine_client: tuple[S3Proxy, Any], s3: Any, hub_retries: RetryLog
 ) -> None:
     """GIVEN the connection is reset mid-request or after S3 applied it (a lost answer), on UploadPart
     or CompleteMultipartUpload WHEN synced THEN the request is retried and every trial publishes verified bytes."""
