@@ -336,6 +336,14 @@ def stage_generate(world: DemoWorld) -> None:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     encoded = tokenizer(PROMPT, return_tensors="pt")
+    # Random weights pick arbitrary byte-level tokens, many of them halves of multi-byte characters
+    # that print as U+FFFD; letting the model choose only among tokens that decode to ASCII letters
+    # keeps the line readable without hiding that the weights are random.
+    unreadable = [
+        token_id
+        for token_id in range(len(tokenizer))
+        if not (piece := tokenizer.decode([token_id])).isascii() or not piece.strip().isalpha()
+    ]
     started = time.monotonic()
     with torch.no_grad():
         output = model.generate(
@@ -344,13 +352,14 @@ def stage_generate(world: DemoWorld) -> None:
             min_new_tokens=NEW_TOKENS,
             do_sample=False,
             pad_token_id=tokenizer.pad_token_id,
+            suppress_tokens=unreadable,
         )
     new_tokens = output[0][encoded["input_ids"].shape[1] :]
     world.generated_text = str(tokenizer.decode(new_tokens, skip_special_tokens=True))
     parameters = sum(parameter.numel() for parameter in model.parameters())
     print(
         f"{type(model).__name__}, {parameters:,} parameters, {len(new_tokens)} new tokens in "
-        f"{time.monotonic() - started:.2f} s (random weights: the text is gibberish by design)"
+        f"{time.monotonic() - started:.2f} s (random weights: the words are random by design)"
     )
     if not world.generated_text.strip():
         raise DemoError("the model generated no text")
