@@ -316,6 +316,10 @@ def stage_warm_pull(world: DemoWorld) -> None:
     )
 
 
+def _is_ascii_word(piece: str) -> bool:
+    return piece.isascii() and piece.strip().isalpha()
+
+
 def stage_generate(world: DemoWorld) -> None:
     assert world.snapshot is not None
     # Nothing to fall back on: the Hub double is gone and huggingface_hub is told it is offline.
@@ -340,9 +344,7 @@ def stage_generate(world: DemoWorld) -> None:
     # that print as U+FFFD; letting the model choose only among tokens that decode to ASCII letters
     # keeps the line readable without hiding that the weights are random.
     unreadable = [
-        token_id
-        for token_id in range(len(tokenizer))
-        if not (piece := tokenizer.decode([token_id])).isascii() or not piece.strip().isalpha()
+        token_id for token_id in range(len(tokenizer)) if not _is_ascii_word(str(tokenizer.decode([token_id])))
     ]
     started = time.monotonic()
     with torch.no_grad():
