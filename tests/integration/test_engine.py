@@ -93,6 +93,20 @@ def test_gated_repo_needs_a_token(s3: Any, bucket: str, hub: Any) -> None:
     assert incomplete_uploads(s3, bucket) == []
 
 
+def test_gated_repo_without_access_fails_before_any_upload_or_download(s3: Any, bucket: str, hub: Any) -> None:
+    """GIVEN the gated fixture repo, whose file listing the Hub shows to anyone
+    WHEN planned without a token, or with a wrong one
+    THEN GatedRepo is raised at plan time: no multipart upload was ever started and no file byte was read."""
+    for token, message in [(None, "set HF_TOKEN"), ("hf_wrong_token_0000000000", "has no access")]:
+        hub.requests.clear()
+        with pytest.raises(errors.GatedRepo, match=message):
+            sync(modelgen.GATED, bucket=bucket, token=token, s3=s3)
+        file_reads = [r for r in hub.requests if r.method == "GET" and r.endpoint in ("resolve", "cdn")]
+        assert file_reads == []
+        assert incomplete_uploads(s3, bucket) == []
+        assert all_keys(s3, bucket) == []
+
+
 @pytest.mark.parametrize(
     ("repo_id", "revision", "error", "message"),
     [

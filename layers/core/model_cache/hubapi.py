@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from huggingface_hub import HfApi, constants
+from huggingface_hub import HfApi, constants, get_hf_file_metadata, hf_hub_url
 from huggingface_hub import errors as hf_errors
 
 from model_cache import errors, ids
@@ -55,6 +55,8 @@ class Snapshot:
     commit: str
     endpoint: str
     files: tuple[HubFile, ...]
+    # The Hub lists a gated repo's files to anyone; only the bytes need access, so it is probed before any work.
+    gated: bool = False
 
 
 def hub_endpoint() -> str:
@@ -117,7 +119,26 @@ def resolve(repo_id: str, revision: str = "main", *, token: str | None = None) -
     if ids.is_commit_id(revision) and commit != revision:
         raise errors.IntegrityError(f"asked for commit {revision} of {repo_id}, the Hub answered with {commit}")
     files = tuple(_hub_files(repo_id, info.siblings or []))
-    return Snapshot(repo_id=repo_id, revision=revision, commit=commit, endpoint=endpoint, files=files)
+    gated = bool(getattr(info, "gated", False))
+    return Snapshot(repo_id=repo_id, revision=revision, commit=commit, endpoint=endpoint, files=files, gated=gated)
+
+
+def check_access(snapshot: Snapshot, path: str, *, token: str | None = None) -> None:
+    """Fail with GatedRepo before any upload starts when the repo is gated and `token` cannot read it.
+
+    A gated repo's listing is public, so without this the first file read would be the first refusal,
+    after multipart uploads had been started. One HEAD of `path`, and only for gated repos.
+    """
+    if not snapshot.gated:
+        return
+    token = resolve_token(token)
+    if not token:
+        raise errors.GatedRepo(f"{snapshot.repo_id} is gated: set HF_TOKEN to a token with access")
+    url = hf_hub_url(snapshot.repo_id, path, revision=snapshot.commit, endpoint=snapshot.endpoint)
+    try:
+        get_hf_file_metadata(url, token=token)
+    except Exception as exc:  # every huggingface_hub and network error becomes a domain error
+        raise translate_hub_error(exc, snapshot.repo_id, snapshot.revision, token_given=True) from exc
 
 
 def _hub_files(repo_id: str, siblings: Iterable[Any]) -> Iterable[HubFile]:

@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 
 from model_cache import errors, ids, layout
 from model_cache import publish as publish_mod
-from model_cache.hubapi import resolve
+from model_cache.hubapi import check_access, resolve
 from model_cache.manifest import FileRecord
 from model_cache.plan import DEFAULT_WORK_PREFIX, Plan, PlanOptions, make_plan, new_plan_id
 from model_cache.publish import Published
@@ -100,6 +100,7 @@ def prepare_plan(
             f"of {repo_id}@{revision}"
         )
     selected = [by_path[path] for path in chosen]
+    check_access(snapshot, selected[0].path, token=token)
     # Incremental refresh: files whose bytes the previous snapshot of this revision already holds are
     # copied inside S3; --force means "everything from the Hub again".
     reuse = {} if force else reusable_sources(s3, bucket, prefix, repo_id, revision, selected)
