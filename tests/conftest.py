@@ -279,7 +279,8 @@ def load_event(name: str) -> Any:
 
 @pytest.fixture
 def manifest_schema() -> dict[str, Any]:
-    return json.loads(SCHEMA_PATH.read_text())
+    schema: dict[str, Any] = json.loads(SCHEMA_PATH.read_text())
+    return schema
 
 
 def shared_test_module(name: str, relative_path: str) -> ModuleType:
