@@ -51,6 +51,14 @@ lint: $(INSTALLED) ## ruff (format check + lint) and mypy
 	@# The handlers are all named app.py, so mypy checks them one at a time.
 	for handler in functions/*/app.py; do $(VENV)/bin/mypy --strict --follow-imports=silent "$$handler"; done
 
+.PHONY: reliability-figures
+reliability-figures: $(INSTALLED) ## Run the fault-injection suite and write its figures into docs/reliability.md
+	MODEL_CACHE_WRITE_FIGURES=1 $(PY) -m pytest tests/reliability -p no:randomly $(PYTEST_ARGS)
+
+.PHONY: mutants
+mutants: $(INSTALLED) ## Mutation check: break each guard of the promise on a scratch copy; every one must be killed
+	$(PY) scripts/mutants.py $(MUTANTS_ARGS)
+
 .PHONY: fmt
 fmt: $(INSTALLED) ## Format and auto-fix with ruff
 	$(VENV)/bin/ruff format .

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import sys
 import tempfile
 import uuid
@@ -171,6 +172,42 @@ def all_keys(s3: Any, bucket_name: str, prefix: str = "") -> list[str]:
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket_name, Prefix=prefix):
         keys.extend(obj["Key"] for obj in page.get("Contents", []))
     return keys
+
+
+_PUBLISHED_KEY = re.compile(
+    r"(?:^|/)(?:manifests/[0-9a-f]{40}\.json|manifest\.json|refs/.+|snapshots/[0-9a-f]{40}/hash)$"
+)
+_SNAPSHOT_KEY = re.compile(r"^(?:.+/)?(?P<repo>[^/]+)/snapshots/(?P<commit>[0-9a-f]{40})/(?P<path>.+)$")
+
+
+def failed_clean_problems(s3: Any, bucket_name: str, hub_url: str | None = None, prefix: str = "") -> list[str]:
+    """What makes a failure not clean (ARCHITECTURE.md 3.1): a manifest, ref or hash file published, an
+    upload left open, or an object under snapshots/ whose bytes are not the Hub's file.
+
+    A failed run deletes only objects it wrote that failed verification; verified files it wrote stay
+    (another run may have adopted them) for the next run to adopt or gc to remove. Each one is fetched
+    from the Hub double (`hub_url`, default HF_ENDPOINT) and compared byte for byte.
+    """
+    import hashlib
+
+    import httpx2
+
+    uploads = incomplete_uploads(s3, bucket_name)
+    problems = [f"upload left open: {upload['Key']}" for upload in uploads if upload["Key"].startswith(prefix)]
+    hub_url = (hub_url or os.environ.get("HF_ENDPOINT", "")).rstrip("/")
+    for key in all_keys(s3, bucket_name, prefix):
+        if _PUBLISHED_KEY.search(key):
+            problems.append(f"published after a failure: {key}")
+            continue
+        match = _SNAPSHOT_KEY.match(key)
+        if match is None:
+            continue
+        stored = s3.get_object(Bucket=bucket_name, Key=key)["Body"].read()
+        repo_id = match["repo"].replace("--", "/", 1)
+        response = httpx2.get(f"{hub_url}/{repo_id}/resolve/{match['commit']}/{match['path']}", follow_redirects=True)
+        if response.status_code != 200 or hashlib.sha256(response.content).digest() != hashlib.sha256(stored).digest():
+            problems.append(f"unverified bytes left at {key} ({len(stored)} B, Hub {response.status_code})")
+    return problems
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from conftest import REGION, REPO_ROOT, LambdaContext, MotoEndpoint, shared_test_module
-from reliability_support import SEED, check_bucket
+from reliability_support import SEED, check_bucket, figures_wanted
 
 from model_cache import steps
 from model_cache.devtools import modelgen
@@ -36,7 +36,9 @@ harness = shared_test_module("sfn_harness", "tests/pipeline/sfn_harness.py")
 
 
 def write_figures(rows: dict[str, str]) -> None:
-    """Merge `rows` (figure -> value) into the load section of docs/reliability.md."""
+    """Merge `rows` (figure -> value) into the load section of docs/reliability.md, when asked."""
+    if not figures_wanted():
+        return
     begin, end = "<!-- load:begin -->", "<!-- load:end -->"
     text = DOC.read_text()
     if begin not in text:
@@ -158,7 +160,9 @@ def test_burst_of_200_requests_for_5_models_starts_each_distinct_request_once(
     downloads = [r for r in hub.requests if r.endpoint in ("resolve", "cdn") and r.status in (200, 206)]
     downloaded = {(r.repo_id, r.file) for r in downloads}
     assert set(copied) == {parse_request(body).repo_id for body in bodies}
-    assert all(count == 1 for count in copied.values()), copied
+    # A narrow (include) request copied first does not seal the commit: a later whole-model request
+    # copies the rest (ARCHITECTURE.md 3.2), so a model may take two copy runs, never a file twice.
+    assert all(count <= 2 for count in copied.values()), copied
     assert len(downloads) == len(downloaded), "no file was fetched from the Hub twice"
     state = check_bucket(s3, bucket)
     assert state.problems == []
@@ -167,7 +171,7 @@ def test_burst_of_200_requests_for_5_models_starts_each_distinct_request_once(
         {
             "burst: SQS messages": "200 (5 models; bare, @main, @commit, JSON, JSON+include)",
             "burst: executions started": f"{len(names)} (one per distinct request name)",
-            "burst: copy runs": f"{sum(copied.values())} (one per model commit; the rest already published)",
+            "burst: copy runs": f"{sum(copied.values())} (per model commit: 1, or 2 after a narrow request)",
         }
     )
 

@@ -7,7 +7,12 @@ can, per S3 operation:
 - cap each client connection's bandwidth (bytes per second, request and response bodies);
 - inject faults K times, then recover: `slowdown` answers S3's real 503 `SlowDown` XML error
   (botocore retries it), `reset` aborts the TCP connection with an RST in the middle of the
-  request body (uploads) or of the response (downloads), like a dropped connection.
+  request body (uploads) or of the response (downloads), like a dropped connection;
+- fault one object, by key pattern (`key="*/refs/*"`, fnmatch) and by byte offset inside a GET
+  body: `cut` ends the body cleanly after `offset` bytes (a premature end), `reset` sends an RST
+  there, `flip` serves the whole body with the byte at `offset` inverted; `deny` answers S3's
+  403 AccessDenied without forwarding (a write that fails for good, e.g. between
+  `manifests/{commit}.json` and `refs/*`).
 
 Bodies stream through in small pieces and are never buffered whole, so GB-scale benchmarks can go
 through it. Request bodies are relayed opaquely, framed by Content-Length or chunked transfer
@@ -32,6 +37,7 @@ prints its URL on the first line and serves until interrupted.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import http.client
 import ipaddress
 import socket
@@ -45,13 +51,14 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Literal
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from model_cache.devtools.servers import ConnectionTrackingServer, serve_in_thread, stop_requested, stop_serving
 
-FaultKind = Literal["slowdown", "reset"]
+FaultKind = Literal["slowdown", "reset", "cut", "flip", "deny"]
 ResetPhase = Literal["request", "response"]
-FAULT_KINDS: tuple[str, ...] = ("slowdown", "reset")
+FAULT_KINDS: tuple[str, ...] = ("slowdown", "reset", "cut", "flip", "deny")
+BODY_FAULTS: tuple[str, ...] = ("cut", "flip")  # faults inside a response body, at a byte offset
 ANY_OPERATION = "*"
 
 PIECE_SIZE = 64 * 1024  # bytes relayed per read/write; also the bandwidth throttle's granularity
@@ -67,6 +74,11 @@ _HOP_BY_HOP = frozenset(
 SLOWDOWN_BODY_TEMPLATE = (
     '<?xml version="1.0" encoding="UTF-8"?>\n'
     "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message>"
+    "<RequestId>{request_id}</RequestId><HostId>s3proxy</HostId></Error>"
+)
+DENIED_BODY_TEMPLATE = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n'
+    "<Error><Code>AccessDenied</Code><Message>Access Denied</Message>"
     "<RequestId>{request_id}</RequestId><HostId>s3proxy</HostId></Error>"
 )
 
@@ -109,6 +121,15 @@ def virtual_host_bucket(host_header: str | None) -> str | None:
     if hostname.endswith(suffix) and len(hostname) > len(suffix):
         return hostname[: -len(suffix)]
     return None
+
+
+def object_key(target: str, host: str | None = None) -> str | None:
+    """The object key a request addresses (path style `/bucket/key` or virtual-hosted), else None."""
+    path = unquote(urlsplit(target).path)
+    if virtual_host_bucket(host) is not None:
+        return path.lstrip("/") or None
+    segments = path.lstrip("/").split("/", 1)
+    return segments[1] if len(segments) > 1 and segments[1] else None
 
 
 def classify_operation(method: str, target: str, *, host: str | None = None, copy_source: bool = False) -> str:
@@ -211,6 +232,8 @@ class Fault:
     times: int
     phase: ResetPhase | None = None
     fired: int = 0
+    key: str | None = None  # fnmatch pattern of the object key; None: any request of `operation`
+    offset: int | None = None  # byte of the response body where cut/reset/flip strike; None: halfway
 
     @property
     def remaining(self) -> int:
@@ -231,6 +254,8 @@ class FaultPlan:
         times: int = 1,
         *,
         phase: ResetPhase | None = None,
+        key: str | None = None,
+        offset: int | None = None,
     ) -> Fault:
         """Fail the next `times` requests of `operation`.
 
@@ -247,18 +272,25 @@ class FaultPlan:
             raise ValueError("operation is empty; use '*' for any operation")
         if phase is not None and (kind != "reset" or phase not in ("request", "response")):
             raise ValueError(f"phase {phase!r} only applies to kind='reset' and is 'request' or 'response'")
-        fault = Fault(operation=operation, kind=kind, times=times, phase=phase)
+        if offset is not None and (not isinstance(offset, int) or offset < 0 or kind not in (*BODY_FAULTS, "reset")):
+            raise ValueError(f"offset {offset!r} must be an int >= 0, for kind 'cut', 'flip' or 'reset'")
+        if kind == "reset" and offset is not None:
+            phase = "response"
+        fault = Fault(operation=operation, kind=kind, times=times, phase=phase, key=key, offset=offset)
         with self._lock:
             self._faults.append(fault)
         return fault
 
-    def take(self, operation: str) -> Fault | None:
-        """The fault to inject into this request of `operation`, counting it as fired, or None."""
+    def take(self, operation: str, key: str | None = None) -> Fault | None:
+        """The fault to inject into this request of `operation` (on object `key`), counting it as fired, or None."""
         with self._lock:
             for fault in self._faults:
-                if fault.remaining > 0 and fault.operation in (operation, ANY_OPERATION):
-                    fault.fired += 1
-                    return fault
+                if fault.remaining <= 0 or fault.operation not in (operation, ANY_OPERATION):
+                    continue
+                if fault.key is not None and (key is None or not fnmatch.fnmatchcase(key, fault.key)):
+                    continue
+                fault.fired += 1
+                return fault
         return None
 
     def fired(self, operation: str | None = None) -> int:
@@ -441,12 +473,12 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         except _MalformedRequest as error:
             self._answer_bad_request(entry, error)
             return
-        fault = proxy.faults.take(entry.operation)
+        fault = proxy.faults.take(entry.operation, object_key(self.path, self.headers.get("Host")))
         entry.fault = fault.kind if fault else None
         expects_continue = self.headers.get("Expect", "").lower() == "100-continue"
         try:
-            if fault is not None and fault.kind == "slowdown":
-                self._answer_slowdown(entry, expects_continue)
+            if fault is not None and fault.kind in ("slowdown", "deny"):
+                self._answer_refusal(entry, expects_continue, fault.kind)
                 return
             request_has_body = self._has_body()
             if fault is not None and (fault.phase or ("request" if request_has_body else "response")) == "request":
@@ -460,7 +492,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 time.sleep(proxy.latency)
                 entry.latency_seconds = proxy.latency
             response = self._forward(entry)
-            self._relay_response(response, entry, reset_halfway=fault is not None)
+            self._relay_response(response, entry, fault=fault)
         except _ConnectionReset:
             self.close_connection = True
         except _MalformedRequest as error:
@@ -489,21 +521,27 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     def _send_continue(self) -> None:
         self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
-    def _answer_slowdown(self, entry: ProxiedRequest, expects_continue: bool) -> None:
+    def _answer_refusal(self, entry: ProxiedRequest, expects_continue: bool, kind: str) -> None:
+        """S3's 503 SlowDown (retried by botocore) or 403 AccessDenied (not retried), never forwarded."""
         if expects_continue:
             # The client waits for "100 Continue" before sending its body; it never will, so
             # nothing is left to drain. Close anyway: a client that gave up waiting may be sending.
             self.close_connection = True
         else:
             self._relay_request_body(None, entry)
-        body = b"" if self.command == "HEAD" else SLOWDOWN_BODY_TEMPLATE.format(request_id=uuid.uuid4().hex).encode()
-        self.send_response_only(503, "Slow Down")
+        template, status, reason = (
+            (SLOWDOWN_BODY_TEMPLATE, 503, "Slow Down")
+            if kind == "slowdown"
+            else (DENIED_BODY_TEMPLATE, 403, "Forbidden")
+        )
+        body = b"" if self.command == "HEAD" else template.format(request_id=uuid.uuid4().hex).encode()
+        self.send_response_only(status, reason)
         self.send_header("Content-Type", "application/xml")
         self.send_header("Content-Length", str(len(body)))
         self.send_header("x-amz-request-id", uuid.uuid4().hex[:16].upper())
         if self.close_connection:
             self.send_header("Connection", "close")
-        entry.status = 503
+        entry.status = status
         entry.bytes_out = len(body)
         self.end_headers()
         self.wfile.write(body)
@@ -529,6 +567,18 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self.wfile.write(body)
         except OSError:
             pass
+
+    def _end_body_early(self) -> None:
+        """Close the client socket cleanly (FIN, no RST) before the body is whole: a premature end."""
+        self._aborted = True
+        self.close_connection = True
+        try:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.connection.close()
+        except OSError:
+            pass
+        raise _ConnectionReset
 
     def _abort_connection(self) -> None:
         """Close the client socket with an RST (SO_LINGER 0), as a dropped connection looks."""
@@ -632,11 +682,14 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     # -- the response ----------------------------------------------------------------------------
 
     def _relay_response(
-        self, response: http.client.HTTPResponse, entry: ProxiedRequest, *, reset_halfway: bool
+        self, response: http.client.HTTPResponse, entry: ProxiedRequest, *, fault: Fault | None
     ) -> None:
         has_body = self.command != "HEAD" and response.status not in (204, 304) and response.status >= 200
         length_header = response.getheader("Content-Length")
         rechunk = has_body and length_header is None
+        flip_at = fault.offset if fault is not None and fault.kind == "flip" else None
+        cut = fault is not None and fault.kind == "cut"
+        reset_halfway = fault is not None and fault.kind in ("reset", "cut")
         if reset_halfway and (not has_body or length_header == "0"):
             # Nothing to cut in half: the client sees the connection drop instead of any response.
             self._close_upstream_after(response)
@@ -657,7 +710,12 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         entry.status = response.status
         self.end_headers()
 
-        budget = int(length_header) // 2 if (reset_halfway and length_header) else None
+        budget = None
+        if reset_halfway and length_header:
+            budget = (
+                min(fault.offset, int(length_header)) if fault and fault.offset is not None else int(length_header) // 2
+            )
+        relayed = 0
         while has_body:
             piece = response.read(PIECE_SIZE)
             if not piece:
@@ -665,11 +723,18 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             if budget is not None:
                 piece = piece[:budget]
                 budget -= len(piece)
+            if flip_at is not None and relayed <= flip_at < relayed + len(piece):
+                flipped = bytearray(piece)
+                flipped[flip_at - relayed] ^= 0xFF
+                piece = bytes(flipped)
+            relayed += len(piece)
             entry.throttle_seconds += self._throttle.pace(len(piece))
             entry.bytes_out += len(piece)
             self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece) if rechunk else piece)
             if reset_halfway and (budget is None or budget <= 0):
                 self._close_upstream_after(response)
+                if cut:
+                    self._end_body_early()
                 self._abort_connection()
         if rechunk:
             self.wfile.write(b"0\r\n\r\n")
