@@ -27,7 +27,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         result = steps.cleanup(event)
     logger.info(
         "cleanup done",
-        extra={key: result[key] for key in ("status", "aborted_uploads", "deleted_objects", "deleted_work_files")},
+        extra={key: result[key] for key in ("status", "aborted_uploads", "deleted_work_files")},
     )
     if event.get("failed"):
         metrics.add_metric(name="ExecutionsCleanedAfterFailure", unit=MetricUnit.Count, value=1)

@@ -13,6 +13,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from model_cache import steps
 from model_cache.metrics import counted_failure
+from model_cache.tokens import hub_token
 
 logger = Logger()
 tracer = Tracer()
@@ -24,7 +25,7 @@ metrics = Metrics()
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     with counted_failure("publish", logger, metrics):
-        result = steps.publish(event)
+        result = steps.publish(event, token=hub_token())
     logger.info(
         "publish done",
         extra={key: result[key] for key in ("status", "repo_id", "revision", "commit", "files", "total_bytes")},

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 from badinput_support import build_manifest
-from conftest import LambdaContext, all_keys, incomplete_uploads, load_event, seed_snapshot
+from conftest import LambdaContext, failed_clean_problems, incomplete_uploads, load_event, seed_snapshot
 
 from model_cache import cli, errors, transfer
 from model_cache.devtools import modelgen
@@ -186,7 +186,7 @@ def test_hostile_hub_listing_is_refused_and_nothing_is_written(
             sync(modelgen.MULTI_FORMAT, bucket=bucket, s3=s3, include=["*.json", "*.safetensors"])
     finally:
         hub.listing_overrides.clear()
-    assert all_keys(s3, bucket) == []
+    assert failed_clean_problems(s3, bucket) == []
     assert incomplete_uploads(s3, bucket) == []
 
 
@@ -329,7 +329,7 @@ def test_model_cache_cli_refuses_bad_arguments(
     assert code
     assert code[0] != 0
     assert message in err.getvalue() + captured.err, err.getvalue() + captured.err
-    assert all_keys(s3, bucket) == []
+    assert failed_clean_problems(s3, bucket) == []
     assert incomplete_uploads(s3, bucket) == []
 
 

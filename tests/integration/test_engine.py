@@ -7,7 +7,7 @@ from typing import Any
 
 import jsonschema
 import pytest
-from conftest import all_keys, incomplete_uploads
+from conftest import all_keys, failed_clean_problems, incomplete_uploads
 
 from model_cache import errors, layout
 from model_cache.devtools import modelgen
@@ -87,7 +87,7 @@ def test_gated_repo_needs_a_token(s3: Any, bucket: str, hub: Any) -> None:
     WHEN synced with the right token THEN it is published."""
     with pytest.raises(errors.GatedRepo, match="HF_TOKEN"):
         sync(modelgen.GATED, bucket=bucket, s3=s3)
-    assert all_keys(s3, bucket) == []
+    assert failed_clean_problems(s3, bucket) == []
     result = sync(modelgen.GATED, bucket=bucket, token=modelgen.GATED_TOKEN, s3=s3)
     assert result.status == "published"
     assert incomplete_uploads(s3, bucket) == []
@@ -104,7 +104,7 @@ def test_gated_repo_without_access_fails_before_any_upload_or_download(s3: Any, 
         file_reads = [r for r in hub.requests if r.method == "GET" and r.endpoint in ("resolve", "cdn")]
         assert file_reads == []
         assert incomplete_uploads(s3, bucket) == []
-        assert all_keys(s3, bucket) == []
+        assert failed_clean_problems(s3, bucket) == []
 
 
 @pytest.mark.parametrize(
@@ -122,7 +122,7 @@ def test_hub_errors_become_domain_errors(
     """GIVEN a repo or revision the Hub does not have WHEN synced THEN the matching domain error, nothing written."""
     with pytest.raises(error, match=message):
         sync(repo_id, revision, bucket=bucket, s3=s3)
-    assert all_keys(s3, bucket) == []
+    assert failed_clean_problems(s3, bucket) == []
 
 
 def test_missing_bucket_is_named(s3: Any, hub: Any) -> None:
@@ -140,7 +140,7 @@ def test_file_gone_at_the_hub_fails_at_once(s3: Any, bucket: str, hub: Any) -> N
     served = [r for r in hub.requests if r.file == "model.safetensors"]
     assert len(served) <= 8  # at most one try per in-flight part: a 404 is never retried
     assert incomplete_uploads(s3, bucket) == []
-    assert all_keys(s3, bucket, "models/") == []
+    assert failed_clean_problems(s3, bucket) == []
 
 
 def test_dropped_connection_mid_part_is_resumed(s3: Any, bucket: str, hub: Any) -> None:
@@ -167,7 +167,7 @@ def test_flipped_byte_publishes_nothing(s3: Any, bucket: str, hub: Any) -> None:
     with pytest.raises(errors.IntegrityError, match=r"model\.safetensors"):
         sync(modelgen.BIG, bucket=bucket, part_size=8 * MiB, concurrency=4, s3=s3)
     assert incomplete_uploads(s3, bucket) == []
-    assert all_keys(s3, bucket) == []
+    assert failed_clean_problems(s3, bucket) == []
 
 
 def test_flipped_byte_in_small_file_is_never_written(s3: Any, bucket: str, hub: Any) -> None:
@@ -175,7 +175,7 @@ def test_flipped_byte_in_small_file_is_never_written(s3: Any, bucket: str, hub: 
     hub.faults.add(modelgen.TINY_MODEL, "config.json", kind="corrupt", offset=3, times=None)
     with pytest.raises(errors.IntegrityError, match=r"config\.json"):
         sync(modelgen.TINY_MODEL, bucket=bucket, s3=s3)
-    assert all_keys(s3, bucket) == []
+    assert failed_clean_problems(s3, bucket) == []
     assert incomplete_uploads(s3, bucket) == []
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import jsonschema
 import pytest
-from conftest import all_keys, incomplete_uploads
+from conftest import all_keys, failed_clean_problems, incomplete_uploads
 
 from model_cache import errors, steps
 from model_cache.devtools import modelgen
@@ -86,7 +86,7 @@ def test_failed_unit_then_cleanup_leaves_nothing(s3: Any, bucket: str, hub: Any)
     cleaned = steps.cleanup({**planned, "failed": True}, s3=s3)
     assert cleaned["deleted_work_files"] > 0
     assert incomplete_uploads(s3, bucket) == []
-    assert all_keys(s3, bucket) == []
+    assert failed_clean_problems(s3, bucket) == []
 
 
 def test_unit_failure_mid_plan_is_cleaned(s3: Any, bucket: str, hub: Any) -> None:
@@ -103,7 +103,7 @@ def test_unit_failure_mid_plan_is_cleaned(s3: Any, bucket: str, hub: Any) -> Non
     assert failures == 1
     steps.cleanup({**planned, "failed": True}, s3=s3)
     assert incomplete_uploads(s3, bucket) == []
-    assert all_keys(s3, bucket) == []
+    assert failed_clean_problems(s3, bucket) == []
 
 
 def test_a_fargate_units_domain_error_is_what_finalize_fails_with(s3: Any, bucket: str, hub: Any, aws: Any) -> None:
@@ -130,7 +130,7 @@ def test_a_fargate_units_domain_error_is_what_finalize_fails_with(s3: Any, bucke
         steps.finalize(planned, s3=s3)
     steps.cleanup({**planned, "failed": True}, s3=s3)
     assert incomplete_uploads(s3, bucket) == []
-    assert all_keys(s3, bucket) == []
+    assert failed_clean_problems(s3, bucket) == []
 
 
 def test_fargate_unit_runs_through_the_copier_entrypoint(s3: Any, bucket: str, hub: Any, aws: Any) -> None:

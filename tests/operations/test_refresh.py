@@ -12,7 +12,7 @@ import boto3
 import jsonschema
 import pytest
 from botocore.config import Config
-from conftest import REGION, all_keys, incomplete_uploads
+from conftest import REGION, all_keys, failed_clean_problems, incomplete_uploads
 from ops_support import BIG_FILE, PART_SIZE, default_files, make_repo, manifest_at, read, ref_commit, write_files
 
 from model_cache import errors, layout, plan, steps
@@ -115,7 +115,7 @@ def test_a_big_unchanged_file_is_copied_with_upload_part_copy(
     assert big.copy_from is not None
     assert big.multipart
     assert big.part_count == 3
-    steps.cleanup_plan(s3, prepared, failed=True, written=[])
+    steps.cleanup_plan(s3, prepared)
     result = sync(repo_id, bucket=bucket, part_size=PART_SIZE, concurrency=4, s3=s3)
 
     assert set(hub_file_bytes(hub, repo_id)) == {"README.md"}
@@ -272,7 +272,7 @@ def test_a_source_that_changes_between_plan_and_copy_fails_clean(
     hub: Any, hub_root: Path, s3: Any, bucket: str, first_sync: dict[str, Any]
 ) -> None:
     """GIVEN a refresh planned to copy the unchanged files  WHEN one source object vanishes before its copy
-    THEN the copy unit fails with IntegrityError naming the fix, cleanup leaves no new object or open upload,
+    THEN the copy unit fails with IntegrityError naming the fix, cleanup leaves no unverified object or open upload,
     and refs/main still names the old commit."""
     repo_id = first_sync["repo_id"]
     write_files(hub_root, repo_id, {"README.md": b"# ops test repo, vanishing case\n"})
@@ -285,7 +285,7 @@ def test_a_source_that_changes_between_plan_and_copy_fails_clean(
         steps.copy_unit(copy_item, s3=s3)
     steps.cleanup({**planned, "failed": True}, s3=s3)
 
-    assert all_keys(s3, bucket, layout.snapshot_prefix("models", repo_id, planned["commit"])) == []
+    assert failed_clean_problems(s3, bucket, prefix=layout.snapshot_prefix("models", repo_id, planned["commit"])) == []
     assert incomplete_uploads(s3, bucket) == []
     assert ref_commit(s3, bucket, repo_id) == first_sync["commit"]
 
@@ -314,8 +314,8 @@ def test_a_copy_whose_checksum_differs_from_the_recorded_one_fails_and_is_cleane
 ) -> None:
     """GIVEN a refresh planned to copy the unchanged files, with one source's recorded CRC64NVME altered in the
     stored plan (standing in for a copy that came out different)
-    WHEN the copy-from unit runs  THEN it fails with IntegrityError naming the file; cleanup deletes every object
-    the run wrote (the bad copy included); nothing is published and refs/main still names the old commit."""
+    WHEN the copy-from unit runs  THEN it fails with IntegrityError naming the file; the bad copy is deleted
+    where its check failed, only verified copies stay; nothing is published and refs/main still names the old commit."""
     repo_id = first_sync["repo_id"]
     write_files(hub_root, repo_id, {"README.md": b"# ops test repo, checksum case\n"})
     planned = steps.plan({"repo_id": repo_id, "bucket": bucket, "options": {"part_size": PART_SIZE}}, s3=s3)
@@ -329,7 +329,7 @@ def test_a_copy_whose_checksum_differs_from_the_recorded_one_fails_and_is_cleane
         steps.copy_unit(copy_item, s3=s3)
     steps.cleanup({**planned, "failed": True}, s3=s3)
 
-    assert all_keys(s3, bucket, layout.snapshot_prefix("models", repo_id, planned["commit"])) == []
+    assert failed_clean_problems(s3, bucket, prefix=layout.snapshot_prefix("models", repo_id, planned["commit"])) == []
     assert all_keys(s3, bucket, layout.manifest_key("models", repo_id, planned["commit"])) == []
     assert incomplete_uploads(s3, bucket) == []
     assert ref_commit(s3, bucket, repo_id) == first_sync["commit"]

@@ -14,7 +14,7 @@ from typing import Any
 import boto3
 import jsonschema
 import pytest
-from conftest import REGION, MotoEndpoint, all_keys, incomplete_uploads, unique_name
+from conftest import REGION, MotoEndpoint, all_keys, failed_clean_problems, incomplete_uploads, unique_name
 from sfn_harness import MIB, Router, Stack, create_stack, executing_state_machines, install_routes
 
 from model_cache import layout
@@ -90,7 +90,7 @@ def test_missing_or_gated_repo_fails_with_a_clear_cause_and_publishes_nothing(
     # (the Hub lists a gated repo without a token, so its refusal comes from the first file reads)
     assert len(router.calls("plan")) == 1
     assert all(call.error == error for call in router.calls("copy_unit"))
-    assert all_keys(s3, bucket) == []
+    assert failed_clean_problems(s3, bucket) == []
     assert incomplete_uploads(s3, bucket) == []
 
 
@@ -106,9 +106,10 @@ def test_hash_mismatch_fails_and_leaves_no_incomplete_upload(
     assert execution["status"] == "FAILED", execution
     assert execution["error"] == "IntegrityError", failure_of(execution)
     assert [call.event.get("failed") for call in router.calls("cleanup")] == [True]
-    # AND no upload is left open, no manifest or ref exists, and no repo file is left behind
+    # AND no upload is left open, no manifest or ref exists, and no unverified repo file is left behind
     assert incomplete_uploads(s3, bucket) == []
-    assert published_keys(s3, stack, modelgen.NESTED) == []
+    assert failed_clean_problems(s3, bucket, prefix=layout.repo_prefix(stack.prefix, modelgen.NESTED)) == []
+    hub.faults.clear()
     assert all_keys(s3, bucket, stack.work_prefix) == []
 
 

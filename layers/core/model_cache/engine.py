@@ -17,8 +17,8 @@ from model_cache import errors, layout
 from model_cache.hubapi import resolve_token
 from model_cache.plan import DEFAULT_PART_SIZE, DEFAULT_UNIT_SIZE, PlanOptions, UnitItem
 from model_cache.progress import NullProgress, Progress
-from model_cache.publish import Published, publish
-from model_cache.steps import cleanup_plan, finalize_files, prepare_plan, written_by_outcomes
+from model_cache.publish import Published, hub_head_check, publish
+from model_cache.steps import cleanup_plan, finalize_files, prepare_plan
 from model_cache.transfer import FileOutcome, HubReader, copy_files, run_parts, s3_client
 
 DEFAULT_CONCURRENCY = 8
@@ -110,12 +110,12 @@ def sync(
             if copying is not None:
                 copying.result()
         records, _ = finalize_files(s3, plan, {**copy_outcomes, **outcomes})
-        published = publish(s3, plan, records)
+        is_head = hub_head_check(plan.repo_id, plan.revision, plan.commit, token=token)
+        published = publish(s3, plan, records, is_head=is_head)
     except BaseException:
         progress.abort()
-        # Leaving the `with` waited for the copies, so every object either side wrote is on record here.
-        written = written_by_outcomes(plan, [*copy_outcomes.values(), *outcomes.values()])
-        cleanup_plan(s3, plan, failed=True, written=written)
+        # Leaving the `with` waited for the copies, so no upload is still being written to.
+        cleanup_plan(s3, plan)
         raise
     progress.end()
     hub_bytes = plan.total_bytes - reused_bytes

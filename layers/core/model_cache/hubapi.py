@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import httpx2
 from huggingface_hub import HfApi, constants, get_hf_file_metadata, hf_hub_url
 from huggingface_hub import errors as hf_errors
 
@@ -20,6 +22,9 @@ from model_cache import errors, ids
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _OID_RE = re.compile(r"^[0-9a-f]{40}$")
 DEFAULT_ENDPOINT = "https://huggingface.co"
+DEFAULT_API_TIMEOUT_SECONDS = 30.0
+API_ATTEMPTS = 3
+API_RETRY_BASE_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -107,12 +112,7 @@ def resolve(repo_id: str, revision: str = "main", *, token: str | None = None) -
     ids.validate_revision(revision)
     token = resolve_token(token)
     endpoint = hub_endpoint()
-    # token=False stops huggingface_hub from falling back to a token file on disk when none is given.
-    api = HfApi(endpoint=endpoint, token=token if token else False)
-    try:
-        info = api.model_info(repo_id, revision=revision, files_metadata=True)
-    except Exception as exc:  # every huggingface_hub and network error becomes a domain error
-        raise translate_hub_error(exc, repo_id, revision, token_given=bool(token)) from exc
+    info = _model_info(repo_id, revision, token=token, endpoint=endpoint, files_metadata=True)
     commit = info.sha
     if not isinstance(commit, str) or not _OID_RE.match(commit):
         raise errors.IntegrityError(f"the Hub returned no valid commit id for {repo_id}@{revision}: {commit!r}")
@@ -121,6 +121,52 @@ def resolve(repo_id: str, revision: str = "main", *, token: str | None = None) -
     files = tuple(_hub_files(repo_id, info.siblings or []))
     gated = bool(getattr(info, "gated", False))
     return Snapshot(repo_id=repo_id, revision=revision, commit=commit, endpoint=endpoint, files=files, gated=gated)
+
+
+def api_timeout() -> float:
+    """Seconds huggingface_hub may wait to connect and for each read of a Hub API answer.
+
+    The client's default is no timeout at all: a stalled Hub would hold a plan Lambda until its own
+    timeout and hang the CLI. `MODEL_CACHE_HUB_TIMEOUT` overrides it.
+    """
+    raw = os.environ.get("MODEL_CACHE_HUB_TIMEOUT", "")
+    try:
+        value = float(raw) if raw else DEFAULT_API_TIMEOUT_SECONDS
+    except ValueError:
+        value = DEFAULT_API_TIMEOUT_SECONDS
+    return value if value > 0 else DEFAULT_API_TIMEOUT_SECONDS
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, hf_errors.HfHubHTTPError):
+        status = exc.response.status_code if exc.response is not None else None
+        return status in (408, 429, 500, 502, 503, 504)
+    return isinstance(exc, (httpx2.TimeoutException, httpx2.TransportError, TimeoutError, ConnectionError))
+
+
+def _model_info(repo_id: str, revision: str, *, token: str | None, endpoint: str, files_metadata: bool) -> Any:
+    """One model_info call with connect/read timeouts, retried a few times on a stall or a 5xx."""
+    # token=False stops huggingface_hub from falling back to a token file on disk when none is given.
+    api = HfApi(endpoint=endpoint, token=token if token else False)
+    for attempt in range(API_ATTEMPTS):
+        try:
+            return api.model_info(repo_id, revision=revision, files_metadata=files_metadata, timeout=api_timeout())
+        except Exception as exc:  # every huggingface_hub and network error becomes a domain error
+            if attempt + 1 < API_ATTEMPTS and _transient(exc):
+                time.sleep(API_RETRY_BASE_SECONDS * 2**attempt)
+                continue
+            raise translate_hub_error(exc, repo_id, revision, token_given=bool(token)) from exc
+    raise AssertionError("unreachable")  # the loop returns or raises
+
+
+def head_commit(repo_id: str, revision: str, *, token: str | None = None) -> str:
+    """The commit `revision` names on the Hub right now (one light API call, no file metadata)."""
+    token = resolve_token(token)
+    info = _model_info(repo_id, revision, token=token, endpoint=hub_endpoint(), files_metadata=False)
+    commit = info.sha
+    if not isinstance(commit, str) or not _OID_RE.match(commit):
+        raise errors.IntegrityError(f"the Hub returned no valid commit id for {repo_id}@{revision}: {commit!r}")
+    return commit
 
 
 def check_access(snapshot: Snapshot, path: str, *, token: str | None = None) -> None:

@@ -77,6 +77,7 @@ def build(
     prefix: str,
     files: list[FileRecord],
     created_at: str | None = None,
+    selection: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
     """The manifest dict, files sorted by path, validated before it is returned."""
     ordered = sorted(files, key=lambda record: record.path)
@@ -93,6 +94,8 @@ def build(
         "total_size": sum(record.size for record in ordered),
         "files": [record.to_json() for record in ordered],
     }
+    if selection is not None:
+        manifest["selection"] = {"include": list(selection["include"]), "exclude": list(selection["exclude"])}
     validate(manifest)
     return manifest
 

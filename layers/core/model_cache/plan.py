@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -236,6 +236,9 @@ class Plan:
     units: list[CopyUnit]
     write_hash_file: bool
     work_prefix: str = DEFAULT_WORK_PREFIX
+    # The request's selection, recorded in the manifest (ARCHITECTURE.md 3.2 `selection`).
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
     _by_path: dict[str, PlannedFile] = field(default_factory=dict, repr=False, compare=False)
 
     def file(self, path: str) -> PlannedFile:
@@ -283,6 +286,8 @@ class Plan:
             "work_prefix": self.work_prefix,
             "options": self.options.to_json(),
             "write_hash_file": self.write_hash_file,
+            "include": list(self.include),
+            "exclude": list(self.exclude),
             "files": [planned.to_json() for planned in self.files],
             "units": [unit.to_json() for unit in self.units],
         }
@@ -301,6 +306,8 @@ class Plan:
                 work_prefix=data["work_prefix"],
                 options=PlanOptions.from_json(data["options"]),
                 write_hash_file=bool(data["write_hash_file"]),
+                include=tuple(str(pattern) for pattern in data.get("include", ())),
+                exclude=tuple(str(pattern) for pattern in data.get("exclude", ())),
                 files=[PlannedFile.from_json(item) for item in data["files"]],
                 units=[CopyUnit.from_json(item) for item in data["units"]],
             )
@@ -322,6 +329,8 @@ def make_plan(
     plan_id: str | None = None,
     work_prefix: str = DEFAULT_WORK_PREFIX,
     reuse: Mapping[str, CopySource] | None = None,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
 ) -> Plan:
     """Pure: the files of `selected` as `PlannedFile`s and their copy units (no I/O).
 
@@ -364,6 +373,8 @@ def make_plan(
         files=files,
         units=split_units(files, options),
         write_hash_file=not has_hash_file,
+        include=tuple(include),
+        exclude=tuple(exclude),
     )
 
 

@@ -29,14 +29,14 @@ from model_cache.transfer import (
     abort_uploads,
     complete_upload,
     copy_files,
-    iter_object_ranges,
+    delete_own_write,
     list_keys,
+    read_back_digests,
     run_parts,
     s3_client,
     s3_error,
     start_uploads,
 )
-from model_cache.verify import FileHasher
 
 INLINE_UNITS_LIMIT = 16  # keeps every result under ~8 KB; the Map reads units.json from S3 anyway
 _PLAN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
@@ -88,10 +88,6 @@ def prepare_plan(
     include = validate_globs(list(include), "include")
     exclude = validate_globs(list(exclude), "exclude")
     snapshot = resolve(repo_id, revision, token=token)
-    if not force:
-        existing = publish_mod.get_json(s3, bucket, layout.manifest_key(prefix, repo_id, snapshot.commit))
-        if existing is not None:
-            return publish_mod.point_refs(s3, bucket, prefix, repo_id, revision, existing)
     by_path = {hub_file.path: hub_file for hub_file in snapshot.files}
     chosen = select_paths(list(by_path), include, exclude)
     if not chosen:
@@ -99,6 +95,16 @@ def prepare_plan(
             f"include {list(include)} / exclude {list(exclude)} select none of the {len(by_path)} files "
             f"of {repo_id}@{revision}"
         )
+    if not force:
+        existing = publish_mod.get_json(s3, bucket, layout.manifest_key(prefix, repo_id, snapshot.commit))
+        if existing is not None:
+            # "Published" means published for this selection (ARCHITECTURE.md 3.2): a manifest that
+            # lacks some chosen file is not; only the missing files are copied, and publish writes the union.
+            have = {entry.get("path") for entry in existing.get("files", [])}
+            if all(path in have for path in chosen):
+                head = publish_mod.known_head(snapshot.commit, snapshot.commit)
+                return publish_mod.point_refs(s3, bucket, prefix, repo_id, revision, existing, is_head=head)
+            chosen = [path for path in chosen if path not in have]
     selected = [by_path[path] for path in chosen]
     check_access(snapshot, selected[0].path, token=token)
     # Incremental refresh: files whose bytes the previous snapshot of this revision already holds are
@@ -113,6 +119,8 @@ def prepare_plan(
         plan_id=plan_id,
         work_prefix=work_prefix,
         reuse=reuse,
+        include=include,
+        exclude=exclude,
     )
     try:
         start_uploads(s3, plan)
@@ -136,79 +144,54 @@ def merge_outcomes(batches: Iterable[dict[str, FileOutcome]]) -> dict[str, FileO
 
 def finalize_files(s3: Any, plan: Plan, outcomes: dict[str, FileOutcome]) -> tuple[list[FileRecord], int]:
     """Complete every multipart upload and verify every file; returns the records and how many files
-    were verified by reading back. On failure, deletes the object versions it completed and re-raises."""
+    were verified by reading back.
+
+    Completion is write-once (If-None-Match: *): a key another run already filled is adopted only if
+    its bytes check out, and never replaced. On a read-back mismatch only the object this run itself
+    created is deleted (by version id, or by ETag on an unversioned bucket); a failure never deletes
+    a verified object, so a concurrent or earlier run's published files are never touched.
+    """
     records: list[FileRecord] = []
-    completed: list[tuple[str, str | None]] = []
     read_back = 0
-    try:
-        for planned in plan.files:
-            outcome = outcomes.get(planned.path)
-            if outcome is None:
-                raise errors.TransferError(f"{planned.path} was never copied: a unit is missing its result")
-            if planned.multipart:
-                full_crc = outcome.digests.crc64nvme if outcome.digests else None
-                stored = complete_upload(s3, plan, planned, outcome.parts, full_crc)
-                completed.append((planned.key, stored.version_id))
-                digests = outcome.digests
-                if digests is None:
-                    hasher = FileHasher(planned.hub_file())
-                    for chunk in iter_object_ranges(s3, plan.bucket, planned.key, stored.version_id, planned.size):
-                        hasher.update(chunk)
-                    digests = hasher.verify()
-                    read_back += 1
-            else:
-                if outcome.stored is None or outcome.digests is None:
-                    raise errors.TransferError(f"{planned.path} was never written: a unit is missing its result")
-                stored, digests = outcome.stored, outcome.digests
-            records.append(
-                FileRecord(
-                    path=planned.path,
-                    size=planned.size,
-                    sha256=digests.sha256,
-                    git_oid=planned.git_oid,
-                    lfs=planned.lfs,
-                    key=planned.key,
-                    version_id=stored.version_id,
-                    crc64nvme=stored.crc64nvme,
-                )
+    for planned in plan.files:
+        outcome = outcomes.get(planned.path)
+        if outcome is None:
+            raise errors.TransferError(f"{planned.path} was never copied: a unit is missing its result")
+        if planned.multipart:
+            full_crc = outcome.digests.crc64nvme if outcome.digests else None
+            stored = complete_upload(s3, plan, planned, outcome.parts, full_crc)
+            digests = outcome.digests
+            if digests is None:
+                try:
+                    digests = read_back_digests(s3, plan.bucket, planned, stored)
+                except errors.IntegrityError:
+                    delete_own_write(s3, plan.bucket, planned.key, stored)
+                    raise
+                read_back += 1
+        else:
+            if outcome.stored is None or outcome.digests is None:
+                raise errors.TransferError(f"{planned.path} was never written: a unit is missing its result")
+            stored, digests = outcome.stored, outcome.digests
+        records.append(
+            FileRecord(
+                path=planned.path,
+                size=planned.size,
+                sha256=digests.sha256,
+                git_oid=planned.git_oid,
+                lfs=planned.lfs,
+                key=planned.key,
+                version_id=stored.version_id,
+                crc64nvme=stored.crc64nvme,
             )
-    except BaseException:
-        delete_versions(s3, plan.bucket, completed)
-        raise
+        )
     return records, read_back
 
 
-def delete_versions(s3: Any, bucket: str, written: Iterable[tuple[str, str | None]]) -> int:
-    deleted = 0
-    for key, version_id in written:
-        try:
-            if version_id:
-                s3.delete_object(Bucket=bucket, Key=key, VersionId=version_id)
-            else:
-                s3.delete_object(Bucket=bucket, Key=key)
-            deleted += 1
-        except ClientError:
-            continue  # best effort: cleanup must not hide the error that brought us here
-    return deleted
-
-
-def written_by_outcomes(plan: Plan, outcomes: Iterable[FileOutcome]) -> list[tuple[str, str | None]]:
-    """The single-PUT objects a run wrote (multipart ones are never visible before completion)."""
-    return [
-        (plan.file(outcome.path).key, outcome.stored.version_id) for outcome in outcomes if outcome.stored is not None
-    ]
-
-
-def cleanup_plan(s3: Any, plan: Plan, *, failed: bool, written: Iterable[tuple[str, str | None]]) -> dict[str, int]:
-    """Abort open uploads; after a failure also delete what this run wrote, unless the commit is published."""
-    aborted = abort_uploads(s3, plan)
-    deleted = 0
-    if failed and publish_mod.get_bytes(s3, plan.bucket, plan.manifest_key) is None:
-        # Only versions this run can name. Without a version id (an unversioned bucket) the key may
-        # already hold another execution's copy of the same commit, about to be published; what is
-        # left is a verified file no manifest names yet, which a later run overwrites byte for byte.
-        deleted = delete_versions(s3, plan.bucket, [(key, version) for key, version in written if version])
-    return {"aborted_uploads": aborted, "deleted_objects": deleted}
+def cleanup_plan(s3: Any, plan: Plan) -> dict[str, int]:
+    """Abort the plan's open uploads. Objects already at snapshot keys stay: each one is verified
+    (an unverified one is deleted where its check failed), may be named by another run's manifest,
+    and is adopted by the next run of the commit; gc removes unpublished leftovers after its grace."""
+    return {"aborted_uploads": abort_uploads(s3, plan)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,11 +240,11 @@ def _unit_records(s3: Any, plan: Plan) -> list[dict[str, Any]]:
     return [record for record in records if record is not None]
 
 
-def _outcomes_of(records: Iterable[dict[str, Any]], *, include_failed: bool = False) -> list[dict[str, FileOutcome]]:
+def _outcomes_of(records: Iterable[dict[str, Any]]) -> list[dict[str, FileOutcome]]:
     return [
         {item["path"]: FileOutcome.from_json(item) for item in record["files"]}
         for record in records
-        if include_failed or not record.get("failed")
+        if not record.get("failed")
     ]
 
 
@@ -324,7 +307,9 @@ def plan(event: Any, *, token: str | None = None, s3: Any = None) -> dict[str, A
     """Task 1: resolve, plan, start uploads; store plan.json and units.json under the work prefix."""
     args = _parse_plan_event(event)
     s3 = s3 or s3_client()
-    prepared = prepare_plan(s3, args["repo_id"], args["revision"], token=token, **_without(args, "repo_id", "revision"))
+    prepared = _stored_plan(s3, args) or prepare_plan(
+        s3, args["repo_id"], args["revision"], token=token, **_without(args, "repo_id", "revision")
+    )
     base = {
         "repo_id": args["repo_id"],
         "revision": args["revision"],
@@ -384,6 +369,26 @@ def plan(event: Any, *, token: str | None = None, s3: Any = None) -> dict[str, A
         "reused_bytes": sum(planned.size for planned in the_plan.files if planned.copy_from is not None),
         "manifest_key": the_plan.manifest_key,
     }
+
+
+def _stored_plan(s3: Any, args: dict[str, Any]) -> Plan | None:
+    """The plan an earlier attempt of this very task stored (a retried Plan task has the same plan id).
+
+    Reusing it keeps its multipart uploads: planning again would start new ones and orphan the first
+    attempt's. Only a complete plan is stored (after every upload started), and only one for the same
+    repo and revision is taken.
+    """
+    key = f"{args['work_prefix']}/{args['plan_id']}/plan.json"
+    data = publish_mod.get_json(s3, args["bucket"], key)
+    if data is None:
+        return None
+    stored = Plan.from_json(data)
+    if (stored.repo_id, stored.revision, stored.prefix) != (args["repo_id"], args["revision"], args["prefix"]):
+        raise errors.InvalidRequest(
+            f"plan id {args['plan_id']!r} already holds a plan for {stored.repo_id}@{stored.revision}; "
+            "use another plan id"
+        )
+    return stored
 
 
 def _without(args: dict[str, Any], *names: str) -> dict[str, Any]:
@@ -487,7 +492,8 @@ def publish(event: Any, *, s3: Any = None, token: str | None = None) -> dict[str
     if raw is None:
         raise errors.InvalidRequest(f"no verified file list at {files_key(the_plan)}: run finalize first")
     records = [FileRecord.from_json(item) for item in json.loads(raw)]
-    published = publish_mod.publish(s3, the_plan, records)
+    is_head = publish_mod.hub_head_check(the_plan.repo_id, the_plan.revision, the_plan.commit, token=token)
+    published = publish_mod.publish(s3, the_plan, records, is_head=is_head)
     return {"status": "published", "repo_id": the_plan.repo_id, "revision": the_plan.revision, **published.to_json()}
 
 
@@ -495,17 +501,12 @@ def cleanup(event: Any, *, s3: Any = None, token: str | None = None) -> dict[str
     """Task 5: abort open uploads, delete a failed run's objects, delete the plan's work files."""
     s3 = s3 or s3_client()
     if not isinstance(event, dict) or not event.get("plan_key"):
-        return {"status": "cleaned", "aborted_uploads": 0, "deleted_objects": 0, "deleted_work_files": 0}
+        return {"status": "cleaned", "aborted_uploads": 0, "deleted_work_files": 0}
     try:
         the_plan = load_plan(s3, event)
     except errors.InvalidRequest:
-        return {"status": "cleaned", "aborted_uploads": 0, "deleted_objects": 0, "deleted_work_files": 0}
-    failed = bool(event.get("failed", False))
-    written: list[tuple[str, str | None]] = []
-    if failed:
-        for batch in _outcomes_of(_unit_records(s3, the_plan), include_failed=True):
-            written.extend(written_by_outcomes(the_plan, batch.values()))
-    counts = cleanup_plan(s3, the_plan, failed=failed, written=written)
+        return {"status": "cleaned", "aborted_uploads": 0, "deleted_work_files": 0}
+    counts = cleanup_plan(s3, the_plan)
     deleted_work = delete_prefix(s3, the_plan.bucket, the_plan.work_dir)
     return {"status": "cleaned", **counts, "deleted_work_files": deleted_work}
 

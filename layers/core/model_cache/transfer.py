@@ -31,7 +31,7 @@ from urllib.parse import urljoin, urlsplit
 import boto3
 import httpx2
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from huggingface_hub import get_session, hf_hub_url
 from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]  # lazy re-export
 
@@ -43,6 +43,7 @@ from model_cache.verify import FileDigests, FileHasher
 CHECKSUM_ALGORITHM = "CRC64NVME"
 TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER_SECONDS = 120.0
+READ_BACK_ATTEMPTS = 4
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,8 +138,93 @@ def abort_uploads(s3: Any, plan: Plan) -> int:
 
 @dataclass(frozen=True)
 class StoredObject:
+    """An object at a snapshot key. `created`: this run wrote it (a conditional write succeeded);
+    False: the key already held it (another run's write, adopted only after its bytes checked out)."""
+
     version_id: str | None
     crc64nvme: str | None
+    etag: str | None = None
+    created: bool = True
+
+
+def precondition_failed(exc: ClientError) -> bool:
+    """A conditional write lost: the key already exists (If-None-Match) or changed (If-Match)."""
+    code = exc.response.get("Error", {}).get("Code", "")
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code in ("PreconditionFailed", "ConditionalRequestConflict") or status == 412
+
+
+def adopt_existing(
+    s3: Any, bucket: str, planned: PlannedFile, expected_crc64nvme: str | None, *, read_back: bool = True
+) -> StoredObject:
+    """The key is taken (a write with If-None-Match: * was refused): use the object there only if it
+    holds the file's bytes. Never overwrites or deletes it: it may be named by a published manifest.
+
+    Checked by size and S3's full-object CRC64NVME against `expected_crc64nvme` (the CRC of bytes this
+    run verified); without a CRC to compare, by reading it back and hashing it (`read_back`), or not at
+    all when the caller reads it back itself (a file split across units).
+    """
+    try:
+        head = s3.head_object(Bucket=bucket, Key=planned.key, ChecksumMode="ENABLED")
+    except ClientError as exc:
+        raise s3_error(exc, bucket, f"checking the existing object of {planned.path}") from exc
+    found = StoredObject(
+        version_id=version_or_none(head.get("VersionId")),
+        crc64nvme=head.get("ChecksumCRC64NVME"),
+        etag=head.get("ETag"),
+        created=False,
+    )
+    if head.get("ContentLength") != planned.size:
+        raise errors.IntegrityError(
+            f"{planned.path}: s3://{bucket}/{planned.key} already holds {head.get('ContentLength')} bytes, not the "
+            f"file's {planned.size}; it was left untouched and nothing was published"
+        )
+    if expected_crc64nvme is not None and found.crc64nvme is not None:
+        if found.crc64nvme != expected_crc64nvme:
+            raise errors.IntegrityError(
+                f"{planned.path}: s3://{bucket}/{planned.key} already holds other bytes (CRC64NVME "
+                f"{found.crc64nvme}, the verified bytes have {expected_crc64nvme}); it was left untouched"
+            )
+        return found
+    if read_back:
+        read_back_digests(s3, bucket, planned, found)
+    return found
+
+
+def read_back_digests(s3: Any, bucket: str, planned: PlannedFile, stored: StoredObject) -> FileDigests:
+    """Hash the stored object (by its version id) and check it against the Hub's declaration."""
+    hasher = FileHasher(planned.hub_file())
+    for chunk in iter_object_ranges(s3, bucket, planned.key, stored.version_id, planned.size):
+        hasher.update(chunk)
+    try:
+        return hasher.verify()
+    except errors.IntegrityError as exc:
+        if not stored.created:
+            raise errors.IntegrityError(
+                f"{exc}; s3://{bucket}/{planned.key} was written by another run and was left untouched"
+            ) from exc
+        raise
+
+
+def delete_own_write(s3: Any, bucket: str, key: str, stored: StoredObject) -> bool:
+    """Delete an object this run created and that failed verification, and nothing else.
+
+    By its version id on a versioned bucket; on an unversioned one only while the key still holds
+    this run's ETag (a conditional delete), so another run's object is never touched. An object this
+    run only adopted is never deleted.
+    """
+    if not stored.created:
+        return False
+    condition = (
+        {"VersionId": stored.version_id} if stored.version_id else {"IfMatch": stored.etag} if stored.etag else {}
+    )
+    if not condition:
+        return False
+    try:
+        s3.delete_object(Bucket=bucket, Key=key, **condition)
+    except ClientError:
+        return False  # best effort: the error that brought us here is the one to report
+    return True
 
 
 def complete_upload(
@@ -168,6 +254,9 @@ def complete_upload(
             ]
         },
         "ChecksumType": "FULL_OBJECT",
+        # Write-once: a snapshot key that already holds an object (another run's, maybe published) is
+        # never replaced, on versioned and unversioned buckets alike (ARCHITECTURE.md 3.1).
+        "IfNoneMatch": "*",
     }
     if full_crc64nvme is not None:
         kwargs["ChecksumCRC64NVME"] = full_crc64nvme
@@ -175,6 +264,15 @@ def complete_upload(
         response = s3.complete_multipart_upload(**kwargs)
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
+        if precondition_failed(exc):
+            # The key is taken: by this run's own upload completed in an earlier attempt, or by
+            # another run. Either way this upload can never complete, so it is aborted now.
+            _abort_one(s3, plan, planned)
+            already = _completed_earlier(s3, plan, planned, parts)
+            if already is not None:
+                return already
+            # Without an in-stream digest (a split file) finalize reads the object back itself.
+            return adopt_existing(s3, plan.bucket, planned, full_crc64nvme, read_back=full_crc64nvme is not None)
         if code == "NoSuchUpload":
             # A retried finalize: the upload may already be complete. Accept the object only if its
             # ETag is the multipart ETag of exactly these parts.
@@ -189,9 +287,21 @@ def complete_upload(
     if crc is None:
         head = s3.head_object(Bucket=plan.bucket, Key=planned.key, ChecksumMode="ENABLED", **_version(version_id))
         crc = head.get("ChecksumCRC64NVME")
+    stored = StoredObject(version_id=version_id, crc64nvme=crc, etag=response.get("ETag"))
     if full_crc64nvme is not None and crc is not None and crc != full_crc64nvme:
+        delete_own_write(s3, plan.bucket, planned.key, stored)
         raise errors.IntegrityError(f"{planned.path}: S3 holds CRC64NVME {crc}, the bytes sent had {full_crc64nvme}")
-    return StoredObject(version_id=version_id, crc64nvme=crc)
+    return stored
+
+
+def _abort_one(s3: Any, plan: Plan, planned: PlannedFile) -> None:
+    if planned.upload_id is None:
+        return
+    try:
+        s3.abort_multipart_upload(Bucket=plan.bucket, Key=planned.key, UploadId=planned.upload_id)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in ("NoSuchUpload", "404"):
+            raise s3_error(exc, plan.bucket, f"aborting the upload of {planned.path}") from exc
 
 
 def multipart_etag(parts: Sequence[PartResult]) -> str:
@@ -208,7 +318,13 @@ def _completed_earlier(s3: Any, plan: Plan, planned: PlannedFile, parts: Sequenc
         return None
     if head.get("ETag") != multipart_etag(parts) or head.get("ContentLength") != planned.size:
         return None
-    return StoredObject(version_id=version_or_none(head.get("VersionId")), crc64nvme=head.get("ChecksumCRC64NVME"))
+    # Exactly these parts' bytes, but possibly another run's object of the same bytes: never ours to delete.
+    return StoredObject(
+        version_id=version_or_none(head.get("VersionId")),
+        crc64nvme=head.get("ChecksumCRC64NVME"),
+        etag=head.get("ETag"),
+        created=False,
+    )
 
 
 def version_or_none(version_id: object) -> str | None:
@@ -250,14 +366,20 @@ def iter_object_ranges(
 
     def fetch(start: int) -> bytes:
         end = min(start + chunk_size, size) - 1
-        try:
-            response = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end}", **_version(version_id))
-        except ClientError as exc:
-            raise s3_error(exc, bucket, f"reading back {key}") from exc
-        data: bytes = response["Body"].read()
-        if len(data) != end - start + 1:
-            raise errors.IntegrityError(f"s3://{bucket}/{key}: bytes {start}-{end} came back {len(data)} long")
-        return data
+        for attempt in range(READ_BACK_ATTEMPTS):
+            try:
+                response = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end}", **_version(version_id))
+                data: bytes = response["Body"].read()
+            except ClientError as exc:
+                raise s3_error(exc, bucket, f"reading back {key}") from exc
+            except (BotoCoreError, OSError):
+                data = b""  # a body cut mid-way is a transport fault, not a verdict on the bytes
+            if len(data) == end - start + 1:
+                return data
+            time.sleep(min(2.0, 0.1 * 2**attempt))
+        raise errors.TransferError(
+            f"s3://{bucket}/{key}: bytes {start}-{end} could not be read back whole after {READ_BACK_ATTEMPTS} attempts"
+        )
 
     starts = iter(range(0, size, chunk_size))
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="read-back") as pool:
@@ -625,7 +747,7 @@ def run_parts(
                 hasher = FileHasher(planned.hub_file())
                 hasher.update(data)
                 digests = hasher.verify()  # before the PUT: a bad small file is never written
-                stored = _put_object(s3, plan, planned, data)
+                stored = _put_object(s3, plan, planned, data, digests)
                 with outcome_lock:
                     outcomes[planned.path].digests = digests
                     outcomes[planned.path].stored = stored
@@ -665,13 +787,21 @@ def run_parts(
     return outcomes
 
 
-def _put_object(s3: Any, plan: Plan, planned: PlannedFile, data: bytes) -> StoredObject:
+def _put_object(s3: Any, plan: Plan, planned: PlannedFile, data: bytes, digests: FileDigests) -> StoredObject:
+    """Write a verified small file, only if its key is free (If-None-Match: *); a taken key is adopted
+    when it holds the same bytes, and is never overwritten."""
     try:
-        response = s3.put_object(Bucket=plan.bucket, Key=planned.key, Body=data, ChecksumAlgorithm=CHECKSUM_ALGORITHM)
+        response = s3.put_object(
+            Bucket=plan.bucket, Key=planned.key, Body=data, ChecksumAlgorithm=CHECKSUM_ALGORITHM, IfNoneMatch="*"
+        )
     except ClientError as exc:
+        if precondition_failed(exc):
+            return adopt_existing(s3, plan.bucket, planned, digests.crc64nvme)
         raise s3_error(exc, plan.bucket, f"writing {planned.path}") from exc
     return StoredObject(
-        version_id=version_or_none(response.get("VersionId")), crc64nvme=response.get("ChecksumCRC64NVME")
+        version_id=version_or_none(response.get("VersionId")),
+        crc64nvme=response.get("ChecksumCRC64NVME"),
+        etag=response.get("ETag"),
     )
 
 
@@ -732,10 +862,13 @@ def copy_files(
                 outcomes[planned.path].parts.append(part)
         else:
             stored = _copy_object(s3, plan, planned)
+            try:
+                _check_copy(planned, stored)
+            except errors.IntegrityError:
+                delete_own_write(s3, plan.bucket, planned.key, stored)  # a bad copy this run made, only
+                raise
             with lock:
-                # On record before the check, so a failed run's cleanup deletes a bad copy too.
                 outcomes[planned.path].stored = stored
-            _check_copy(planned, stored)
         start, end = planned.part_range(part_number)
         progress.advance(planned.path, end - start)
 
@@ -786,9 +919,22 @@ def _copy_error(exc: ClientError, plan: Plan, planned: PlannedFile) -> errors.Mo
     return s3_error(exc, plan.bucket, f"copying {planned.path} from the previous snapshot")
 
 
+def _key_exists(s3: Any, bucket: str, key: str) -> bool:
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise s3_error(exc, bucket, f"checking {key}") from exc
+    return True
+
+
 def _copy_object(s3: Any, plan: Plan, planned: PlannedFile) -> StoredObject:
     source = planned.copy_from
     assert source is not None
+    # S3 honours If-None-Match on CopyObject; moto ignores it, so a taken key is also looked for first.
+    if _key_exists(s3, plan.bucket, planned.key):
+        return adopt_existing(s3, plan.bucket, planned, source.crc64nvme)
     try:
         response = s3.copy_object(
             Bucket=plan.bucket,
@@ -797,15 +943,19 @@ def _copy_object(s3: Any, plan: Plan, planned: PlannedFile) -> StoredObject:
             CopySourceIfMatch=source.etag,
             ChecksumAlgorithm=CHECKSUM_ALGORITHM,
             MetadataDirective="COPY",
+            IfNoneMatch="*",
         )
     except ClientError as exc:
+        if precondition_failed(exc) and _key_exists(s3, plan.bucket, planned.key):
+            return adopt_existing(s3, plan.bucket, planned, source.crc64nvme)
         raise _copy_error(exc, plan, planned) from exc
     version_id = version_or_none(response.get("VersionId"))
-    crc = response.get("CopyObjectResult", {}).get("ChecksumCRC64NVME")
+    result = response.get("CopyObjectResult", {})
+    crc = result.get("ChecksumCRC64NVME")
     if crc is None:
         head = s3.head_object(Bucket=plan.bucket, Key=planned.key, ChecksumMode="ENABLED", **_version(version_id))
         crc = head.get("ChecksumCRC64NVME")
-    return StoredObject(version_id=version_id, crc64nvme=crc)
+    return StoredObject(version_id=version_id, crc64nvme=crc, etag=result.get("ETag"))
 
 
 def _check_copy(planned: PlannedFile, stored: StoredObject) -> None:
