@@ -17,7 +17,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from model_cache_loader import fallback as fallback_mod
 from model_cache_loader import layout, metrics
-from model_cache_loader.errors import AccessError, LoaderError, ManifestError, NotCachedError, UsageError
+from model_cache_loader.errors import (
+    AccessError,
+    IntegrityError,
+    LoaderError,
+    ManifestError,
+    NotCachedError,
+    UsageError,
+)
 from model_cache_loader.hfcache import RepoCache, default_cache_dir
 from model_cache_loader.manifest import Manifest, ManifestFile, parse_manifest
 from model_cache_loader.transfer import Downloader, Progress, make_job, s3_error
@@ -153,8 +160,9 @@ class _Pull:
             return local if local is not None else self._miss(exc)
         try:
             return self._from_s3(manifest, body)
-        except (AccessError, NotCachedError) as exc:
-            # S3 went away, or an object the manifest names is gone, mid-download (after retries):
+        except (AccessError, NotCachedError, IntegrityError) as exc:
+            # S3 went away, an object the manifest names is gone, or S3 kept serving bytes that do
+            # not match the manifest (after retries and one fresh download): nothing wrong was kept,
             # what was fetched stays resumable, and the Hub can still serve the model.
             return self._miss(exc)
 
@@ -215,7 +223,7 @@ class _Pull:
             missing = self.cache.missing_files(manifest, rehash=rehash)
             downloaded = 0
             if missing:
-                downloaded = self._download(missing)
+                downloaded = self._download(missing, manifest_bucket=manifest.raw.get("bucket"))
             self.cache.link_snapshot(manifest)
             self.cache.save_manifest(manifest.commit, body)
             self.cache.write_ref(self.revision, manifest.commit)
@@ -224,13 +232,16 @@ class _Pull:
             self.cache.snapshot_dir(manifest.commit), source, manifest.commit, downloaded, len(manifest.files), None
         )
 
-    def _download(self, missing: list[ManifestFile]) -> int:
+    def _download(self, missing: list[ManifestFile], *, manifest_bucket: object) -> int:
         assert self.bucket is not None
         jobs = {}
+        # A manifest's version ids are its own bucket's; a replica (another region's bucket) is read
+        # at its current versions, which only replication writes.
+        own_bucket = manifest_bucket == self.bucket
         for entry in missing:
             name = entry.blob_name
             if name not in jobs:
-                jobs[name] = make_job(entry, self.cache)
+                jobs[name] = make_job(entry, self.cache, pin_version=own_bucket)
         downloader = Downloader(
             self.s3,
             self.bucket,

@@ -15,7 +15,9 @@ import fcntl
 import hashlib
 import logging
 import os
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,6 +48,29 @@ def sha256_of(path: Path) -> str:
         while chunk := handle.read(HASH_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def staging_tag() -> str:
+    """A name part no other writer uses at the same time: pid alone is shared by a process's threads."""
+    return f"{os.getpid()}.{threading.get_ident()}.{uuid.uuid4().hex[:12]}"
+
+
+def write_atomically(final: Path, body: bytes) -> None:
+    """Write `body` to a staging file of this writer's own, fsync it, then rename it over `final`."""
+    staging = final.with_name(f".{final.name}.{staging_tag()}.tmp")
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    try:
+        view = memoryview(body)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            staging.unlink()
+        raise
+    os.close(fd)
+    os.replace(staging, final)
 
 
 class RepoCache:
@@ -134,9 +159,7 @@ class RepoCache:
             with contextlib.suppress(OSError):
                 if os.readlink(link) == target:
                     continue
-            staging = link.with_name(f".{link.name}.{os.getpid()}.link")
-            with contextlib.suppress(FileNotFoundError):
-                staging.unlink()
+            staging = link.with_name(f".{link.name}.{staging_tag()}.link")
             os.symlink(target, staging)
             os.replace(staging, link)
         return snapshot
@@ -149,16 +172,12 @@ class RepoCache:
         if self.read_ref(revision) == commit:
             return
         ref.parent.mkdir(parents=True, exist_ok=True)
-        staging = ref.with_name(f".{ref.name}.{os.getpid()}.tmp")
-        staging.write_text(commit)
-        os.replace(staging, ref)
+        write_atomically(ref, commit.encode("ascii"))
 
     def save_manifest(self, commit: str, body: bytes) -> None:
         self.manifests_dir.mkdir(parents=True, exist_ok=True)
         final = self.manifests_dir / f"{commit}.json"
-        staging = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-        staging.write_bytes(body)
-        os.replace(staging, final)
+        write_atomically(final, body)
 
     def local_manifest(self, commit: str) -> bytes | None:
         try:

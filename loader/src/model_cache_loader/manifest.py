@@ -21,6 +21,8 @@ class ManifestFile:
     key: str
     # S3's full-object CRC64NVME as the pipeline recorded it (base64), or None
     crc64nvme: str | None = None
+    # the S3 version the pipeline verified; GETs ask for exactly it (None: an unversioned bucket)
+    version_id: str | None = None
 
     @property
     def blob_name(self) -> str:
@@ -106,6 +108,7 @@ def parse_manifest(body: bytes, *, source: str) -> Manifest:
                 lfs=entry["lfs"],
                 key=entry["key"],
                 crc64nvme=entry["crc64nvme"],
+                version_id=entry["version_id"],
             )
         )
     _check_no_file_dir_clash(seen_paths, source)

@@ -29,7 +29,9 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import errno
 import hashlib
+import http.client
 import json
 import logging
 import os
@@ -45,6 +47,7 @@ except ImportError:  # the optional `crc` extra
     crc_checksums = None
 
 from botocore.exceptions import BotoCoreError, ClientError
+from urllib3.exceptions import HTTPError
 
 from model_cache_loader.errors import (
     AccessError,
@@ -143,6 +146,10 @@ class _Cancelled(Exception):
     pass
 
 
+class _ShortBody(Exception):
+    """S3 closed the body before the bytes asked for: a transport fault, retried from where it stopped."""
+
+
 @dataclass
 class BlobJob:
     """One blob to fetch: an S3 object of known size and sha256 into a cache blob path."""
@@ -155,6 +162,7 @@ class BlobJob:
     journal_path: Path
     label: str
     crc64nvme: str | None = None
+    version_id: str | None = None
     resumed_bytes: int = 0
     # how this blob is verified: the Downloader's mode, or sha256 where crc64nvme cannot apply
     check: str = ""
@@ -245,6 +253,7 @@ class Downloader:
         self._cancel = threading.Event()
         self._bytes = 0
         self._bytes_lock = threading.Lock()
+        self._checks_said = False
 
     @property
     def bytes_downloaded(self) -> int:
@@ -256,7 +265,7 @@ class Downloader:
         retry = self._run_round(jobs, allow_resume=True)
         if retry:
             log.warning(
-                "resumed download of %s did not verify; discarding the partial file(s) and downloading again",
+                "download of %s did not verify; discarding the file(s) and downloading them once more",
                 ", ".join(job.label for job in retry),
             )
             fresh = [self._fresh_copy(job) for job in retry]
@@ -267,15 +276,28 @@ class Downloader:
 
     def _fresh_copy(self, job: BlobJob) -> BlobJob:
         return BlobJob(
-            job.key, job.size, job.sha256, job.final_path, job.tmp_path, job.journal_path, job.label, job.crc64nvme
+            job.key,
+            job.size,
+            job.sha256,
+            job.final_path,
+            job.tmp_path,
+            job.journal_path,
+            job.label,
+            job.crc64nvme,
+            job.version_id,
         )
 
     def _plan_checks(self, jobs: list[BlobJob]) -> None:
-        """Each blob's check: the asked mode, or sha256 where a CRC64NVME check cannot be made."""
+        """Each blob's check: the asked mode, or sha256 where a CRC64NVME check cannot be made
+        (said once per pull, not again for a blob downloaded once more)."""
         for job in jobs:
             job.check = self.verify
         if self.verify != "crc64nvme":
             return
+        if self._checks_said:
+            self._plan_checks_quietly(jobs)
+            return
+        self._checks_said = True
         if not crc64nvme_available():
             log.warning(
                 "verify=crc64nvme needs awscrt >= 0.38, which is not installed (pip install "
@@ -297,6 +319,11 @@ class Downloader:
                 len(without),
                 shown,
             )
+
+    def _plan_checks_quietly(self, jobs: list[BlobJob]) -> None:
+        for job in jobs:
+            if not crc64nvme_available() or job.crc64nvme is None:
+                job.check = "sha256"
 
     def _run_round(self, jobs: list[BlobJob], *, allow_resume: bool) -> list[BlobJob]:
         self._cancel.clear()
@@ -325,11 +352,8 @@ class Downloader:
             for job in jobs:
                 if not self._finish(job):
                     mismatched.append(job)
-            if mismatched and not allow_resume:
-                return mismatched
-            hard = [job for job in mismatched if job.resumed_bytes == 0]
-            if hard:
-                raise IntegrityError(self._mismatch_message(hard[0]))
+            # A mismatch gets one fresh download (S3 may have served a bad byte once); a second one
+            # raises IntegrityError, which the caller answers with the Hub fallback.
             return mismatched
         finally:
             for job in jobs:
@@ -412,30 +436,34 @@ class Downloader:
                 setattr(job, attr, -1)
 
     def _fetch_part(self, job: BlobJob, index: int) -> None:
+        """GET one part into the blob at its offset, retrying a reset or a cut body from the first
+        byte not yet received: bytes already on disk (and hashed, in-stream or later from disk) are
+        never fetched or written again, so every byte the digest covers is the byte on disk."""
         start = index * job.part_size
-        length = self._part_length(job, index)
-        whole = job.parts == 1
+        end = start + self._part_length(job, index)
+        offset = start
+        sha_in_stream = job.check == "sha256"
+        crc = 0 if job.check == "crc64nvme" else None
         last_error: Exception | None = None
         for attempt in range(PART_ATTEMPTS):
             if self._cancel.is_set():
                 raise _Cancelled()
-            written = 0
-            sha_in_stream = job.check == "sha256"
-            crc = 0 if job.check == "crc64nvme" else None
             try:
                 request: dict[str, Any] = {"Bucket": self.bucket, "Key": job.key}
+                if job.version_id:
+                    request["VersionId"] = job.version_id  # exactly the bytes the pipeline verified
+                whole = job.parts == 1 and offset == start
                 if not whole:
-                    request["Range"] = f"bytes={start}-{start + length - 1}"
+                    request["Range"] = f"bytes={offset}-{end - 1}"
                 response = self.s3.get_object(**request)
-                self._check_object_size(job, response, whole, start, length)
+                self._check_object_size(job, response, whole, offset, end - offset)
                 body = BodyReader(response["Body"])
                 buffer = read_buffer()
-                offset = start
-                while written < length:
+                while offset < end:
                     if self._cancel.is_set():
                         body.close()
                         raise _Cancelled()
-                    received = body.readinto(buffer[: min(READ_CHUNK, length - written)])
+                    received = body.readinto(buffer[: min(READ_CHUNK, end - offset)])
                     if not received:
                         break
                     chunk = buffer[:received]
@@ -445,21 +473,29 @@ class Downloader:
                     elif crc is not None:
                         crc = crc_checksums.crc64nvme(chunk, crc)
                     offset += received
-                    written += received
                     self._count(received)
-                if written != length or not body.at_end():
+                if offset < end:
+                    body.close()
+                    raise _ShortBody(f"the body ended {end - offset} bytes early")
+                if not body.at_end():
                     body.close()
                     raise IntegrityError(
-                        f"{job.label}: s3://{self.bucket}/{job.key} returned a different number of bytes "
-                        f"than the manifest's size {job.size}; re-sync it with the pipeline"
+                        f"{job.label}: s3://{self.bucket}/{job.key} returned more bytes than the manifest's size "
+                        f"{job.size}; nothing was kept"
                     )
                 break
-            except (ClientError, BotoCoreError, OSError) as exc:
-                self._uncount(written)
+            except (ClientError, BotoCoreError, OSError, http.client.HTTPException, HTTPError, _ShortBody) as exc:
                 if isinstance(exc, ClientError) and _client_error_code(exc) not in ("InternalError", "SlowDown", "503"):
                     raise s3_error(exc, bucket=self.bucket, key=job.key) from exc
                 last_error = exc
-                log.debug("%s part %d attempt %d failed: %s", job.label, index, attempt + 1, exc)
+                log.info(
+                    "%s part %d attempt %d cut at byte %d (%s); resuming from there",
+                    job.label,
+                    index,
+                    attempt + 1,
+                    offset,
+                    exc,
+                )
         else:
             assert last_error is not None
             raise s3_error(last_error, bucket=self.bucket, key=job.key) from last_error
@@ -589,8 +625,15 @@ class Downloader:
             return False
         if os.fstat(job.fd).st_size != job.size:
             raise IntegrityError(f"{job.label}: temporary file has the wrong size; is another process writing it?")
+        try:
+            # On disk before the name says "complete": after a node crash a blob of the right size
+            # must not be zeros the page cache never wrote back (completeness is checked by size).
+            os.fsync(job.fd)
+        except OSError as exc:
+            raise _cache_write_error(job, job.tmp_path, exc) from exc
         self._close(job)
         os.replace(job.tmp_path, job.final_path)
+        _fsync_dir(job.final_path.parent)
         with contextlib.suppress(FileNotFoundError):
             job.journal_path.unlink()
         job.finished = True
@@ -601,9 +644,30 @@ def _write_at(job: BlobJob, chunk: memoryview, offset: int) -> None:
     # A local write error (ENOSPC, EIO, read-only cache) is not an S3 fault: it must neither be
     # retried as one nor reported as "S3 unreachable", which sent a full disk to the Hub fallback.
     try:
-        os.pwrite(job.fd, chunk, offset)
+        while chunk:
+            # pwrite may write less than asked (a signal, a nearly full disk): the rest is written
+            # again at its own offset, never assumed to be on disk.
+            written = os.pwrite(job.fd, chunk, offset)
+            if written <= 0:
+                raise OSError(errno.EIO, "pwrite wrote no bytes")
+            chunk = chunk[written:]
+            offset += written
     except OSError as exc:
         raise _cache_write_error(job, job.tmp_path, exc) from exc
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename in `directory` durable (best effort: some filesystems refuse a directory fsync)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _read_at(job: BlobJob, offset: int, end: int) -> memoryview:
@@ -632,8 +696,9 @@ def _first_real_error(futures: list[Future[None]]) -> BaseException:
     return next((e for e in errors if e is not None), LoaderError("download stopped without an error"))
 
 
-def make_job(entry: ManifestFile, cache: RepoCache) -> BlobJob:
-    """The job that fetches a manifest file's object into its blob in a RepoCache."""
+def make_job(entry: ManifestFile, cache: RepoCache, *, pin_version: bool = True) -> BlobJob:
+    """The job that fetches a manifest file's object into its blob in a RepoCache; with `pin_version`
+    it GETs the very version the manifest names."""
     name = entry.blob_name
     return BlobJob(
         key=entry.key,
@@ -644,4 +709,5 @@ def make_job(entry: ManifestFile, cache: RepoCache) -> BlobJob:
         journal_path=cache.journal_path(name),
         label=entry.path,
         crc64nvme=entry.crc64nvme,
+        version_id=entry.version_id if pin_version else None,
     )
