@@ -74,9 +74,15 @@ def weight_key(s3: Any, bucket: str) -> str:
     return str(next(item["Key"] for item in listed if "/snapshots/" in item["Key"] and item["Key"].endswith(WEIGHT)))
 
 
-def pull_via(client: Any, bucket: str, cache: Path, **options: Any) -> Any:
+def pull_via(client: Any, bucket: str, cache: Path, *, concurrency: int = 4, **options: Any) -> Any:
     return pull(
-        FAULT_REPO, bucket=bucket, cache_dir=cache, s3_client=client, part_size=LOADER_PART, concurrency=4, **options
+        FAULT_REPO,
+        bucket=bucket,
+        cache_dir=cache,
+        s3_client=client,
+        part_size=LOADER_PART,
+        concurrency=concurrency,
+        **options,
     )
 
 
@@ -107,6 +113,23 @@ def test_the_loader_reads_the_version_the_manifest_verified(
     assert_pulled_the_hub_bytes(result, fault_hub_endpoint, hf_cache)
 
 
+def test_a_manifest_that_grew_into_a_superset_is_read_again(
+    fault_hub_endpoint: HubServer, s3: Any, hub_retries: RetryLog, tmp_path: Path
+) -> None:
+    """GIVEN a pod pulled the model while the commit was cached for include=["*.json"] only (its local manifest
+    copy names one file)  WHEN the whole model is cached at the same commit (the manifest becomes the union)
+    and the pod pulls again  THEN it reads the manifest again and gets every file, the weight included."""
+    bucket = new_bucket(s3, versioned=True)
+    sync(FAULT_REPO, bucket=bucket, part_size=PART_SIZE, include=["*.json"], s3=s3)
+    narrow = pull(FAULT_REPO, bucket=bucket, cache_dir=tmp_path / "cache", fallback="error")
+    assert not (narrow.path / WEIGHT).exists()
+    sync(FAULT_REPO, bucket=bucket, part_size=PART_SIZE, s3=s3)
+    full = pull(FAULT_REPO, bucket=bucket, cache_dir=tmp_path / "cache", fallback="error", part_size=LOADER_PART)
+    assert full.commit == narrow.commit
+    assert full.source == "s3"
+    assert_pulled_the_hub_bytes(full, fault_hub_endpoint, tmp_path / "cache")
+
+
 # ---------------------------------------------------------------------------------------------
 # 3 + 4: a body cut, reset or served with other bytes
 # ---------------------------------------------------------------------------------------------
@@ -116,14 +139,15 @@ def test_a_retry_that_serves_other_bytes_is_never_renamed_into_a_blob(
     fault_hub_endpoint: HubServer, published: str, s3_proxy: S3Proxy, proxy_client: Any, tmp_path: Path
 ) -> None:
     """GIVEN S3 resets the weight's first GET after 512 KiB, and the retry's answer has one byte flipped
-    WHEN the loader pulls  THEN the flipped byte is caught (the retry asks only for bytes not yet received
+    WHEN the loader pulls (one stream)  THEN the flipped byte is caught (the retry asks only for bytes not yet received
     and hashed, so every byte on disk is hashed), the weight is fetched once more, and every blob hashes
     to its name.
     (Failed on 93eecbe: the retry restarted at the part's first byte and rewrote bytes already hashed, so
     a blob holding the flipped byte was renamed into blobs/<sha256>.)"""
     s3_proxy.faults.add("GetObject", "reset", key=f"*/{WEIGHT}", offset=512 * KIB)
     s3_proxy.faults.add("GetObject", "flip", key=f"*/{WEIGHT}", offset=100)
-    result = pull_via(proxy_client, published, tmp_path / "cache", fallback="error")
+    # One stream: the reset lands on the first part, whose bytes are hashed in-stream as they arrive.
+    result = pull_via(proxy_client, published, tmp_path / "cache", fallback="error", concurrency=1)
     assert s3_proxy.faults.pending() == 0
     assert result.source == "s3"
     assert_pulled_the_hub_bytes(result, fault_hub_endpoint, tmp_path / "cache")

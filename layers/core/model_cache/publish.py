@@ -47,15 +47,7 @@ class Published:
 def get_json(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
     """The JSON object at `key`, or None when there is none (a missing bucket is an error)."""
     body = get_bytes(s3, bucket, key)
-    if body is None:
-        return None
-    try:
-        loaded = json.loads(body)
-    except ValueError as exc:
-        raise errors.IntegrityError(f"s3://{bucket}/{key} is not valid JSON") from exc
-    if not isinstance(loaded, dict):
-        raise errors.IntegrityError(f"s3://{bucket}/{key} is not a JSON object")
-    return loaded
+    return None if body is None else parse_json_object(body, bucket, key)
 
 
 def get_bytes(s3: Any, bucket: str, key: str) -> bytes | None:
@@ -174,7 +166,7 @@ def write_manifest(s3: Any, bucket: str, key: str, manifest: dict[str, Any]) -> 
             except Conflict:
                 continue
             return manifest
-        existing = _parse_manifest(body, bucket, key)
+        existing = parse_json_object(body, bucket, key)
         merged = merge_manifests(existing, manifest)
         if merged is existing:
             return existing
@@ -186,7 +178,7 @@ def write_manifest(s3: Any, bucket: str, key: str, manifest: dict[str, Any]) -> 
     raise errors.TransferError(f"s3://{bucket}/{key} kept changing under {CONDITIONAL_ATTEMPTS} publishes; retry")
 
 
-def _parse_manifest(body: bytes, bucket: str, key: str) -> dict[str, Any]:
+def parse_json_object(body: bytes, bucket: str, key: str) -> dict[str, Any]:
     try:
         loaded = json.loads(body)
     except ValueError as exc:

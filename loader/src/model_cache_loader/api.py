@@ -186,13 +186,18 @@ class _Pull:
         return commit
 
     def _manifest(self, commit: str) -> tuple[Manifest, bytes]:
-        # Manifests are immutable per commit, so a copy we already checked needs no S3 read.
+        # A manifest changes only by growing into a superset (ARCHITECTURE.md 3.2), and only one written
+        # for a narrow selection has files to gain, so a local copy of any other needs no S3 read.
         local = self.cache.local_manifest(commit)
         if local is not None:
             try:
-                return self._checked(parse_manifest(local, source=f"(local copy of {commit})"), commit), local
+                checked = self._checked(parse_manifest(local, source=f"(local copy of {commit})"), commit)
             except ManifestError:
                 log.warning("local copy of manifest %s is unusable; reading it from S3 again", commit)
+            else:
+                if not _narrow(checked):
+                    return checked, local
+                log.info("local copy of manifest %s was written for a narrow selection; reading it again", commit)
         key = layout.manifest_key(self.prefix, self.repo_id, commit)
         body = self._get(key)
         return self._checked(parse_manifest(body, source=f"s3://{self.bucket}/{key}"), commit), body
@@ -305,6 +310,12 @@ class _Pull:
             files=files,
             reason=reason,
         )
+
+
+def _narrow(manifest: Manifest) -> bool:
+    """Written for an include/exclude selection: a later request may have added files to it."""
+    selection = manifest.raw.get("selection")
+    return isinstance(selection, dict) and bool(selection.get("include") or selection.get("exclude"))
 
 
 def _positive(name: str, value: int, minimum: int = 1) -> int:

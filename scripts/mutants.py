@@ -1,0 +1,413 @@
+"""`make mutants`: break each guard that carries the promise, one at a time, and check a test notices.
+
+The promise: a model in the cache is complete and verified, or absent. Each entry of MUTANTS is a
+deliberate break of one guard (a line of code or of template.yaml replaced), the tests that must catch
+it, and why the guard exists. For every entry the working tree (tracked and new files, as they are now)
+is copied to a scratch folder, the one replacement is applied there, and the entry's tests run against
+the scratch copy (PYTHONPATH puts its core package and loader ahead of the editable installs). An entry
+is *killed* when those tests fail, *survived* when they pass, *error* when pytest could not run them or
+the replacement no longer matches the source (a stale entry). First the union of all entries' tests
+runs once unmutated: it must pass, or no verdict means anything.
+
+    python scripts/mutants.py                 # every entry
+    python scripts/mutants.py --only refs     # entries whose name contains "refs"
+    python scripts/mutants.py --list          # the entries, no run
+
+Exits 0 only when every entry was killed. Not part of `make test`: it runs each entry's tests again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CORE = "layers/core/model_cache"
+LOADER = "loader/src/model_cache_loader"
+PIPELINE_TESTS = "tests/reliability/test_integrity_pipeline.py"
+LOADER_TESTS = "tests/reliability/test_integrity_loader.py"
+PYTEST_TIMEOUT_SECONDS = 180
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    path: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+    guards: str
+
+
+MUTANTS: tuple[Mutant, ...] = (
+    # --- publish order and refs (ARCHITECTURE.md 3.1) ------------------------------------------
+    Mutant(
+        "publish: refs before the manifest",
+        f"{CORE}/publish.py",
+        "    published = write_manifest(s3, plan.bucket, plan.manifest_key, manifest)\n"
+        "    return point_refs(s3, plan.bucket, plan.prefix, plan.repo_id, plan.revision, published, is_head=is_head)",
+        "    moved = point_refs(s3, plan.bucket, plan.prefix, plan.repo_id, plan.revision, manifest, is_head=is_head)\n"
+        "    write_manifest(s3, plan.bucket, plan.manifest_key, manifest)\n"
+        "    return moved",
+        (f"{PIPELINE_TESTS}::test_publish_writes_the_manifest_before_any_ref_and_a_ref_before_manifest_json",),
+        "a reader that finds a ref finds its manifest",
+    ),
+    Mutant(
+        "refs: move without asking the Hub for the head",
+        f"{CORE}/publish.py",
+        "            if not is_head():\n                return False",
+        "            if False:\n                return False",
+        (f"{PIPELINE_TESTS}::test_an_older_commit_that_publishes_last_never_moves_refs_back",),
+        "refs only move forward: an older commit never takes the ref",
+    ),
+    Mutant(
+        "refs: unconditional ref write",
+        f"{CORE}/publish.py",
+        '            put_bytes(s3, bucket, key, wanted, "text/plain", if_match=etag, create=etag is None)',
+        '            put_bytes(s3, bucket, key, wanted, "text/plain")',
+        (f"{PIPELINE_TESTS}::test_interleaved_publishes_leave_refs_main_and_manifest_json_on_the_head_commit",),
+        "a ref write loses to a writer that moved it in between (If-Match / If-None-Match)",
+    ),
+    Mutant(
+        "refs: manifest.json written without re-reading refs/main",
+        f"{CORE}/publish.py",
+        '        if get_bytes(s3, bucket, ref_key) != manifest["commit"].encode("ascii"):\n            return False',
+        "        if False:\n            return False",
+        (f"{PIPELINE_TESTS}::test_interleaved_publishes_leave_refs_main_and_manifest_json_on_the_head_commit",),
+        "manifest.json follows refs/main: the two never name different commits",
+    ),
+    Mutant(
+        "manifest: overwritten instead of replaced by a superset",
+        f"{CORE}/publish.py",
+        "        existing = parse_json_object(body, bucket, key)\n        merged = merge_manifests(existing, manifest)",
+        "        existing = parse_json_object(body, bucket, key)\n        merged = manifest",
+        (f"{PIPELINE_TESTS}::test_concurrent_runs_with_different_selections_publish_the_union",),
+        "manifests/{commit}.json is immutable but for supersets",
+    ),
+    Mutant(
+        "selection: already published ignores include/exclude",
+        f"{CORE}/steps.py",
+        "            if all(path in have for path in chosen):",
+        "            if True:",
+        (f"{PIPELINE_TESTS}::test_a_narrow_request_does_not_seal_the_commit",),
+        "a narrow request never seals a commit",
+    ),
+    # --- write-once snapshot keys ---------------------------------------------------------------
+    Mutant(
+        "write-once: CompleteMultipartUpload without If-None-Match",
+        f"{CORE}/transfer.py",
+        '        "IfNoneMatch": "*",\n    }',
+        "    }",
+        (f"{PIPELINE_TESTS}::test_a_second_run_never_replaces_a_published_object_with_unverified_bytes",),
+        "a published object is never replaced by unverified bytes",
+    ),
+    Mutant(
+        "write-once: small-file PutObject without If-None-Match",
+        f"{CORE}/transfer.py",
+        'Body=data, ChecksumAlgorithm=CHECKSUM_ALGORITHM, IfNoneMatch="*"',
+        "Body=data, ChecksumAlgorithm=CHECKSUM_ALGORITHM",
+        (f"{PIPELINE_TESTS}::test_a_second_run_never_replaces_a_published_object_with_unverified_bytes",),
+        "a published small file is never replaced (its version stays the manifest's)",
+    ),
+    Mutant(
+        "adopt: a taken key used without checking its bytes",
+        f"{CORE}/transfer.py",
+        "    if read_back:\n        read_back_digests(s3, bucket, planned, found)\n    return found",
+        "    return found",
+        (f"{PIPELINE_TESTS}::test_a_retried_finalize_accepts_a_completed_object_only_if_it_is_its_own",),
+        "another run's object is adopted only if it holds the verified bytes",
+    ),
+    Mutant(
+        "finalize retry: completed object accepted without its ETag and size",
+        f"{CORE}/transfer.py",
+        '    if head.get("ETag") != multipart_etag(parts) or head.get("ContentLength") != planned.size:\n'
+        "        return None\n    # Exactly",
+        "    # Exactly",
+        (f"{PIPELINE_TESTS}::test_a_retried_finalize_accepts_a_completed_object_only_if_it_is_its_own",),
+        "a retried finalize takes a completed object for its own only with its parts' ETag and size",
+    ),
+    Mutant(
+        "delete: an adopted object deleted after a failed check",
+        f"{CORE}/transfer.py",
+        "    if not stored.created:\n        return False\n    condition",
+        "    condition",
+        (f"{PIPELINE_TESTS}::test_a_retried_finalize_accepts_a_completed_object_only_if_it_is_its_own",),
+        "a run deletes only what it created",
+    ),
+    Mutant(
+        "cleanup: a failed run deletes the objects at its keys",
+        f"{CORE}/steps.py",
+        '    return {"aborted_uploads": abort_uploads(s3, plan)}',
+        "    for planned in plan.files:\n        s3.delete_object(Bucket=plan.bucket, Key=planned.key)\n"
+        '    return {"aborted_uploads": abort_uploads(s3, plan)}',
+        (
+            f"{PIPELINE_TESTS}::test_second_execution_failing_in_finalize_never_deletes_the_first_ones_published_objects",
+        ),
+        "no run deletes an object a published manifest names",
+    ),
+    Mutant(
+        "cleanup: open uploads left open",
+        f"{CORE}/steps.py",
+        '    return {"aborted_uploads": abort_uploads(s3, plan)}',
+        '    return {"aborted_uploads": 0}',
+        ("tests/integration/test_engine.py", "tests/integration/test_steps.py"),
+        "a failure leaves no incomplete multipart upload",
+    ),
+    # --- verification ---------------------------------------------------------------------------
+    Mutant(
+        "verify: a read-back hashed but not compared",
+        f"{CORE}/transfer.py",
+        "    try:\n        return hasher.verify()\n    except errors.IntegrityError as exc:\n"
+        "        if not stored.created:",
+        "    try:\n        return hasher.digests()\n    except errors.IntegrityError as exc:\n"
+        "        if not stored.created:",
+        ("tests/pipeline/test_state_machine.py::test_hash_mismatch_fails_and_leaves_no_incomplete_upload",),
+        "a file split across units is verified by reading it back",
+    ),
+    Mutant(
+        "verify: sha256 of an LFS file not compared",
+        f"{CORE}/verify.py",
+        "        if digests.sha256 != hub_file.lfs_sha256:",
+        "        if False:",
+        ("tests/reliability/test_reliability_hub.py", "tests/integration/test_engine.py"),
+        "every byte is checked against the Hub's declared hash",
+    ),
+    Mutant(
+        "verify: a small file written before it is hashed",
+        f"{CORE}/transfer.py",
+        "                digests = hasher.verify()  # before the PUT: a bad small file is never written",
+        "                digests = hasher.digests()",
+        ("tests/integration/test_engine.py",),
+        "a bad small file is never written",
+    ),
+    Mutant(
+        "verify: a copy inside S3 not checked against the recorded CRC64NVME",
+        f"{CORE}/transfer.py",
+        "            try:\n                _check_copy(planned, stored)\n",
+        "            try:\n                pass\n",
+        ("tests/operations/test_refresh.py",),
+        "a refresh copy is byte-exact",
+    ),
+    # --- traversal ------------------------------------------------------------------------------
+    Mutant(
+        "traversal: the pipeline accepts a '..' path from the Hub",
+        f"{CORE}/ids.py",
+        '    if any(segment in (".", "..") for segment in segments):',
+        "    if False:",
+        ("tests/badinput/test_badinput_corpus.py", "tests/unit/test_ids.py"),
+        "a Hub listing cannot write outside the snapshot prefix",
+    ),
+    Mutant(
+        "traversal: the loader accepts a '..' path from a manifest",
+        f"{LOADER}/manifest.py",
+        '    elif any(segment in (".", "..") for segment in path.split("/")):',
+        "    elif False:",
+        ("tests/loader/test_loader_layout.py", "tests/badinput/test_badinput_corpus.py"),
+        "a tampered manifest cannot write outside the cache",
+    ),
+    # --- the Hub ----------------------------------------------------------------------------------
+    Mutant(
+        "hub: model_info without a timeout",
+        f"{CORE}/hubapi.py",
+        "files_metadata=files_metadata, timeout=api_timeout())",
+        "files_metadata=files_metadata)",
+        (f"{PIPELINE_TESTS}::test_a_stalled_hub_api_fails_resolve_instead_of_hanging",),
+        "a stalled Hub cannot hang resolve",
+    ),
+    Mutant(
+        "plan: a retried Plan task plans again",
+        f"{CORE}/steps.py",
+        "    prepared = _stored_plan(s3, args) or prepare_plan(",
+        "    prepared = None or prepare_plan(",
+        (f"{PIPELINE_TESTS}::test_a_retried_plan_task_starts_no_second_set_of_uploads",),
+        "a retried Plan task orphans no upload",
+    ),
+    Mutant(
+        "request: any StartExecution failure taken for a duplicate",
+        f"{CORE}/request_message.py",
+        "    except client.exceptions.ExecutionAlreadyExists:",
+        "    except Exception:",
+        (f"{PIPELINE_TESTS}::test_a_throttled_start_execution_is_a_failed_item_not_a_duplicate",),
+        "a throttled request goes back to the queue, never lost",
+    ),
+    # --- the loader -----------------------------------------------------------------------------
+    Mutant(
+        "loader: GET without the manifest's version id",
+        f"{LOADER}/transfer.py",
+        "                if job.version_id:\n",
+        "                if False:\n",
+        (f"{LOADER_TESTS}::test_the_loader_reads_the_version_the_manifest_verified",),
+        "a pod reads exactly the bytes that were verified",
+    ),
+    Mutant(
+        "loader: a retry restarts at the part's first byte",
+        f"{LOADER}/transfer.py",
+        "            if self._cancel.is_set():\n                raise _Cancelled()\n            try:\n"
+        '                request: dict[str, Any] = {"Bucket": self.bucket, "Key": job.key}',
+        "            if self._cancel.is_set():\n                raise _Cancelled()\n            offset = start\n"
+        '            try:\n                request: dict[str, Any] = {"Bucket": self.bucket, "Key": job.key}',
+        (f"{LOADER_TESTS}::test_a_retry_that_serves_other_bytes_is_never_renamed_into_a_blob",),
+        "every byte on disk is a byte that was hashed",
+    ),
+    Mutant(
+        "loader: a short body is an integrity error",
+        f"{LOADER}/transfer.py",
+        '                    raise _ShortBody(f"the body ended {end - offset} bytes early")',
+        '                    raise IntegrityError(f"the body ended {end - offset} bytes early")',
+        (f"{LOADER_TESTS}::test_an_s3_body_cut_mid_get_resumes_from_the_first_missing_byte",),
+        "a connection cut mid-body is retried, not fatal",
+    ),
+    Mutant(
+        "loader: no Hub fallback when S3 keeps serving bad bytes",
+        f"{LOADER}/api.py",
+        "        except (AccessError, NotCachedError, IntegrityError) as exc:",
+        "        except (AccessError, NotCachedError) as exc:",
+        (f"{LOADER_TESTS}::test_s3_that_keeps_serving_bad_bytes_falls_back_to_the_hub_and_says_why",),
+        "a pod still starts when the cache serves bad bytes",
+    ),
+    Mutant(
+        "loader: a narrow local manifest copy never read again",
+        f"{LOADER}/api.py",
+        "                if not _narrow(checked):",
+        "                if True:",
+        (f"{LOADER_TESTS}::test_a_manifest_that_grew_into_a_superset_is_read_again",),
+        "a reader of a manifest that grew into a superset gets the new files",
+    ),
+    Mutant(
+        "loader: a blob renamed without its digest matching",
+        f"{LOADER}/transfer.py",
+        "            matches = job.hashed_bytes == job.size and job.digest.hexdigest() == job.sha256",
+        "            matches = True",
+        (f"{LOADER_TESTS}::test_a_retry_that_serves_other_bytes_is_never_renamed_into_a_blob",),
+        "no blob differs from its name",
+    ),
+    Mutant(
+        "loader: staging files named per process",
+        f"{LOADER}/hfcache.py",
+        '    return f"{os.getpid()}.{threading.get_ident()}.{uuid.uuid4().hex[:12]}"',
+        '    return f"{os.getpid()}"',
+        (f"{LOADER_TESTS}::test_two_threads_pulling_one_model_in_one_process_never_race",),
+        "two threads of one process pull safely",
+    ),
+    Mutant(
+        "loader: pwrite's count ignored",
+        f"{LOADER}/transfer.py",
+        "            chunk = chunk[written:]\n            offset += written",
+        "            chunk = chunk[len(chunk) :]\n            offset += written",
+        (f"{LOADER_TESTS}::test_a_short_write_is_written_again_not_taken_for_done",),
+        "a short write is never taken for done",
+    ),
+    Mutant(
+        "loader: no fsync before the rename",
+        f"{LOADER}/transfer.py",
+        "            os.fsync(job.fd)\n        except OSError as exc:\n"
+        "            raise _cache_write_error(job, job.tmp_path, exc)",
+        "            pass\n        except OSError as exc:\n"
+        "            raise _cache_write_error(job, job.tmp_path, exc)",
+        (f"{LOADER_TESTS}::test_a_blob_is_fsynced_before_its_rename",),
+        "a crash cannot leave a zero-filled blob of the right size",
+    ),
+)
+
+
+def tracked_files() -> list[str]:
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO_ROOT,
+        check=True,
+        capture_output=True,
+    ).stdout.decode()
+    return [path for path in listed.split("\0") if path and (REPO_ROOT / path).is_file()]
+
+
+def scratch_copy(files: list[str], into: Path) -> None:
+    for path in files:
+        target = into / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        source = REPO_ROOT / path
+        if source.is_symlink():
+            target.symlink_to(os.readlink(source))
+        else:
+            shutil.copy2(source, target)
+
+
+def apply(mutant: Mutant, tree: Path) -> str | None:
+    """Apply the replacement in `tree`; None when done, else why it could not be."""
+    target = tree / mutant.path
+    text = target.read_text()
+    count = text.count(mutant.old)
+    if count != 1:
+        return f"the guarded text occurs {count} times in {mutant.path}: update the entry"
+    target.write_text(text.replace(mutant.old, mutant.new))
+    return None
+
+
+def run_tests(tree: Path, tests: tuple[str, ...], *, first_failure: bool) -> int:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tree / "layers/core"), str(tree / "loader/src")]),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", f"--timeout={PYTEST_TIMEOUT_SECONDS}"]
+    command += ["-x"] if first_failure else []
+    completed = subprocess.run([*command, *tests], cwd=tree, env=env, capture_output=True, text=True)
+    return completed.returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="", help="run the entries whose name contains this text")
+    parser.add_argument("--list", action="store_true", help="print the entries and stop")
+    args = parser.parse_args(argv)
+    chosen = [mutant for mutant in MUTANTS if args.only in mutant.name]
+    if args.list:
+        for mutant in chosen:
+            print(f"{mutant.name}  ({mutant.path}): {mutant.guards}")
+        return 0
+    files = tracked_files()
+    scratch = Path(tempfile.mkdtemp(prefix="model-cache-mutants-"))
+    try:
+        baseline = scratch / "baseline"
+        scratch_copy(files, baseline)
+        union = tuple(dict.fromkeys(test for mutant in chosen for test in mutant.tests))
+        print(f"baseline: {len(union)} test selections, unmutated ...", flush=True)
+        if run_tests(baseline, union, first_failure=False) != 0:
+            print("baseline FAILED: the entries' tests must pass before any mutant means anything")
+            return 2
+        rows: list[tuple[str, str, str, float]] = []
+        for number, mutant in enumerate(chosen, 1):
+            tree = scratch / f"mutant-{number:02d}"
+            scratch_copy(files, tree)
+            started = time.monotonic()
+            problem = apply(mutant, tree)
+            if problem is not None:
+                verdict = f"error: {problem}"
+            else:
+                code = run_tests(tree, mutant.tests, first_failure=True)
+                verdict = {0: "SURVIVED", 1: "killed"}.get(code, f"error: pytest exit {code}")
+            seconds = time.monotonic() - started
+            shown_tests = ", ".join(test.replace("tests/", "").split("::")[-1] for test in mutant.tests)
+            rows.append((mutant.name, shown_tests, verdict, seconds))
+            print(f"[{number:2d}/{len(chosen)}] {verdict:8} {mutant.name} ({seconds:.0f} s)", flush=True)
+            shutil.rmtree(tree, ignore_errors=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    print()
+    print("| mutation | tests run | result |")
+    print("| --- | --- | --- |")
+    for name, tests, verdict, _ in rows:
+        print(f"| {name} | {tests} | {verdict} |")
+    killed = sum(1 for row in rows if row[2] == "killed")
+    print(f"\n{killed} of {len(rows)} mutants killed")
+    return 0 if killed == len(rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
