@@ -237,6 +237,57 @@ MUTANTS: tuple[Mutant, ...] = (
         (f"{PIPELINE_TESTS}::test_a_throttled_start_execution_is_a_failed_item_not_a_duplicate",),
         "a throttled request goes back to the queue, never lost",
     ),
+    # --- operations: dedupe by outcome, the failure path, refresh copies, capacity ----------------
+    Mutant(
+        "dedupe: a finished execution's name taken for a duplicate",
+        f"{CORE}/request_message.py",
+        '            if status == "SUCCEEDED" and check(request):',
+        "            if True:",
+        ("tests/pipeline/test_request_outcomes.py",),
+        "a request is never silently dropped: a failed run or a stale success runs again",
+    ),
+    Mutant(
+        "dedupe: a succeeded branch request collapses without asking the Hub for the head",
+        f"{CORE}/request_message.py",
+        "            or hubapi.head_commit(request.repo_id, request.revision, token=hub_token()) != commit\n",
+        "            or False\n",
+        (
+            "tests/pipeline/test_request_outcomes.py::test_a_branch_request_within_the_hour_runs_again_when_the_branch_moved",
+        ),
+        "a branch that moved is cached again within the dedupe window",
+    ),
+    Mutant(
+        "failure path: finalize completes uploads while a unit has no result",
+        f"{CORE}/steps.py",
+        '    if event.get("explain") or any(unit.unit_id not in recorded_ok for unit in the_plan.units):',
+        '    if event.get("explain"):',
+        ("tests/pipeline/test_copy_failure.py",),
+        "the failure path names the failed unit and its cause, and finalizes nothing",
+    ),
+    Mutant(
+        "refresh: a copy names the source key, not the verified version",
+        f"{CORE}/transfer.py",
+        '    return {"Bucket": plan.bucket, "Key": source.key, **pinned}',
+        '    return {"Bucket": plan.bucket, "Key": source.key}',
+        ("tests/operations/test_refresh.py",),
+        "a delete marker or a newer write over a source never fails or poisons a refresh copy",
+    ),
+    Mutant(
+        "capacity: the copy-unit function reserves less than one refresh fans out",
+        "template.yaml",
+        "      ReservedConcurrentExecutions: !Ref CopyUnitConcurrency\n",
+        "      ReservedConcurrentExecutions: 50\n",
+        ("tests/operations/test_capacity.py",),
+        "one scheduled refresh at its widest is never throttled",
+    ),
+    Mutant(
+        "capacity: a throttled unit gives up after two minutes",
+        "statemachine/model_cache.asl.json",
+        '"MaxAttempts": 40,',
+        '"MaxAttempts": 6,',
+        ("tests/operations/test_capacity.py",),
+        "throttled units wait for running ones to drain",
+    ),
     # --- the loader -----------------------------------------------------------------------------
     Mutant(
         "loader: GET without the manifest's version id",

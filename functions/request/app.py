@@ -3,8 +3,9 @@
 Each record is handled on its own (Powertools BatchProcessor, ReportBatchItemFailures): a
 malformed message is logged with the reason and reported as a failed item, so SQS redrives it to
 the dead-letter queue after maxReceiveCount; a valid one starts an execution whose name is the
-request's deterministic name, and ExecutionAlreadyExists means a duplicate that collapsed into the
-execution already started: success.
+request's deterministic name. A taken name is a duplicate only when that execution is running, or
+succeeded with its result still in the bucket; otherwise the request runs again under a new name
+(model_cache.request_message.start_request_execution).
 """
 
 from __future__ import annotations
@@ -26,6 +27,14 @@ tracer = Tracer()
 metrics = Metrics()
 # A batch of only malformed messages is still answered with item failures (not an exception), so
 # every message takes the same path to the dead-letter queue and the invocation is not an error.
+# One metric per way a request is acknowledged (docs/pipeline.md): a new execution, one already running
+# or already succeeded with its result still in the bucket, or a new run after one that did not stand.
+OUTCOME_METRICS = {
+    "accepted": "RequestsAccepted",
+    "deduplicated-running": "RequestsDeduplicatedRunning",
+    "deduplicated-succeeded": "RequestsDeduplicatedSucceeded",
+    "restarted": "RequestsRestarted",
+}
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
@@ -39,15 +48,12 @@ def record_handler(record: SQSRecord) -> dict[str, Any]:
         raise
     details = {"message_id": record.message_id, "repo_id": request.repo_id, "revision": request.revision}
     started = start_request_execution(request)
-    if started.duplicate:
-        logger.info(
-            "duplicate request collapsed into the existing execution", extra={**details, "execution": started.name}
-        )
-        metrics.add_metric(name="RequestsDeduplicated", unit=MetricUnit.Count, value=1)
-        return {"execution": started.name, "duplicate": True}
-    logger.info("execution started", extra={**details, "execution_arn": started.execution_arn})
-    metrics.add_metric(name="RequestsAccepted", unit=MetricUnit.Count, value=1)
-    return {"execution": started.name, "duplicate": False}
+    logger.info(
+        f"request {started.outcome}",
+        extra={**details, "execution": started.name, "execution_arn": started.execution_arn},
+    )
+    metrics.add_metric(name=OUTCOME_METRICS[started.outcome], unit=MetricUnit.Count, value=1)
+    return {"execution": started.name, "outcome": started.outcome, "duplicate": started.duplicate}
 
 
 @logger.inject_lambda_context(log_event=False, clear_state=True)

@@ -156,12 +156,12 @@ def test_a_refresh_through_the_state_machine_tasks_runs_copy_from_units_on_lambd
     assert not all_keys(s3, bucket, "_model-cache-work/")
 
 
-def test_a_tampered_previous_object_is_fetched_from_the_hub_not_copied(
+def test_a_tampered_previous_object_is_never_copied_the_verified_version_is(
     hub: Any, hub_root: Path, s3: Any, bucket: str, first_sync: dict[str, Any], manifest_schema: Any
 ) -> None:
-    """GIVEN a synced repo whose config.json object was overwritten in S3 after publishing (a new version)
-    WHEN the README changes and the repo is refreshed
-    THEN config.json is not copied from the altered object but fetched from the Hub again, and the new
+    """GIVEN a synced repo on a versioned bucket whose config.json key was overwritten after publishing (a new,
+    unverified version)  WHEN the README changes and the repo is refreshed
+    THEN config.json is copied from the version the manifest verified, never from the altered one, and the new
     snapshot holds the Hub's bytes."""
     repo_id = first_sync["repo_id"]
     config = next(e for e in first_sync["manifest"]["files"] if e["path"] == "config.json")
@@ -171,9 +171,30 @@ def test_a_tampered_previous_object_is_fetched_from_the_hub_not_copied(
 
     result = sync(repo_id, bucket=bucket, part_size=PART_SIZE, concurrency=4, s3=s3)
 
+    assert set(hub_file_bytes(hub, repo_id)) == {"README.md"}
+    assert result.reused_files == 4
+    assert_published_like_the_hub(hub, s3, bucket, repo_id, manifest_schema)
+
+
+def test_a_tampered_previous_object_on_an_unversioned_bucket_is_fetched_from_the_hub(
+    hub: Any, hub_root: Path, s3: Any, first_sync: dict[str, Any], manifest_schema: Any
+) -> None:
+    """GIVEN the same repo synced into an unversioned bucket, its config.json overwritten in place
+    WHEN it is refreshed  THEN config.json no longer matches its recorded checksum, so it comes from the Hub."""
+    repo_id = first_sync["repo_id"]
+    plain = f"plain-{first_sync['commit'][:12]}"
+    s3.create_bucket(Bucket=plain)
+    sync(repo_id, bucket=plain, part_size=PART_SIZE, concurrency=4, s3=s3)
+    key = layout.file_key("models", repo_id, hub.repo_info(repo_id).commit, "config.json")
+    s3.put_object(Bucket=plain, Key=key, Body=b'{"tampered": 1}')
+    write_files(hub_root, repo_id, {"README.md": b"# ops test repo, tampered unversioned case\n"})
+    hub.requests.clear()
+
+    result = sync(repo_id, bucket=plain, part_size=PART_SIZE, concurrency=4, s3=s3)
+
     assert set(hub_file_bytes(hub, repo_id)) == {"README.md", "config.json"}
     assert result.reused_files == 3
-    assert_published_like_the_hub(hub, s3, bucket, repo_id, manifest_schema)
+    assert_published_like_the_hub(hub, s3, plain, repo_id, manifest_schema)
 
 
 def test_force_fetches_everything_from_the_hub(
@@ -268,17 +289,41 @@ def test_a_previous_manifest_pointing_outside_the_repo_is_never_copied_from(
     assert result.reused_files == 3
 
 
-def test_a_source_that_changes_between_plan_and_copy_fails_clean(
+def test_a_delete_marker_on_a_source_after_planning_does_not_fail_the_copy(
     hub: Any, hub_root: Path, s3: Any, bucket: str, first_sync: dict[str, Any]
 ) -> None:
-    """GIVEN a refresh planned to copy the unchanged files  WHEN one source object vanishes before its copy
-    THEN the copy unit fails with IntegrityError naming the fix, cleanup leaves no unverified object or open upload,
-    and refs/main still names the old commit."""
+    """GIVEN a refresh planned to copy the unchanged files, on a versioned bucket  WHEN a delete marker lands on
+    one source object before its copy (the verified version is still there)  THEN the copy, pinned by version id,
+    succeeds and the new snapshot publishes with that file's bytes.
+    (Failed on 94042d4: the copy named the key only and failed with 'run the refresh again'.)"""
+    repo_id = first_sync["repo_id"]
+    write_files(hub_root, repo_id, {"README.md": b"# ops test repo, delete marker case\n"})
+    planned = steps.plan({"repo_id": repo_id, "bucket": bucket, "options": {"part_size": PART_SIZE}}, s3=s3)
+    vocab = next(e for e in first_sync["manifest"]["files"] if e["path"] == "tokenizer/vocab.txt")
+    s3.delete_object(Bucket=bucket, Key=vocab["key"])  # no version id: a delete marker
+
+    for item in planned["units"]:
+        steps.copy_unit(item, s3=s3)
+    published = steps.publish(steps.finalize(planned, s3=s3), s3=s3)
+    steps.cleanup({**planned, "failed": False}, s3=s3)
+
+    manifest = manifest_at(s3, bucket, published["manifest_key"])
+    entry = next(e for e in manifest["files"] if e["path"] == "tokenizer/vocab.txt")
+    assert read(s3, bucket, entry["key"], entry["version_id"]) == b"hello\nworld\n"
+    assert incomplete_uploads(s3, bucket) == []
+
+
+def test_a_source_version_deleted_between_plan_and_copy_fails_clean(
+    hub: Any, hub_root: Path, s3: Any, bucket: str, first_sync: dict[str, Any]
+) -> None:
+    """GIVEN a refresh planned to copy the unchanged files  WHEN one source's verified version is deleted for good
+    before its copy  THEN the copy unit fails with IntegrityError naming the fix, cleanup leaves no unverified
+    object or open upload, and refs/main still names the old commit."""
     repo_id = first_sync["repo_id"]
     write_files(hub_root, repo_id, {"README.md": b"# ops test repo, vanishing case\n"})
     planned = steps.plan({"repo_id": repo_id, "bucket": bucket, "options": {"part_size": PART_SIZE}}, s3=s3)
     vocab = next(e for e in first_sync["manifest"]["files"] if e["path"] == "tokenizer/vocab.txt")
-    s3.delete_object(Bucket=bucket, Key=vocab["key"])
+    s3.delete_object(Bucket=bucket, Key=vocab["key"], VersionId=vocab["version_id"])
     copy_item = next(item for item in planned["units"] if item["kind"] == "copy-from")
 
     with pytest.raises(errors.IntegrityError, match="run the refresh again"):

@@ -112,7 +112,7 @@ def test_duplicate_from_another_requester_collapses_into_the_running_execution(
     assert response == {"batchItemFailures": []}
     started = executions(arn, aws)
     assert [e["input"]["requested_by"] for e in started] == ["team-a"]
-    assert [line["message_id"] for line in logs.lines if line["message"].startswith("duplicate")] == [
+    assert [line["message_id"] for line in logs.lines if line["message"] == "request deduplicated-running"] == [
         second["messageId"]
     ]
 

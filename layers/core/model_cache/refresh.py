@@ -78,10 +78,13 @@ def _checked_source(s3: Any, bucket: str, entry: dict[str, Any]) -> CopySource |
     """The object for `entry` if S3 still holds exactly what the manifest recorded, else None."""
     if not entry.get("crc64nvme"):
         return None  # a copy is verified by its CRC64NVME; without a recorded one, fetch from the Hub
+    # The recorded version, not whatever is current: a delete marker or a newer write over the key does not
+    # change the bytes that were verified, and the copy names that version too.
+    pinned = {"VersionId": entry["version_id"]} if entry.get("version_id") else {}
     try:
-        head = s3.head_object(Bucket=bucket, Key=entry["key"], ChecksumMode="ENABLED")
+        head = s3.head_object(Bucket=bucket, Key=entry["key"], ChecksumMode="ENABLED", **pinned)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "NoSuchVersion", "404", "NotFound", "405"):
             return None  # gone (gc, or removed by hand): fetch it from the Hub
         raise s3_error(exc, bucket, f"checking {entry['key']} for reuse") from exc
     if head.get("ContentLength") != entry["size"]:

@@ -15,10 +15,11 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
-from typing import Any
+from typing import Any, Literal
 
 from model_cache.errors import InvalidRequest
 from model_cache.ids import is_commit_id, parse_repo_ref, validate_repo_id, validate_revision
@@ -101,15 +102,6 @@ class CacheRequest:
         return readable[: MAX_EXECUTION_NAME_LENGTH - len(suffix)] + suffix
 
 
-@dataclass(frozen=True)
-class StartedExecution:
-    """What `start_request_execution` did: started `name`, or found it already started (`duplicate`)."""
-
-    name: str
-    duplicate: bool
-    execution_arn: str | None = None
-
-
 def _stepfunctions() -> Any:
     # One client per warm Lambda, yet a fresh one whenever the endpoint or region changes (the
     # local pipeline and the tests point the same process at one moto server after another).
@@ -132,23 +124,110 @@ def state_machine_arn() -> str:
     return arn
 
 
-def start_request_execution(
-    request: CacheRequest, *, arn: str | None = None, stepfunctions: Any = None
-) -> StartedExecution:
-    """Start the request's execution under its deterministic name (default: $STATE_MACHINE_ARN).
+Outcome = Literal["accepted", "deduplicated-running", "deduplicated-succeeded", "restarted"]
+MAX_RESTARTS = 20  # names tried after the first: a request that keeps failing is retried this often in 90 days
 
-    Step Functions answers ExecutionAlreadyExists for a name already taken: a duplicate request
-    that collapsed into the execution already started, which is success, not an error.
+
+@dataclass(frozen=True)
+class StartedExecution:
+    """What `start_request_execution` did, and under which name.
+
+    `outcome`: `accepted` (a new execution under the request's name), `deduplicated-running` (an
+    execution of that name is running and will do the work), `deduplicated-succeeded` (one succeeded
+    and its result still stands), `restarted` (the name was taken by an execution that failed, or whose
+    result no longer stands: a new one started under the next free name).
+    """
+
+    name: str
+    outcome: Outcome
+    execution_arn: str | None = None
+
+    @property
+    def duplicate(self) -> bool:
+        return self.outcome.startswith("deduplicated")
+
+
+ResultCheck = Callable[[CacheRequest], bool]
+
+
+def start_request_execution(
+    request: CacheRequest,
+    *,
+    arn: str | None = None,
+    stepfunctions: Any = None,
+    result_stands: ResultCheck | None = None,
+) -> StartedExecution:
+    """Start the request's execution under its deterministic name (default: $STATE_MACHINE_ARN),
+    deduplicating by outcome, not by name.
+
+    Step Functions keeps a name taken for 90 days, whatever the execution did. So when the name is
+    taken, that execution is described: a running one, or a succeeded one whose result still stands
+    (`result_stands`, default `cached_result_stands`), absorbs the request; a failed, timed-out or
+    aborted one, or a success that no longer stands (gc removed it, the branch moved), does not, and
+    the request starts again under `{name}-r{n}`. Any other StartExecution error propagates, so the
+    SQS message is delivered again.
     """
     client = stepfunctions or _stepfunctions()
-    name = request.execution_name()
-    try:
-        started = client.start_execution(
-            stateMachineArn=arn or state_machine_arn(), name=name, input=json.dumps(request.to_input())
-        )
-    except client.exceptions.ExecutionAlreadyExists:
-        return StartedExecution(name=name, duplicate=True)
-    return StartedExecution(name=name, duplicate=False, execution_arn=started["executionArn"])
+    machine = arn or state_machine_arn()
+    check = result_stands or cached_result_stands
+    base = request.execution_name()
+    payload = json.dumps(request.to_input())
+    for attempt in range(MAX_RESTARTS + 1):
+        name = base if attempt == 0 else restart_name(base, attempt)
+        try:
+            started = client.start_execution(stateMachineArn=machine, name=name, input=payload)
+        except client.exceptions.ExecutionAlreadyExists:
+            described = client.describe_execution(executionArn=execution_arn(machine, name))
+            status = described["status"]
+            if status == "RUNNING":
+                return StartedExecution(
+                    name=name, outcome="deduplicated-running", execution_arn=described["executionArn"]
+                )
+            if status == "SUCCEEDED" and check(request):
+                return StartedExecution(
+                    name=name, outcome="deduplicated-succeeded", execution_arn=described["executionArn"]
+                )
+            continue
+        outcome: Outcome = "accepted" if attempt == 0 else "restarted"
+        return StartedExecution(name=name, outcome=outcome, execution_arn=started["executionArn"])
+    raise InvalidRequest(
+        f"{request.repo_id}@{request.revision}: {MAX_RESTARTS + 1} executions of this request already ended "
+        "without a standing result in the last 90 days; check the failures (model-cache status) before sending it again"
+    )
+
+
+def restart_name(base: str, attempt: int) -> str:
+    suffix = f"-r{attempt}"
+    return base[: MAX_EXECUTION_NAME_LENGTH - len(suffix)] + suffix
+
+
+def execution_arn(state_machine_arn: str, name: str) -> str:
+    """arn:...:stateMachine:NAME -> arn:...:execution:NAME:EXECUTION (the ARN Step Functions gives it)."""
+    return state_machine_arn.replace(":stateMachine:", ":execution:", 1) + f":{name}"
+
+
+def cached_result_stands(request: CacheRequest) -> bool:
+    """The request is served by what the bucket holds now: for a branch or tag, refs/{revision} names the
+    commit the Hub names as its head, and that commit's manifest is published; for a commit, its manifest
+    is. Reads MODEL_CACHE_BUCKET / MODEL_CACHE_PREFIX and asks the Hub once for a branch."""
+    from model_cache import hubapi, layout, publish, transfer
+    from model_cache.tokens import hub_token
+
+    bucket = os.environ.get("MODEL_CACHE_BUCKET", "")
+    prefix = os.environ.get("MODEL_CACHE_PREFIX", layout.DEFAULT_PREFIX).strip("/")
+    if not bucket:
+        return False  # nothing to check against: run again rather than drop the request
+    s3 = transfer.s3_client()
+    commit = request.revision
+    if not is_commit_id(commit):
+        ref = publish.get_bytes(s3, bucket, layout.ref_key(prefix, request.repo_id, request.revision))
+        commit = ref.decode("ascii", "replace") if ref else ""
+        if (
+            not is_commit_id(commit)
+            or hubapi.head_commit(request.repo_id, request.revision, token=hub_token()) != commit
+        ):
+            return False
+    return publish.get_bytes(s3, bucket, layout.manifest_key(prefix, request.repo_id, commit)) is not None
 
 
 def parse_request(body: object) -> CacheRequest:

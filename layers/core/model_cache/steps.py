@@ -248,6 +248,30 @@ def _outcomes_of(records: Iterable[dict[str, Any]]) -> list[dict[str, FileOutcom
     ]
 
 
+def explain_copy_failure(plan: Plan, records: list[dict[str, Any]], map_error: Any) -> None:
+    """The failure path after the copy Map: say which unit failed and why, from the units' records alone.
+
+    Completes no upload and reads no file back (that is finalize's work on the success path, and here it
+    would replace the real cause with a secondary one, or outlive the cleanup that follows). Always raises:
+    the failed unit's own domain error, or a TransferError naming the units that left no record (stopped
+    by a timeout or out of memory before they could write one) and the Map's own error.
+    """
+    _raise_unit_error(records)
+    recorded = {record.get("unit_id") for record in records}
+    silent = [unit for unit in plan.units if unit.unit_id not in recorded]
+    cause = ""
+    if isinstance(map_error, dict):
+        cause = f" (the Map: {map_error.get('Error', '?')}: {str(map_error.get('Cause', ''))[:300]})"
+    if silent:
+        named = ", ".join(f"{unit.unit_id} ({unit.items[0].path}, {unit.runner})" for unit in silent[:5])
+        more = f" and {len(silent) - 5} more" if len(silent) > 5 else ""
+        raise errors.TransferError(
+            f"copy unit(s) {named}{more} of {plan.repo_id}@{plan.commit[:12]} stopped without a result: a timeout or "
+            f"out of memory; see the copy-unit log of this execution{cause}"
+        )
+    raise errors.TransferError(f"the copy of {plan.repo_id}@{plan.commit[:12]} failed{cause}")
+
+
 def _raise_unit_error(records: Iterable[dict[str, Any]]) -> None:
     """Raise the lowest-numbered failed unit's own domain error, as its own class.
 
@@ -431,8 +455,7 @@ def copy_unit(
         # What was already written goes on record, so cleanup can delete it; a domain error goes
         # on record too, so finalize can fail the execution with it.
         failure = _unit_record(unit_id, reader, outcomes, failed=True)
-        if isinstance(exc, errors.ModelCacheError):
-            failure.update(path=event.get("path"), error=type(exc).__name__, message=str(exc))
+        failure.update(path=event.get("path"), error=type(exc).__name__, message=str(exc)[:2000])
         _put_json(s3, the_plan.bucket, result_key, failure)
         raise
     _put_json(s3, the_plan.bucket, result_key, _unit_record(unit_id, reader, outcomes, failed=False))
@@ -469,7 +492,10 @@ def finalize(event: Any, *, s3: Any = None, token: str | None = None) -> dict[st
     s3 = s3 or s3_client()
     the_plan = load_plan(s3, event)
     unit_records = _unit_records(s3, the_plan)
-    _raise_unit_error(unit_records)
+    recorded_ok = {record.get("unit_id") for record in unit_records if not record.get("failed")}
+    if event.get("explain") or any(unit.unit_id not in recorded_ok for unit in the_plan.units):
+        # Nothing is completed while any unit failed or left no result: say which, and stop.
+        explain_copy_failure(the_plan, unit_records, event.get("map_error"))
     outcomes = merge_outcomes(_outcomes_of(unit_records))
     records, read_back = finalize_files(s3, the_plan, outcomes)
     _put_json(s3, the_plan.bucket, files_key(the_plan), [record.to_json() for record in records])

@@ -904,13 +904,17 @@ def copy_files(
 
 
 def _copy_source(plan: Plan, planned: PlannedFile) -> dict[str, str]:
-    assert planned.copy_from is not None
-    return {"Bucket": plan.bucket, "Key": planned.copy_from.key}
+    source = planned.copy_from
+    assert source is not None
+    # Pinned by version where the bucket has versions: a delete marker placed since planning does not
+    # hide the verified bytes (and CopySourceIfMatch still pins them by ETag).
+    pinned = {"VersionId": source.version_id} if source.version_id else {}
+    return {"Bucket": plan.bucket, "Key": source.key, **pinned}
 
 
 def _copy_error(exc: ClientError, plan: Plan, planned: PlannedFile) -> errors.ModelCacheError:
     code = exc.response.get("Error", {}).get("Code", "")
-    if code in ("PreconditionFailed", "412", "NoSuchKey", "404"):
+    if code in ("PreconditionFailed", "412", "NoSuchKey", "NoSuchVersion", "404"):
         source = planned.copy_from.key if planned.copy_from else "?"
         return errors.IntegrityError(
             f"{planned.path}: the previous snapshot's object {source} changed or vanished since planning ({code}); "
