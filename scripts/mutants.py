@@ -70,8 +70,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "refs: unconditional ref write",
         f"{CORE}/publish.py",
-        '            put_bytes(s3, bucket, key, wanted, "text/plain", if_match=etag, create=etag is None)',
-        '            put_bytes(s3, bucket, key, wanted, "text/plain")',
+        'put_bytes(s3, bucket, key, wanted, "text/plain", if_match=etag, create=etag is None, metadata=metadata)',
+        'put_bytes(s3, bucket, key, wanted, "text/plain", metadata=metadata)',
         (f"{PIPELINE_TESTS}::test_interleaved_publishes_leave_refs_main_and_manifest_json_on_the_head_commit",),
         "a ref write loses to a writer that moved it in between (If-Match / If-None-Match)",
     ),
@@ -288,6 +288,30 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/operations/test_capacity.py",),
         "throttled units wait for running ones to drain",
     ),
+    Mutant(
+        "gc: deletes a snapshot a run in flight claimed",
+        f"{CORE}/gc.py",
+        "    if runs:\n        return replace(decision",
+        "    if False:\n        return replace(decision",
+        ("tests/operations/test_gc_interleaving.py",),
+        "gc never deletes what a run in flight writes or points a ref at",
+    ),
+    Mutant(
+        "gc: a run goes ahead while gc is deleting its snapshot",
+        f"{CORE}/claims.py",
+        "    if GC_MARKER in _live(s3, bucket, claims_folder):",
+        "    if False:",
+        ("tests/operations/test_gc_interleaving.py",),
+        "a run never adopts or re-points a snapshot gc is deleting",
+    ),
+    Mutant(
+        "gc: retention counted from created_at, not from the lost ref",
+        f"{CORE}/gc.py",
+        "        since = max(snap.created_at, lost) if snap.published and lost else snap.created_at",
+        "        since = snap.created_at",
+        ("tests/operations/test_gc_interleaving.py::test_retention_counts_from_when_a_snapshot_lost_its_last_ref",),
+        "a snapshot that was main a minute ago is not deleted at once",
+    ),
     # --- the loader -----------------------------------------------------------------------------
     Mutant(
         "loader: GET without the manifest's version id",
@@ -400,7 +424,7 @@ def apply(mutant: Mutant, tree: Path) -> str | None:
     return None
 
 
-def run_tests(tree: Path, tests: tuple[str, ...], *, first_failure: bool) -> int:
+def run_tests(tree: Path, tests: tuple[str, ...], *, first_failure: bool) -> tuple[int, str]:
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(tree / "layers/core"), str(tree / "loader/src")]),
@@ -409,7 +433,7 @@ def run_tests(tree: Path, tests: tuple[str, ...], *, first_failure: bool) -> int
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", f"--timeout={PYTEST_TIMEOUT_SECONDS}"]
     command += ["-x"] if first_failure else []
     completed = subprocess.run([*command, *tests], cwd=tree, env=env, capture_output=True, text=True)
-    return completed.returncode
+    return completed.returncode, completed.stdout + completed.stderr
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -429,7 +453,9 @@ def main(argv: list[str] | None = None) -> int:
         scratch_copy(files, baseline)
         union = tuple(dict.fromkeys(test for mutant in chosen for test in mutant.tests))
         print(f"baseline: {len(union)} test selections, unmutated ...", flush=True)
-        if run_tests(baseline, union, first_failure=False) != 0:
+        code, output = run_tests(baseline, union, first_failure=False)
+        if code != 0:
+            print("\n".join(output.splitlines()[-40:]))
             print("baseline FAILED: the entries' tests must pass before any mutant means anything")
             return 2
         rows: list[tuple[str, str, str, float]] = []
@@ -441,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
             if problem is not None:
                 verdict = f"error: {problem}"
             else:
-                code = run_tests(tree, mutant.tests, first_failure=True)
+                code, _ = run_tests(tree, mutant.tests, first_failure=True)
                 verdict = {0: "SURVIVED", 1: "killed"}.get(code, f"error: pytest exit {code}")
             seconds = time.monotonic() - started
             shown_tests = ", ".join(test.replace("tests/", "").split("::")[-1] for test in mutant.tests)

@@ -204,6 +204,9 @@ FAULT_KINDS = (
     "retry serves different bytes (loader)",
     "two threads and two processes pulling one model",
     "a short write (loader)",
+    "gc interleaved with a run (re-point refs)",
+    "gc interleaved with a run (force re-copy)",
+    "gc at every moment of a force re-copy",
 )
 FAULT_ORDER = {kind: index for index, kind in enumerate(FAULT_KINDS)}
 

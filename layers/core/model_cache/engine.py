@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from model_cache import errors, layout
+from model_cache import claims, errors, layout
 from model_cache.hubapi import resolve_token
 from model_cache.plan import DEFAULT_PART_SIZE, DEFAULT_UNIT_SIZE, PlanOptions, UnitItem
 from model_cache.progress import NullProgress, Progress
@@ -112,6 +112,7 @@ def sync(
         records, _ = finalize_files(s3, plan, {**copy_outcomes, **outcomes})
         is_head = hub_head_check(plan.repo_id, plan.revision, plan.commit, token=token)
         published = publish(s3, plan, records, is_head=is_head)
+        claims.release(s3, bucket, plan.claim_key)
     except BaseException:
         progress.abort()
         # Leaving the `with` waited for the copies, so no upload is still being written to.

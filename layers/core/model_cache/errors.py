@@ -56,3 +56,9 @@ class TransferError(ModelCacheError):
     """A transfer that still failed after its retries."""
 
     exit_code = 7
+
+
+class SnapshotBusy(ModelCacheError):
+    """gc is deleting the snapshot this run would write or point a ref at; run it again in a minute."""
+
+    exit_code = 7

@@ -7,8 +7,9 @@ younger than `older_than_days` stay; the rest go. Files under `snapshots/{commit
 (a failed run's leftovers, or a sync still copying) are deleted only when their newest object is
 older than both `older_than_days` and `ORPHAN_GRACE_DAYS`, so a sync in progress is never touched.
 
-Deletion order keeps readers safe: the refs and `manifest.json` are read again just before each
-snapshot goes (a ref that moved onto it since the plan saves it), then `manifests/{commit}.json` is
+Runs in flight: a snapshot a run has claimed is kept, and a run never starts on a snapshot gc has marked
+(`model_cache.claims`). Deletion order keeps readers safe: the refs and `manifest.json` are read again,
+after gc's mark, just before each snapshot goes (a ref that moved onto it since the plan saves it), then `manifests/{commit}.json` is
 deleted first and the files after it, so a reader never finds a manifest whose files are gone.
 
 Versioned buckets: gc deletes the current versions (S3 leaves a delete marker); the bucket's
@@ -20,14 +21,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 
-from model_cache import errors, ids, layout
-from model_cache.publish import get_bytes, get_json
+from model_cache import claims, errors, ids, layout
+from model_cache.plan import DEFAULT_WORK_PREFIX
+from model_cache.publish import PREVIOUS_COMMIT_METADATA, get_bytes, get_json
 from model_cache.steps import validate_bucket, validate_prefix
 from model_cache.transfer import list_objects, s3_error
 
@@ -150,6 +152,7 @@ def scheduled_settings(event: object, environ: Mapping[str, str] = os.environ) -
         "older_than_days": older_than,
         "dry_run": dry_run,
         "repo_ids": repos,
+        "work_prefix": (environ.get("MODEL_CACHE_WORK_PREFIX") or DEFAULT_WORK_PREFIX).strip("/"),
     }
 
 
@@ -172,8 +175,12 @@ def decide(
     keep: int,
     older_than_days: float,
     now: datetime,
+    lost_at: Mapping[str, datetime] | None = None,
 ) -> list[Decision]:
-    """Pure: what to do with each snapshot of ONE repo. `protected` maps a commit to the names pointing at it."""
+    """Pure: what to do with each snapshot of ONE repo. `protected` maps a commit to the names pointing at it.
+
+    A published snapshot's age counts from when it lost its last ref: `lost_at[commit]` (the newest
+    move of a ref off it, see `refs_lost_at`) when that is later than its manifest's `created_at`."""
     keep, older_than_days = validate_retention(keep, older_than_days)
     min_age = timedelta(days=older_than_days)
     orphan_age = timedelta(days=max(older_than_days, ORPHAN_GRACE_DAYS))
@@ -185,7 +192,9 @@ def decide(
     )
     kept_newest = 0
     for snap in unreferenced:
-        age = now - snap.created_at
+        lost = (lost_at or {}).get(snap.commit)
+        since = max(snap.created_at, lost) if snap.published and lost else snap.created_at
+        age = now - since
         if not snap.published:
             if age < orphan_age:
                 action: Action = "keep"
@@ -234,6 +243,20 @@ def list_repo_ids(s3: Any, bucket: str, prefix: str) -> list[str]:
     except ClientError as exc:
         raise s3_error(exc, bucket, f"listing {base or '/'}") from exc
     return repos
+
+
+def refs_lost_at(s3: Any, bucket: str, prefix: str, repo_id: str) -> dict[str, datetime]:
+    """commit -> when a ref moved off it: a ref the pipeline moves records the commit it replaced
+    (`x-amz-meta-previous-commit`), and its LastModified is the moment of the move."""
+    lost: dict[str, datetime] = {}
+    for key, _, modified in _list(s3, bucket, f"{layout.repo_prefix(prefix, repo_id)}refs/"):
+        try:
+            previous = s3.head_object(Bucket=bucket, Key=key).get("Metadata", {}).get(PREVIOUS_COMMIT_METADATA)
+        except ClientError:
+            continue
+        if isinstance(previous, str) and ids.is_commit_id(previous):
+            lost[previous] = max(lost.get(previous, modified), modified)
+    return lost
 
 
 def protected_commits(s3: Any, bucket: str, prefix: str, repo_id: str) -> dict[str, list[str]]:
@@ -344,6 +367,7 @@ def collect(
     older_than_days: float = DEFAULT_OLDER_THAN_DAYS,
     dry_run: bool = False,
     now: datetime | None = None,
+    work_prefix: str = DEFAULT_WORK_PREFIX,
 ) -> GcReport:
     """Plan (and unless `dry_run`, carry out) the gc of every repo under the prefix, or of `repo_ids`."""
     keep, older_than_days = validate_retention(keep, older_than_days)
@@ -353,23 +377,31 @@ def collect(
     for repo_id in repos:
         protected = protected_commits(s3, bucket, prefix, repo_id)
         snapshots = scan_snapshots(s3, bucket, prefix, repo_id)
-        for decision in decide(snapshots, protected, keep=keep, older_than_days=older_than_days, now=now):
+        lost = refs_lost_at(s3, bucket, prefix, repo_id)
+        for decision in decide(snapshots, protected, keep=keep, older_than_days=older_than_days, now=now, lost_at=lost):
             if decision.action == "delete" and not dry_run:
-                # A ref may have moved onto this commit since the scan: read the names again, last thing.
-                names_now = protected_commits(s3, bucket, prefix, repo_id).get(decision.commit)
-                if names_now:
-                    decision = Decision(
-                        repo_id,
-                        decision.commit,
-                        "keep",
-                        f"named by {', '.join(sorted(names_now))} since the scan",
-                        decision.bytes,
-                        decision.objects,
-                        decision.published,
-                    )
-                else:
-                    report.deleted_objects += delete_snapshot(s3, bucket, prefix, repo_id, decision.commit)
-                    report.deleted_snapshots += 1
-                    report.deleted_bytes += decision.bytes
+                decision = _delete_unless_claimed(s3, bucket, prefix, work_prefix, decision, report)
             report.decisions.append(decision)
     return report
+
+
+def _delete_unless_claimed(
+    s3: Any, bucket: str, prefix: str, work_prefix: str, decision: Decision, report: GcReport
+) -> Decision:
+    """Mark the snapshot (claims.gc_begin), then delete it unless a run in flight claimed it or a ref moved
+    onto it since the scan; the mark is withdrawn either way."""
+    repo_id, commit = decision.repo_id, decision.commit
+    runs = claims.gc_begin(s3, bucket, work_prefix, prefix, repo_id, commit)
+    if runs:
+        return replace(decision, action="keep", reason=f"claimed by a run in flight ({', '.join(sorted(runs))})")
+    try:
+        # A ref may have moved onto this commit since the scan: read the names again, after the mark.
+        names_now = protected_commits(s3, bucket, prefix, repo_id).get(commit)
+        if names_now:
+            return replace(decision, action="keep", reason=f"named by {', '.join(sorted(names_now))} since the scan")
+        report.deleted_objects += delete_snapshot(s3, bucket, prefix, repo_id, commit)
+        report.deleted_snapshots += 1
+        report.deleted_bytes += decision.bytes
+        return decision
+    finally:
+        claims.gc_end(s3, bucket, work_prefix, prefix, repo_id, commit)

@@ -239,6 +239,8 @@ class Plan:
     # The request's selection, recorded in the manifest (ARCHITECTURE.md 3.2 `selection`).
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    # This run's claim on its snapshot (model_cache.claims), released by cleanup.
+    claim_key: str | None = None
     _by_path: dict[str, PlannedFile] = field(default_factory=dict, repr=False, compare=False)
 
     def file(self, path: str) -> PlannedFile:
@@ -288,6 +290,7 @@ class Plan:
             "write_hash_file": self.write_hash_file,
             "include": list(self.include),
             "exclude": list(self.exclude),
+            "claim_key": self.claim_key,
             "files": [planned.to_json() for planned in self.files],
             "units": [unit.to_json() for unit in self.units],
         }
@@ -308,6 +311,7 @@ class Plan:
                 write_hash_file=bool(data["write_hash_file"]),
                 include=tuple(str(pattern) for pattern in data.get("include", ())),
                 exclude=tuple(str(pattern) for pattern in data.get("exclude", ())),
+                claim_key=data.get("claim_key"),
                 files=[PlannedFile.from_json(item) for item in data["files"]],
                 units=[CopyUnit.from_json(item) for item in data["units"]],
             )

@@ -21,6 +21,7 @@ from model_cache.plan import Plan
 from model_cache.transfer import precondition_failed, s3_error
 
 DEFAULT_BRANCH = layout.DEFAULT_REVISION
+PREVIOUS_COMMIT_METADATA = "previous-commit"  # on a ref the pipeline moved: the commit it moved off (gc's clock)
 CONDITIONAL_ATTEMPTS = 8  # re-reads after a lost conditional write before giving up
 
 
@@ -74,13 +75,21 @@ def get_with_etag(s3: Any, bucket: str, key: str) -> tuple[bytes | None, str | N
 
 
 def put_bytes(
-    s3: Any, bucket: str, key: str, body: bytes, content_type: str, *, if_match: str | None = None, create: bool = False
+    s3: Any,
+    bucket: str,
+    key: str,
+    body: bytes,
+    content_type: str,
+    *,
+    if_match: str | None = None,
+    create: bool = False,
+    metadata: dict[str, str] | None = None,
 ) -> str | None:
     """PutObject; `create` writes only where no object is (If-None-Match: *), `if_match` only over that ETag.
 
     A lost condition raises `Conflict`, so the caller re-reads and decides again.
     """
-    condition: dict[str, str] = {}
+    condition: dict[str, Any] = {"Metadata": metadata} if metadata else {}
     if create:
         condition["IfNoneMatch"] = "*"
     elif if_match is not None:
@@ -90,7 +99,7 @@ def put_bytes(
             Bucket=bucket, Key=key, Body=body, ContentType=content_type, ChecksumAlgorithm="CRC64NVME", **condition
         )
     except ClientError as exc:
-        if condition and precondition_failed(exc):
+        if (create or if_match is not None) and precondition_failed(exc):
             raise Conflict(key) from exc
         raise s3_error(exc, bucket, f"writing {key}") from exc
     version: str | None = response.get("VersionId")
@@ -246,8 +255,10 @@ def _move_ref(s3: Any, bucket: str, key: str, commit: str, is_head: HeadCheck) -
             if not is_head():
                 return False  # the revision moved on at the Hub: an older commit never takes the ref
             checked = True
+        previous = current.decode("ascii", "replace") if current else ""
+        metadata = {PREVIOUS_COMMIT_METADATA: previous} if ids.is_commit_id(previous) else None
         try:
-            put_bytes(s3, bucket, key, wanted, "text/plain", if_match=etag, create=etag is None)
+            put_bytes(s3, bucket, key, wanted, "text/plain", if_match=etag, create=etag is None, metadata=metadata)
         except Conflict:
             checked = False  # someone else moved it: ask the Hub again before overriding them
             continue

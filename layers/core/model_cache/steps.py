@@ -15,7 +15,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from model_cache import errors, ids, layout
+from model_cache import claims, errors, ids, layout
 from model_cache import publish as publish_mod
 from model_cache.hubapi import check_access, resolve
 from model_cache.manifest import FileRecord
@@ -95,37 +95,48 @@ def prepare_plan(
             f"include {list(include)} / exclude {list(exclude)} select none of the {len(by_path)} files "
             f"of {repo_id}@{revision}"
         )
-    if not force:
-        existing = publish_mod.get_json(s3, bucket, layout.manifest_key(prefix, repo_id, snapshot.commit))
-        if existing is not None:
-            # "Published" means published for this selection (ARCHITECTURE.md 3.2): a manifest that
-            # lacks some chosen file is not; only the missing files are copied, and publish writes the union.
-            have = {entry.get("path") for entry in existing.get("files", [])}
-            if all(path in have for path in chosen):
-                head = publish_mod.known_head(snapshot.commit, snapshot.commit)
-                return publish_mod.point_refs(s3, bucket, prefix, repo_id, revision, existing, is_head=head)
-            chosen = [path for path in chosen if path not in have]
-    selected = [by_path[path] for path in chosen]
-    check_access(snapshot, selected[0].path, token=token)
-    # Incremental refresh: files whose bytes the previous snapshot of this revision already holds are
-    # copied inside S3; --force means "everything from the Hub again".
-    reuse = {} if force else reusable_sources(s3, bucket, prefix, repo_id, revision, selected)
-    plan = make_plan(
-        snapshot,
-        selected,
-        bucket=bucket,
-        prefix=prefix,
-        options=options,
-        plan_id=plan_id,
-        work_prefix=work_prefix,
-        reuse=reuse,
-        include=include,
-        exclude=exclude,
-    )
+    plan_id = plan_id or new_plan_id()
+    # Claimed before the manifest is read, so gc, which marks before it looks for claims, either sees
+    # this run and keeps the snapshot, or this run sees gc at work and stops (model_cache.claims).
+    claim_key = claims.claim(s3, bucket, work_prefix, prefix, repo_id, snapshot.commit, plan_id)
     try:
-        start_uploads(s3, plan)
+        if not force:
+            existing = publish_mod.get_json(s3, bucket, layout.manifest_key(prefix, repo_id, snapshot.commit))
+            if existing is not None:
+                # "Published" means published for this selection (ARCHITECTURE.md 3.2): a manifest that
+                # lacks some chosen file is not; only the missing files are copied, and publish writes the union.
+                have = {entry.get("path") for entry in existing.get("files", [])}
+                if all(path in have for path in chosen):
+                    head = publish_mod.known_head(snapshot.commit, snapshot.commit)
+                    published = publish_mod.point_refs(s3, bucket, prefix, repo_id, revision, existing, is_head=head)
+                    claims.release(s3, bucket, claim_key)
+                    return published
+                chosen = [path for path in chosen if path not in have]
+        selected = [by_path[path] for path in chosen]
+        check_access(snapshot, selected[0].path, token=token)
+        # Incremental refresh: files whose bytes the previous snapshot of this revision already holds are
+        # copied inside S3; --force means "everything from the Hub again".
+        reuse = {} if force else reusable_sources(s3, bucket, prefix, repo_id, revision, selected)
+        plan = make_plan(
+            snapshot,
+            selected,
+            bucket=bucket,
+            prefix=prefix,
+            options=options,
+            plan_id=plan_id,
+            work_prefix=work_prefix,
+            reuse=reuse,
+            include=include,
+            exclude=exclude,
+        )
+        plan.claim_key = claim_key
+        try:
+            start_uploads(s3, plan)
+        except BaseException:
+            abort_uploads(s3, plan)
+            raise
     except BaseException:
-        abort_uploads(s3, plan)
+        claims.release(s3, bucket, claim_key)
         raise
     return plan
 
@@ -191,7 +202,9 @@ def cleanup_plan(s3: Any, plan: Plan) -> dict[str, int]:
     """Abort the plan's open uploads. Objects already at snapshot keys stay: each one is verified
     (an unverified one is deleted where its check failed), may be named by another run's manifest,
     and is adopted by the next run of the commit; gc removes unpublished leftovers after its grace."""
-    return {"aborted_uploads": abort_uploads(s3, plan)}
+    aborted = abort_uploads(s3, plan)
+    claims.release(s3, plan.bucket, plan.claim_key)
+    return {"aborted_uploads": aborted}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -375,6 +388,7 @@ def plan(event: Any, *, token: str | None = None, s3: Any = None) -> dict[str, A
         _put_json(s3, the_plan.bucket, units_key(the_plan), items)
     except BaseException:
         abort_uploads(s3, the_plan)
+        claims.release(s3, the_plan.bucket, the_plan.claim_key)
         raise
     return {
         "status": "planned",

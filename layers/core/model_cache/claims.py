@@ -1,0 +1,90 @@
+"""Runs in flight, as gc sees them: a claim per run on the snapshot it writes or points a ref at.
+
+A run (an execution's plan, an engine sync) writes `{work_prefix}/claims/{prefix}/{org--name}/{commit}/{holder}.json`
+before it reads whether the commit is published, and deletes it when it ends (cleanup). gc, before it
+deletes a snapshot, writes `gc.json` into the same folder and then lists the folder; a run, after writing
+its claim, lists the folder too. With S3's read-after-write consistency each side sees the other's
+object whenever their writes and listings interleave, so they can never both go ahead: gc skips a
+claimed snapshot, and a run that finds gc at work fails with `SnapshotBusy` before it wrote anything
+(nothing to clean; send the request again). Claims older than `CLAIM_TTL_DAYS` are a crashed run's and
+are ignored (the work-prefix lifecycle rule removes them too).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from model_cache import errors, layout
+from model_cache.transfer import list_objects, s3_error
+
+CLAIM_TTL_DAYS = 7.0  # longer than any run; equal to the work-file lifecycle rule
+GC_MARKER = "gc.json"
+
+
+def folder(work_prefix: str, prefix: str, repo_id: str, commit: str) -> str:
+    cache = prefix.strip("/") or "_root"
+    return f"{work_prefix.strip('/')}/claims/{cache}/{layout.repo_slug(repo_id)}/{commit}/"
+
+
+def _put(s3: Any, bucket: str, key: str, holder: str) -> None:
+    body = json.dumps({"holder": holder, "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}).encode()
+    try:
+        s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")
+    except ClientError as exc:
+        raise s3_error(exc, bucket, f"writing {key}") from exc
+
+
+def _delete(s3: Any, bucket: str, key: str) -> None:
+    # A claim left behind only makes gc wait; the work-prefix lifecycle rule removes it.
+    with contextlib.suppress(ClientError):
+        s3.delete_object(Bucket=bucket, Key=key)
+
+
+def _live(s3: Any, bucket: str, claims_folder: str, now: datetime | None = None) -> list[str]:
+    """The names in the folder younger than the TTL."""
+    now = now or datetime.now(UTC)
+    oldest = now - timedelta(days=CLAIM_TTL_DAYS)
+    return [
+        str(item["Key"])[len(claims_folder) :]
+        for item in list_objects(s3, bucket, claims_folder)
+        if item["LastModified"] >= oldest
+    ]
+
+
+def claim(s3: Any, bucket: str, work_prefix: str, prefix: str, repo_id: str, commit: str, holder: str) -> str:
+    """Claim the snapshot for a run; returns the claim's key. Raises SnapshotBusy (claim withdrawn) if gc is
+    deleting it right now."""
+    claims_folder = folder(work_prefix, prefix, repo_id, commit)
+    key = f"{claims_folder}{holder}.json"
+    _put(s3, bucket, key, holder)
+    if GC_MARKER in _live(s3, bucket, claims_folder):
+        _delete(s3, bucket, key)
+        raise errors.SnapshotBusy(
+            f"gc is deleting {repo_id}@{commit[:12]} right now; nothing was written: send the request again in a minute"
+        )
+    return key
+
+
+def release(s3: Any, bucket: str, key: str | None) -> None:
+    if key:
+        _delete(s3, bucket, key)
+
+
+def gc_begin(s3: Any, bucket: str, work_prefix: str, prefix: str, repo_id: str, commit: str) -> list[str]:
+    """Mark the snapshot as being deleted; returns the live claims of runs found (then gc must not delete,
+    and has already withdrawn its mark)."""
+    claims_folder = folder(work_prefix, prefix, repo_id, commit)
+    _put(s3, bucket, f"{claims_folder}{GC_MARKER}", "gc")
+    runs = [name for name in _live(s3, bucket, claims_folder) if name != GC_MARKER]
+    if runs:
+        gc_end(s3, bucket, work_prefix, prefix, repo_id, commit)
+    return runs
+
+
+def gc_end(s3: Any, bucket: str, work_prefix: str, prefix: str, repo_id: str, commit: str) -> None:
+    _delete(s3, bucket, f"{folder(work_prefix, prefix, repo_id, commit)}{GC_MARKER}")
