@@ -9,8 +9,9 @@ older than both `older_than_days` and `ORPHAN_GRACE_DAYS`, so a sync in progress
 
 Runs in flight: a snapshot a run has claimed is kept, and a run never starts on a snapshot gc has marked
 (`model_cache.claims`). Deletion order keeps readers safe: the refs and `manifest.json` are read again,
-after gc's mark, just before each snapshot goes (a ref that moved onto it since the plan saves it), then `manifests/{commit}.json` is
-deleted first and the files after it, so a reader never finds a manifest whose files are gone.
+after gc's mark, just before each snapshot goes (a ref that moved onto it since the plan saves it),
+then `manifests/{commit}.json` is deleted first and the files after it, so a reader never finds a
+manifest whose files are gone.
 
 Versioned buckets: gc deletes the current versions (S3 leaves a delete marker); the bucket's
 lifecycle rule (NoncurrentVersionExpiration) removes the noncurrent versions later, so storage is
