@@ -312,6 +312,14 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/operations/test_gc_interleaving.py::test_retention_counts_from_when_a_snapshot_lost_its_last_ref",),
         "a snapshot that was main a minute ago is not deleted at once",
     ),
+    Mutant(
+        "refresh: the Map's results collected into the state",
+        "statemachine/model_cache.asl.json",
+        '      "Label": "RefreshEachModel",\n      "ResultPath": null,',
+        '      "Label": "RefreshEachModel",\n      "ResultPath": "$.refreshed",',
+        ("tests/pipeline/test_tracked.py",),
+        "a refresh of thousands of tracked pairs stays inside the 256 KiB state",
+    ),
     # --- the loader -----------------------------------------------------------------------------
     Mutant(
         "loader: GET without the manifest's version id",

@@ -14,8 +14,9 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from model_cache.steps import validate_bucket, validate_prefix
-from model_cache.tracked import tracked_models
+from model_cache.plan import DEFAULT_WORK_PREFIX, new_plan_id
+from model_cache.steps import validate_bucket, validate_plan_id, validate_prefix, validate_work_prefix
+from model_cache.tracked import write_tracked_list
 from model_cache.transfer import s3_client
 
 logger = Logger()
@@ -29,7 +30,14 @@ metrics = Metrics()
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     bucket = validate_bucket(event.get("bucket"))
     prefix = validate_prefix(event.get("prefix", "models"))
-    models = tracked_models(s3_client(), bucket, prefix, os.environ.get("TRACKED_MODELS", ""))
-    logger.info("tracked models listed", extra={"count": len(models), "models": [m["repo_id"] for m in models]})
-    metrics.add_metric(name="TrackedModels", unit=MetricUnit.Count, value=len(models))
-    return {"models": models}
+    listed = write_tracked_list(
+        s3_client(),
+        bucket,
+        prefix,
+        os.environ.get("TRACKED_MODELS", ""),
+        work_prefix=validate_work_prefix(event.get("work_prefix") or DEFAULT_WORK_PREFIX),
+        run_id=validate_plan_id(event.get("run_id") or new_plan_id()),
+    )
+    logger.info("tracked models listed", extra=listed)
+    metrics.add_metric(name="TrackedModels", unit=MetricUnit.Count, value=listed["count"])
+    return listed

@@ -8,6 +8,7 @@ MonkeyPatch, so they are undone after each test.
 
 from __future__ import annotations
 
+import json
 from types import ModuleType
 
 import pytest
@@ -42,6 +43,7 @@ __all__ = [
     "executing_state_machines",
     "install_routes",
     "load_handler_module",
+    "refresh_children",
     "render_asl",
     "render_module",
 ]
@@ -50,6 +52,17 @@ FUNCTIONS_DIR = local_pipeline.functions_dir()
 ASL_PATH = local_pipeline.asl_path()
 # scripts/render_asl.py: the same substitution validate.sh applies before statelint.
 render_module: ModuleType = local_pipeline.render_module()
+
+
+def refresh_children(stack: Stack) -> dict[str, tuple[str, str]]:
+    """execution name -> (repo_id, status) of every child execution a refresh started."""
+    listed = stack.sfn.list_executions(stateMachineArn=stack.state_machine_arn, maxResults=1000)["executions"]
+    children = {}
+    for execution in listed:
+        if execution["name"].startswith("refresh-"):
+            described = stack.wait(execution["executionArn"])
+            children[execution["name"]] = (json.loads(described["input"])["repo_id"], described["status"])
+    return children
 
 
 def install_routes(monkeypatch: pytest.MonkeyPatch, moto: MotoEndpoint) -> Router:

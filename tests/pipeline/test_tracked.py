@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
+from conftest import REPO_ROOT, LambdaContext
 
+from model_cache.devtools.local_pipeline import load_function_module
 from model_cache.errors import InvalidRequest
+from model_cache.request_message import parse_request
 from model_cache.tracked import parse_tracked, tracked_models
 
 SEED_MODELS = (
@@ -57,3 +61,37 @@ def test_cached_repos_and_refs_join_the_configured_list_once(s3: Any, bucket: st
         ("org/cached", "v1.0"),
     ]
     assert all(m["include"] == [] and m["force"] is False for m in models)
+
+
+def test_a_refresh_of_5000_tracked_pairs_keeps_every_state_small(
+    aws: Any, s3: Any, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GIVEN 5,000 tracked (repo, ref) pairs  WHEN the ListTrackedModels task runs with the ASL's own payload
+    THEN its result (which lands in the execution's state) is a few hundred bytes, the list is in S3 for the
+    refresh's Distributed Map to read (5,000 valid state machine inputs), and that Map keeps no results, so the
+    parent's state after it is as small: all far inside Step Functions' 256 KiB.
+    (Failed on 94042d4: the task returned every pair inline, about 700 KB, and the inline Map collected results.)"""
+
+    pairs = [f"org-{i % 97}/model-{i}@{'main' if i % 3 else 'v1.0'}" for i in range(5000)]
+    monkeypatch.setenv("TRACKED_MODELS", ",".join(pairs))
+    asl = json.loads((REPO_ROOT / "statemachine" / "model_cache.asl.json").read_text())
+    payload = dict(asl["States"]["ListTrackedModels"]["Parameters"]["Payload"])
+    event = {"bucket": bucket, "prefix": "models", "work_prefix": "_model-cache-work", "run_id": "refresh-5000"}
+    assert {name.removesuffix(".$") for name in payload} == {*event, "refresh"}
+
+    result = load_function_module("tracked_models").handler(
+        {**event, "refresh": {"source": "schedule"}}, LambdaContext()
+    )
+
+    assert len(json.dumps(result)) < 512
+    assert result["count"] == 5000
+    listed = json.loads(s3.get_object(Bucket=bucket, Key=result["items_key"])["Body"].read())
+    assert len(listed) == 5000
+    assert all(parse_request(item).repo_id == item["repo_id"] for item in listed)
+    refresh = asl["States"]["RefreshEachModel"]
+    assert refresh["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
+    assert refresh["ItemReader"]["Parameters"] == {"Bucket.$": "$.tracked.bucket", "Key.$": "$.tracked.items_key"}
+    assert refresh["ResultPath"] is None
+    parent_state = {"refresh": {"source": "schedule"}, "tracked": result}
+    assert len(json.dumps(parent_state)) < 1024
+    assert max(len(json.dumps(item)) for item in listed) < 1024  # one Map item, far under the 256 KiB limit

@@ -55,6 +55,18 @@ def validate_bucket(bucket: object) -> str:
     return bucket
 
 
+def validate_plan_id(plan_id: object) -> str:
+    if not isinstance(plan_id, str) or not _PLAN_ID_RE.match(plan_id):
+        raise errors.InvalidRequest(f"plan_id {plan_id!r} must be 1-80 letters, digits, '.', '_' or '-'")
+    return plan_id
+
+
+def validate_work_prefix(work_prefix: object) -> str:
+    if not isinstance(work_prefix, str) or not _WORK_PREFIX_RE.match(work_prefix) or ".." in work_prefix:
+        raise errors.InvalidRequest(f"work_prefix {work_prefix!r} is not a safe S3 prefix")
+    return work_prefix.strip("/")
+
+
 def validate_prefix(prefix: object) -> str:
     if not isinstance(prefix, str):
         raise errors.InvalidRequest(f"prefix must be a string, got {type(prefix).__name__}")
@@ -320,12 +332,8 @@ def _parse_plan_event(event: Any) -> dict[str, Any]:
     force = event.get("force", False)
     if not isinstance(force, bool):
         raise errors.InvalidRequest(f"force must be true or false, got {force!r}")
-    plan_id = event.get("plan_id") or new_plan_id()
-    if not isinstance(plan_id, str) or not _PLAN_ID_RE.match(plan_id):
-        raise errors.InvalidRequest(f"plan_id {plan_id!r} must be 1-80 letters, digits, '.', '_' or '-'")
-    work_prefix = event.get("work_prefix") or DEFAULT_WORK_PREFIX
-    if not isinstance(work_prefix, str) or not _WORK_PREFIX_RE.match(work_prefix) or ".." in work_prefix:
-        raise errors.InvalidRequest(f"work_prefix {work_prefix!r} is not a safe S3 prefix")
+    plan_id = validate_plan_id(event.get("plan_id") or new_plan_id())
+    work_prefix = validate_work_prefix(event.get("work_prefix") or DEFAULT_WORK_PREFIX)
     return {
         "repo_id": repo_id,
         "revision": ids.validate_revision(revision),

@@ -8,11 +8,15 @@ default file selection (the bucket does not record the include/exclude a past re
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+from botocore.exceptions import ClientError
 
 from model_cache import ids, layout
 from model_cache.errors import InvalidRequest
 from model_cache.request_message import CacheRequest
+from model_cache.transfer import s3_error
 
 REFRESH_REQUESTER = "schedule"
 
@@ -65,3 +69,22 @@ def tracked_models(s3: Any, bucket: str, prefix: str, configured: str) -> list[d
             seen.add(key)
             models.append(request.to_input())
     return models
+
+
+def write_tracked_list(
+    s3: Any, bucket: str, prefix: str, configured: str, *, work_prefix: str, run_id: str
+) -> dict[str, Any]:
+    """List the tracked models into `{work_prefix}/refresh/{run_id}/tracked.json` (the refresh's Distributed Map
+    reads its items from there) and return where, and how many: a result of constant size, whatever the count."""
+    models = tracked_models(s3, bucket, prefix, configured)
+    key = f"{work_prefix.strip('/')}/refresh/{run_id}/tracked.json"
+    try:
+        s3.put_object(
+            Bucket=bucket,
+            Key=key,
+            Body=json.dumps(models, separators=(",", ":")).encode(),
+            ContentType="application/json",
+        )
+    except ClientError as exc:
+        raise s3_error(exc, bucket, f"writing {key}") from exc
+    return {"bucket": bucket, "items_key": key, "count": len(models)}
