@@ -191,7 +191,8 @@ def count_s3_requests(s3: Any) -> list[str]:
 
 def test_rerun_at_published_commit_is_a_cheap_no_op(s3: Any, bucket: str, hub: Any) -> None:
     """GIVEN a repo already published WHEN synced again THEN one Hub API call, no file download,
-    and three small S3 reads (manifest, ref, root manifest) and no writes."""
+    three small S3 reads (manifest, ref, root manifest), and the run's claim for gc (written, its folder
+    listed, released): no other write."""
     sync(modelgen.TINY_MODEL, bucket=bucket, s3=s3)
     hub.requests.clear()
     calls = count_s3_requests(s3)
@@ -200,7 +201,7 @@ def test_rerun_at_published_commit_is_a_cheap_no_op(s3: Any, bucket: str, hub: A
 
     assert again.status == "already_published"
     assert [r.endpoint for r in hub.requests] == ["api"]
-    assert calls == ["GetObject", "GetObject", "GetObject"]
+    assert calls == ["PutObject", "ListObjectsV2", "GetObject", "GetObject", "GetObject", "DeleteObject"]
 
 
 def test_force_recopies_and_refs_follow(s3: Any, bucket: str, hub: Any) -> None:

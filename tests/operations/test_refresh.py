@@ -230,7 +230,15 @@ def test_refreshing_an_unchanged_model_costs_one_hub_api_call_and_a_few_s3_reads
     assert result.status == "already_published"
     hub_calls = [(r.method, r.endpoint) for r in hub.requests.matching(repo_id=repo_id)]
     assert hub_calls == [("GET", "api")]
-    assert s3_proxy.requests.operations() == ["GetObject", "GetObject", "GetObject"]
+    # three small reads, and the run's claim for gc (model_cache.claims): written, its folder listed, released
+    assert s3_proxy.requests.operations() == [
+        "PutObject",
+        "ListObjectsV2",
+        "GetObject",
+        "GetObject",
+        "GetObject",
+        "DeleteObject",
+    ]
 
 
 def test_verify_and_cost_see_the_refreshed_and_the_old_snapshot(

@@ -140,19 +140,23 @@ def test_replication_is_off_by_default_and_filtered_on_the_prefix_when_on(templa
 
 
 def test_the_gc_function_may_delete_only_current_versions_under_the_prefix(template: dict[str, Any]) -> None:
-    """GIVEN the gc function  THEN its role lists only the prefix, reads and deletes only prefix/*, never
-    deletes object versions, and its schedule is off by default."""
+    """GIVEN the gc function  THEN its role lists only the prefix (and the claims folder), reads and deletes
+    only prefix/*, writes and deletes its marks only under the work prefix's claims/, never deletes object
+    versions, and its schedule is off by default."""
     gc = template["Resources"]["GcFunction"]["Properties"]
     statements = gc["Policies"][0]["Statement"]
     actions = {s["Sid"]: s["Action"] for s in statements}
     assert actions == {
         "ListOnlyThePrefix": "s3:ListBucket",
+        "MarkSnapshotsBeingDeleted": ["s3:PutObject", "s3:DeleteObject"],
         "ReadRefsAndManifests": "s3:GetObject",
         "DeleteOnlyUnderThePrefix": "s3:DeleteObject",
     }
     for statement in statements:
         if statement["Action"] == "s3:ListBucket":
             assert statement["Condition"]["StringLike"]["s3:prefix"]
+        elif statement["Sid"] == "MarkSnapshotsBeingDeleted":
+            assert statement["Resource"]["Fn::Sub"][0].endswith("/${WorkPrefix}/claims/*")
         else:
             assert statement["Resource"]["Fn::Sub"][0].endswith("/${CachePrefix}/*")
     assert "DeleteObjectVersion" not in json.dumps(gc)

@@ -98,8 +98,8 @@ def test_second_execution_failing_in_finalize_never_deletes_the_first_ones_publi
     hub: HubServer, hub_root: Path, s3: Any, versioned: bool
 ) -> None:
     """GIVEN execution B planned a commit, then execution A copied and published it
-    WHEN B runs only its weight unit (its small-file unit timed out), so B's finalize completes the weight's
-    upload and then fails on the missing unit (as ExplainCopyFailure runs it), and B's Catch cleanup runs
+    WHEN B runs only its weight unit (its small-file unit timed out), B's finalize runs (as ExplainCopyFailure
+    runs it) and fails on the missing unit, and B's Catch cleanup runs
     THEN every object A's manifest names is still there, A's own version (same ETag), with A's bytes;
     nothing of B is left open.
     (Failed on 93eecbe, unversioned: B completed over A's weight, then deleted the key without a version id.)"""
@@ -113,7 +113,7 @@ def test_second_execution_failing_in_finalize_never_deletes_the_first_ones_publi
 
     weight_unit = next(item for item in planned_b["units"] if item["path"] == "a-weights.safetensors")
     steps.copy_unit(weight_unit, s3=s3)
-    with pytest.raises(errors.TransferError, match="never"):
+    with pytest.raises(errors.TransferError, match="without a result"):
         steps.finalize(planned_b, s3=s3)
     steps.cleanup({**planned_b, "failed": True}, s3=s3)
 
