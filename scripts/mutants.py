@@ -320,6 +320,30 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/pipeline/test_tracked.py",),
         "a refresh of thousands of tracked pairs stays inside the 256 KiB state",
     ),
+    Mutant(
+        "fargate: a task that never started fails the unit at once",
+        "statemachine/model_cache.asl.json",
+        '"Next": "ReadFargateStop"',
+        '"Next": "FargateUnitFailed"',
+        ("tests/pipeline/test_fargate_stops.py",),
+        "a multi-hour run survives an image pull, ENI or maintenance stop",
+    ),
+    Mutant(
+        "fargate: task stops retried without a cap",
+        "statemachine/model_cache.asl.json",
+        '"NumericLessThanEquals": 3',
+        '"NumericLessThanEquals": 30',
+        ("tests/pipeline/test_fargate_stops.py",),
+        "a task that keeps failing to start fails the run after three retries",
+    ),
+    Mutant(
+        "fargate: the copier's own failure retried as a transient stop",
+        "statemachine/model_cache.asl.json",
+        '"StringEquals": "SpotInterruption"',
+        '"StringEquals": "EssentialContainerExited"',
+        ("tests/pipeline/test_fargate_stops.py",),
+        "a domain error on Fargate is not retried",
+    ),
     # --- the loader -----------------------------------------------------------------------------
     Mutant(
         "loader: GET without the manifest's version id",

@@ -85,6 +85,8 @@ def placeholder_value(name: str) -> str:
         return "_model-cache-work"
     if name.endswith("Bytes"):
         return "16777216"
+    if name.endswith("Seconds"):
+        return "30"
     raise SubstitutionError(f"no placeholder value for substitution {name}; add one to scripts/render_asl.py")
 
 

@@ -388,6 +388,7 @@ def plan(event: Any, *, token: str | None = None, s3: Any = None) -> dict[str, A
             "path": unit.items[0].path,
             "files": len(unit.items),
             "bytes": unit.bytes,
+            "attempt": 0,  # counts the Fargate runs of the unit that stopped without the copier's verdict
         }
         for unit in the_plan.units
     ]

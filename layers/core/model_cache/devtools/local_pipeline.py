@@ -300,6 +300,10 @@ class Router:
     functions: dict[str, str] = field(default_factory=dict)  # moto function name -> folder
     invocations: list[Invocation] = field(default_factory=list)
     copier_runs: list[CopierRun] = field(default_factory=list)
+    # Stops to emulate, one per RunTask, before the copier would run: {"StopCode", "StoppedReason"}
+    # as ECS reports a task that could not start (image pull, secrets, ENI) or was stopped (maintenance).
+    fargate_stops: list[dict[str, str]] = field(default_factory=list)
+    task_outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)  # task ARN -> how it stopped
     lock: threading.Lock = field(default_factory=threading.Lock)
     modules: dict[str, ModuleType] = field(default_factory=dict)
 
@@ -389,6 +393,61 @@ def restore_boto_normalisation(patcher: Patcher) -> None:
     patcher.setattr(StateTaskService, "_normalise_response", normalise_response)
 
 
+def patch_ecs_sync_failures(patcher: Patcher, router: Router) -> None:
+    """`ecs:runTask.sync` fails as on AWS: moto's engine ends the task state when the task stops, whatever
+    happened; Step Functions fails it with `States.TaskFailed` (the task's description as the cause) when
+    the task could not start or its essential container exited non-zero."""
+    from moto.stepfunctions.parser.api import HistoryEventType, TaskFailedEventDetails
+    from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
+        FailureEvent,
+        FailureEventException,
+    )
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
+        StatesErrorNameType,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_ecs import (
+        StateTaskServiceEcs,
+    )
+    from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
+
+    original: Any = StateTaskServiceEcs._build_sync_resolver
+
+    def build_sync_resolver(self: Any, env: Any, *args: Any, **kwargs: Any) -> Any:
+        resolve: Any = original(self, env, *args, **kwargs)
+
+        def resolve_or_fail() -> Any:
+            task = resolve()
+            if task is None:
+                return None
+            with router.lock:
+                outcome = router.task_outcomes.get(str(task.get("TaskArn")))
+            if outcome is None or (outcome["StopCode"] == "EssentialContainerExited" and outcome["ExitCode"] == 0):
+                return task
+            described = {**task, "StopCode": outcome["StopCode"], "StoppedReason": outcome["StoppedReason"]}
+            if outcome["ExitCode"] is not None:
+                described["Containers"] = [{"Name": "copier", "ExitCode": outcome["ExitCode"]}]
+            raise FailureEventException(
+                FailureEvent(
+                    env=env,
+                    error_name=StatesErrorName(typ=StatesErrorNameType.StatesTaskFailed),
+                    event_type=HistoryEventType.TaskFailed,
+                    event_details=EventDetails(  # type: ignore[typeddict-item]  # moto's TypedDict is total
+                        taskFailedEventDetails=TaskFailedEventDetails(
+                            resource="runTask.sync",
+                            resourceType="ecs",
+                            error=StatesErrorNameType.StatesTaskFailed.to_name(),
+                            cause=json.dumps(described, default=str),
+                        )
+                    ),
+                )
+            )
+
+        return resolve_or_fail
+
+    patcher.setattr(StateTaskServiceEcs, "_build_sync_resolver", build_sync_resolver)
+
+
 def install_routes(patcher: Patcher, moto: MotoLike) -> Router:
     """Patch moto (running in this process) so Lambda and ECS run our code; point its engine at the server."""
     from moto.awslambda.models import LambdaFunction
@@ -418,6 +477,13 @@ def install_routes(patcher: Patcher, moto: MotoLike) -> Router:
     def run_task(self: Any, *args: Any, **kwargs: Any) -> Any:
         tasks = original_run_task(self, *args, **kwargs)
         for task in tasks:
+            with router.lock:
+                stop = router.fargate_stops.pop(0) if router.fargate_stops else None
+            if stop is not None:
+                with router.lock:
+                    router.task_outcomes[task.task_arn] = {**stop, "ExitCode": None}
+                task.status = "STOPPED"
+                continue
             overrides = task.overrides or {}
             env = dict(os.environ)
             for container in overrides.get("containerOverrides", []):
@@ -434,8 +500,15 @@ def install_routes(patcher: Patcher, moto: MotoLike) -> Router:
             event = json.loads(env.get("MODEL_CACHE_EVENT", "null"))
             with router.lock:
                 router.copier_runs.append(CopierRun(event, process.returncode, process.stdout, process.stderr))
+                router.task_outcomes[task.task_arn] = {
+                    "StopCode": "EssentialContainerExited",
+                    "StoppedReason": "Essential container in task exited",
+                    "ExitCode": process.returncode,
+                }
             task.status = "STOPPED"
         return tasks
+
+    patch_ecs_sync_failures(patcher, router)
 
     patcher.setattr(LambdaFunction, "_invoke_lambda", invoke_lambda)
     patcher.setattr(EC2ContainerServiceBackend, "run_task", run_task)
@@ -615,6 +688,7 @@ def create_stack(
         "PartSizeBytes": str(part_size),
         "UnitSizeBytes": str(unit_size),
         "FargateThresholdBytes": str(fargate_threshold),
+        "FargateRetryWaitSeconds": "1",
         "CopierClusterArn": cluster_arn,
         "CopierTaskDefinitionArn": task_definition_arn,
         "CopierSubnetIds": subnet_id,
