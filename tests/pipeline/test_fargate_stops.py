@@ -13,13 +13,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import MotoEndpoint, failed_clean_problems, incomplete_uploads
+from conftest import MotoEndpoint, failed_clean_problems, incomplete_uploads, shared_test_module
 from sfn_harness import MIB, Router, create_stack, executing_state_machines, install_routes
 
 from model_cache import layout
 from model_cache.devtools import modelgen
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+support = shared_test_module("reliability_support", "tests/reliability/reliability_support.py")
 
 PULL = {"StopCode": "TaskFailedToStart", "StoppedReason": "CannotPullContainerError: pull access denied (timeout)"}
 ENI = {"StopCode": "TaskFailedToStart", "StoppedReason": "ResourceInitializationError: unable to create ENI"}
@@ -51,6 +52,9 @@ def test_a_task_that_could_not_start_or_was_stopped_by_ecs_runs_again(
     assert [run.event["attempt"] for run in router.copier_runs] == [3]
     assert all(run.returncode == 0 for run in router.copier_runs)
     s3.head_object(Bucket=bucket, Key=layout.root_manifest_key("models", modelgen.NESTED))
+    table = support.FaultTable("Fargate task stops before the copier (pull, ENI, maintenance)")
+    table.bucket_trial(support.check_bucket(s3, bucket), recovered=True, note="3 stops, then copied")
+    table.write()
 
 
 def test_a_task_that_keeps_failing_to_start_fails_clean_after_three_retries(
@@ -66,6 +70,9 @@ def test_a_task_that_keeps_failing_to_start_fails_clean_after_three_retries(
     assert router.copier_runs == []
     assert incomplete_uploads(s3, bucket) == []
     assert failed_clean_problems(s3, bucket) == []
+    table = support.FaultTable("Fargate task never starts")
+    table.bucket_trial(support.check_bucket(s3, bucket), recovered=False, note="4 tries, then failed clean")
+    table.write()
 
 
 def test_the_copiers_own_failure_is_not_run_again(

@@ -26,6 +26,14 @@ from model_cache.plan import MiB
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 ops = shared_test_module("ops_support", "tests/operations/ops_support.py")
+support = shared_test_module("reliability_support", "tests/reliability/reliability_support.py")
+
+
+def record_row(kind: str, s3: Any, bucket: str, *, recovered: bool) -> None:
+    """One fault-table row for this test's scenario (written by make reliability-figures)."""
+    table = support.FaultTable(kind)
+    table.bucket_trial(support.check_bucket(s3, bucket), recovered=recovered)
+    table.write()
 
 
 @pytest.fixture
@@ -84,6 +92,7 @@ def test_a_pinned_request_runs_again_after_its_first_execution_failed(
     assert [execution["status"] for execution in ended] == ["FAILED", "SUCCEEDED"]
     assert ended[1]["name"] == ended[0]["name"] + "-r1"
     s3.head_object(Bucket=bucket, Key=layout.manifest_key(stack.prefix, repo_id, commit))
+    record_row("request repeated after its execution failed", s3, bucket, recovered=True)
 
 
 def test_a_branch_request_within_the_hour_runs_again_when_the_branch_moved(
@@ -102,6 +111,7 @@ def test_a_branch_request_within_the_hour_runs_again_when_the_branch_moved(
 
     assert [execution["status"] for execution in settle(stack)] == ["SUCCEEDED", "SUCCEEDED"]
     assert ops.ref_commit(s3, bucket, repo_id) == moved
+    record_row("request repeated after its branch moved", s3, bucket, recovered=True)
 
 
 def test_a_request_whose_result_stands_is_deduplicated_and_one_gc_removed_runs_again(
@@ -126,3 +136,4 @@ def test_a_request_whose_result_stands_is_deduplicated_and_one_gc_removed_runs_a
         s3.get_object(Bucket=bucket, Key=layout.manifest_key(stack.prefix, repo_id, commit))["Body"].read()
     )
     assert manifest["commit"] == commit
+    record_row("request repeated after gc removed its snapshot", s3, bucket, recovered=True)

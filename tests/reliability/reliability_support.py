@@ -207,6 +207,11 @@ FAULT_KINDS = (
     "gc interleaved with a run (re-point refs)",
     "gc interleaved with a run (force re-copy)",
     "gc at every moment of a force re-copy",
+    "request repeated after its execution failed",
+    "request repeated after its branch moved",
+    "request repeated after gc removed its snapshot",
+    "Fargate task stops before the copier (pull, ENI, maintenance)",
+    "Fargate task never starts",
 )
 FAULT_ORDER = {kind: index for index, kind in enumerate(FAULT_KINDS)}
 
