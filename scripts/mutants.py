@@ -144,9 +144,9 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "cleanup: a failed run deletes the objects at its keys",
         f"{CORE}/steps.py",
-        '    return {"aborted_uploads": abort_uploads(s3, plan)}',
+        "    aborted = abort_uploads(s3, plan)\n",
         "    for planned in plan.files:\n        s3.delete_object(Bucket=plan.bucket, Key=planned.key)\n"
-        '    return {"aborted_uploads": abort_uploads(s3, plan)}',
+        "    aborted = abort_uploads(s3, plan)\n",
         (
             f"{PIPELINE_TESTS}::test_second_execution_failing_in_finalize_never_deletes_the_first_ones_published_objects",
         ),
@@ -155,8 +155,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "cleanup: open uploads left open",
         f"{CORE}/steps.py",
-        '    return {"aborted_uploads": abort_uploads(s3, plan)}',
-        '    return {"aborted_uploads": 0}',
+        "    aborted = abort_uploads(s3, plan)\n",
+        "    aborted = 0\n",
         ("tests/integration/test_engine.py", "tests/integration/test_steps.py"),
         "a failure leaves no incomplete multipart upload",
     ),
@@ -232,8 +232,10 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "request: any StartExecution failure taken for a duplicate",
         f"{CORE}/request_message.py",
-        "    except client.exceptions.ExecutionAlreadyExists:",
-        "    except Exception:",
+        "        except client.exceptions.ExecutionAlreadyExists:",
+        "        except client.exceptions.ClientError:\n"
+        '            return StartedExecution(name=name, outcome="deduplicated-running")\n'
+        "        except client.exceptions.ExecutionAlreadyExists:",
         (f"{PIPELINE_TESTS}::test_a_throttled_start_execution_is_a_failed_item_not_a_duplicate",),
         "a throttled request goes back to the queue, never lost",
     ),
