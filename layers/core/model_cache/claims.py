@@ -20,7 +20,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from model_cache import errors, layout
-from model_cache.transfer import list_objects, s3_error
+from model_cache.publish import put_bytes
+from model_cache.transfer import list_objects
 
 CLAIM_TTL_DAYS = 7.0  # longer than any run; equal to the work-file lifecycle rule
 GC_MARKER = "gc.json"
@@ -33,10 +34,7 @@ def folder(work_prefix: str, prefix: str, repo_id: str, commit: str) -> str:
 
 def _put(s3: Any, bucket: str, key: str, holder: str) -> None:
     body = json.dumps({"holder": holder, "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}).encode()
-    try:
-        s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")
-    except ClientError as exc:
-        raise s3_error(exc, bucket, f"writing {key}") from exc
+    put_bytes(s3, bucket, key, body, "application/json")
 
 
 def _delete(s3: Any, bucket: str, key: str) -> None:

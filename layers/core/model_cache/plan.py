@@ -266,7 +266,7 @@ class Plan:
 
     @property
     def work_dir(self) -> str:
-        return f"{self.work_prefix.strip('/')}/{self.plan_id}/"
+        return work_dir_for(self.work_prefix, self.plan_id)
 
     @property
     def plan_key(self) -> str:
@@ -317,6 +317,11 @@ class Plan:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise errors.InvalidRequest(f"the stored plan is malformed: {exc}") from exc
+
+
+def work_dir_for(work_prefix: str, plan_id: str) -> str:
+    """The folder of one plan's work files: `{work_prefix}/{plan_id}/`."""
+    return f"{work_prefix.strip('/')}/{plan_id}/"
 
 
 def new_plan_id() -> str:

@@ -52,14 +52,7 @@ def get_json(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
 
 
 def get_bytes(s3: Any, bucket: str, key: str) -> bytes | None:
-    try:
-        response = s3.get_object(Bucket=bucket, Key=key)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-            return None
-        raise s3_error(exc, bucket, f"reading {key}") from exc
-    data: bytes = response["Body"].read()
-    return data
+    return get_with_etag(s3, bucket, key)[0]
 
 
 def get_with_etag(s3: Any, bucket: str, key: str) -> tuple[bytes | None, str | None]:
@@ -315,8 +308,3 @@ def hub_head_check(repo_id: str, revision: str, commit: str, *, token: str | Non
         return head_commit(repo_id, revision, token=token) == commit
 
     return is_head
-
-
-def known_head(commit: str, head: str) -> HeadCheck:
-    """`is_head` when the caller resolved the revision a moment ago (the already-published path)."""
-    return lambda: commit == head

@@ -19,7 +19,7 @@ from model_cache import claims, errors, ids, layout
 from model_cache import publish as publish_mod
 from model_cache.hubapi import check_access, resolve
 from model_cache.manifest import FileRecord
-from model_cache.plan import DEFAULT_WORK_PREFIX, Plan, PlanOptions, make_plan, new_plan_id
+from model_cache.plan import DEFAULT_WORK_PREFIX, Plan, PlanOptions, make_plan, new_plan_id, work_dir_for
 from model_cache.publish import Published
 from model_cache.refresh import reusable_sources
 from model_cache.selection import select_paths, validate_globs
@@ -119,8 +119,10 @@ def prepare_plan(
                 # lacks some chosen file is not; only the missing files are copied, and publish writes the union.
                 have = {entry.get("path") for entry in existing.get("files", [])}
                 if all(path in have for path in chosen):
-                    head = publish_mod.known_head(snapshot.commit, snapshot.commit)
-                    published = publish_mod.point_refs(s3, bucket, prefix, repo_id, revision, existing, is_head=head)
+                    # The revision was resolved to this commit a moment ago: it is the head.
+                    published = publish_mod.point_refs(
+                        s3, bucket, prefix, repo_id, revision, existing, is_head=lambda: True
+                    )
                     claims.release(s3, bucket, claim_key)
                     return published
                 chosen = [path for path in chosen if path not in have]
@@ -425,7 +427,7 @@ def _stored_plan(s3: Any, args: dict[str, Any]) -> Plan | None:
     attempt's. Only a complete plan is stored (after every upload started), and only one for the same
     repo and revision is taken.
     """
-    key = f"{args['work_prefix']}/{args['plan_id']}/plan.json"
+    key = f"{work_dir_for(args['work_prefix'], args['plan_id'])}plan.json"
     data = publish_mod.get_json(s3, args["bucket"], key)
     if data is None:
         return None

@@ -11,12 +11,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from model_cache import ids, layout
 from model_cache.errors import InvalidRequest
+from model_cache.publish import put_bytes
 from model_cache.request_message import CacheRequest
-from model_cache.transfer import s3_error
 
 REFRESH_REQUESTER = "schedule"
 
@@ -78,13 +76,5 @@ def write_tracked_list(
     reads its items from there) and return where, and how many: a result of constant size, whatever the count."""
     models = tracked_models(s3, bucket, prefix, configured)
     key = f"{work_prefix.strip('/')}/refresh/{run_id}/tracked.json"
-    try:
-        s3.put_object(
-            Bucket=bucket,
-            Key=key,
-            Body=json.dumps(models, separators=(",", ":")).encode(),
-            ContentType="application/json",
-        )
-    except ClientError as exc:
-        raise s3_error(exc, bucket, f"writing {key}") from exc
+    put_bytes(s3, bucket, key, json.dumps(models, separators=(",", ":")).encode(), "application/json")
     return {"bucket": bucket, "items_key": key, "count": len(models)}

@@ -123,17 +123,7 @@ def start_uploads(s3: Any, plan: Plan) -> None:
 
 def abort_uploads(s3: Any, plan: Plan) -> int:
     """Abort every multipart upload of the plan still open; returns how many were aborted."""
-    aborted = 0
-    for planned in plan.files:
-        if planned.upload_id is None:
-            continue
-        try:
-            s3.abort_multipart_upload(Bucket=plan.bucket, Key=planned.key, UploadId=planned.upload_id)
-            aborted += 1
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in ("NoSuchUpload", "404"):
-                raise s3_error(exc, plan.bucket, f"aborting the upload of {planned.path}") from exc
-    return aborted
+    return sum(_abort_one(s3, plan, planned) for planned in plan.files)
 
 
 @dataclass(frozen=True)
@@ -294,14 +284,17 @@ def complete_upload(
     return stored
 
 
-def _abort_one(s3: Any, plan: Plan, planned: PlannedFile) -> None:
+def _abort_one(s3: Any, plan: Plan, planned: PlannedFile) -> bool:
+    """Abort the file's multipart upload; False when it has none or it is already gone."""
     if planned.upload_id is None:
-        return
+        return False
     try:
         s3.abort_multipart_upload(Bucket=plan.bucket, Key=planned.key, UploadId=planned.upload_id)
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") not in ("NoSuchUpload", "404"):
             raise s3_error(exc, plan.bucket, f"aborting the upload of {planned.path}") from exc
+        return False
+    return True
 
 
 def multipart_etag(parts: Sequence[PartResult]) -> str:
