@@ -1,7 +1,9 @@
-"""Finalize task: complete the multipart uploads and verify files split across units by reading them back.
+"""Finalize task, in two modes: complete one multipart file (an item of the CompleteFiles Map, with
+`path`), or gather every file's verified record into files.json (the Finalize state).
 
-A mismatch deletes what this run wrote and fails with IntegrityError; nothing is published. When a
-copy unit failed, finalize fails first with that unit's own error (recorded by steps.copy_unit).
+Completing reads a file back only when it was split across units; a mismatch deletes what this run
+wrote and fails with IntegrityError, so nothing is published. When a copy unit failed, finalize fails
+first with that unit's own error (recorded by steps.copy_unit).
 """
 
 from __future__ import annotations
@@ -24,6 +26,12 @@ metrics = Metrics()
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    if isinstance(event, dict) and "path" in event:
+        with counted_failure("complete-file", logger, metrics):
+            completed = steps.complete_file(event)
+        logger.info("file completed", extra=completed)
+        metrics.add_metric(name="FilesReadBack", unit=MetricUnit.Count, value=int(completed["read_back"]))
+        return completed
     with counted_failure("finalize", logger, metrics):
         result = steps.finalize(event)
     logger.info(

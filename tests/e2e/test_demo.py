@@ -76,7 +76,9 @@ def test_demo_runs_every_stage_and_ends_with_generated_text(
         assert re.search(rf"--- {re.escape(title)}: \d+\.\d s", out), f"stage {number} not timed"
     assert "request Lambda: started execution " in out
     assert "Step Functions (moto's engine): SUCCEEDED" in out
-    assert re.search(r"states: .*Plan -> .*CopyUnits -> Finalize -> Publish", out), output_of(run)
+    assert re.search(
+        r"states: .*Plan -> .*CopyUnits -> AnyFilesToComplete\? -> (CompleteFiles -> )?Finalize -> Publish", out
+    ), output_of(run)
     assert f"synced {demo.SYNTHETIC_REPO}@main: 2 files, {SYNTHETIC_MB}.0 MiB" in out
     assert "nothing copied" in out
     assert "Hub requests for the re-run: 1 " in out

@@ -18,7 +18,7 @@ from model_cache.plan import MiB
 
 pytestmark = pytest.mark.integration
 
-SMALL_UNITS = {"part_size": 8 * MiB, "unit_size": 16 * MiB, "unit_concurrency": 2}
+SMALL_UNITS = {"part_size": 8 * MiB, "unit_size": 16 * MiB, "unit_concurrency": 2, "layout": "split"}
 
 
 def run_state_machine(event: dict[str, Any], s3: Any, token: str | None = None) -> dict[str, Any]:
@@ -30,8 +30,10 @@ def run_state_machine(event: dict[str, Any], s3: Any, token: str | None = None) 
     assert items == planned["units"]
     for item in items:
         json.dumps(steps.copy_unit(item, token=token, s3=s3))
-    finalized = steps.finalize(planned, s3=s3)
-    assert steps.finalize(planned, s3=s3) == finalized  # a retried finalize finds its uploads already complete
+    finalized = steps.finalize(steps.complete_files(planned, s3=s3), s3=s3)
+    assert (
+        steps.finalize(steps.complete_files(planned, s3=s3), s3=s3) == finalized
+    )  # a retried finalize finds its uploads already complete
     published = steps.publish(finalized, s3=s3)
     cleaned = steps.cleanup({**planned, "failed": False}, s3=s3)
     return {"plan": planned, "finalize": finalized, "publish": published, "cleanup": cleaned}
@@ -82,7 +84,7 @@ def test_failed_unit_then_cleanup_leaves_nothing(s3: Any, bucket: str, hub: Any)
     for item in planned["units"]:
         steps.copy_unit(item, s3=s3)
     with pytest.raises(errors.IntegrityError, match="sha256"):
-        steps.finalize(planned, s3=s3)
+        steps.finalize(steps.complete_files(planned, s3=s3), s3=s3)
     cleaned = steps.cleanup({**planned, "failed": True}, s3=s3)
     assert cleaned["deleted_work_files"] > 0
     assert incomplete_uploads(s3, bucket) == []
@@ -127,7 +129,7 @@ def test_a_fargate_units_domain_error_is_what_finalize_fails_with(s3: Any, bucke
     )
     assert done.returncode == errors.EntryNotFound.exit_code, done.stderr
     with pytest.raises(errors.EntryNotFound, match=rf"copy unit {fargate['unit_id']} \({fargate['path']}\)"):
-        steps.finalize(planned, s3=s3)
+        steps.finalize(steps.complete_files(planned, s3=s3), s3=s3)
     steps.cleanup({**planned, "failed": True}, s3=s3)
     assert incomplete_uploads(s3, bucket) == []
     assert failed_clean_problems(s3, bucket) == []
@@ -153,7 +155,7 @@ def test_fargate_unit_runs_through_the_copier_entrypoint(s3: Any, bucket: str, h
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["unit_id"] == fargate[0]["unit_id"]
-    finalized = steps.finalize(planned, s3=s3)
+    finalized = steps.finalize(steps.complete_files(planned, s3=s3), s3=s3)
     assert finalized["verified_by_read_back"] == 0
     assert steps.publish(finalized, s3=s3)["status"] == "published"
 
@@ -184,7 +186,7 @@ def test_the_token_is_never_in_a_result_a_work_file_or_a_log(
     planned = steps.plan({"repo_id": modelgen.GATED, "bucket": bucket, "options": SMALL_UNITS}, token=token, s3=s3)
     results = [planned]
     results += [steps.copy_unit(item, token=token, s3=s3) for item in planned["units"]]
-    results.append(steps.finalize(planned, s3=s3))
+    results.append(steps.finalize(steps.complete_files(planned, s3=s3), s3=s3))
     results.append(steps.publish(planned, s3=s3))
     assert results[-1]["status"] == "published"
     assert token not in json.dumps(results)
@@ -197,7 +199,7 @@ def test_the_token_is_never_in_a_result_a_work_file_or_a_log(
 def test_nested_repo_through_the_tasks_is_byte_identical(s3: Any, bucket: str, hub: Any, manifest_schema: Any) -> None:
     """GIVEN the nested repo (nested paths, a unicode name, an 11 MiB file) and 5 MiB parts and units
     WHEN run task by task THEN the 11 MiB file spans 3 units, and every published object equals the double's bytes."""
-    options = {"part_size": 5 * MiB, "unit_size": 5 * MiB}
+    options = {"part_size": 5 * MiB, "unit_size": 5 * MiB, "layout": "split"}
     outputs = run_state_machine({"repo_id": modelgen.NESTED, "bucket": bucket, "options": options}, s3)
     units = outputs["plan"]["units"]
     assert [u["path"] for u in units].count(modelgen.NESTED_LARGE_FILE_PATH) == 3

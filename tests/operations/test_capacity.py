@@ -61,3 +61,17 @@ def test_a_throttled_unit_waits_long_enough_for_running_units_to_drain(asl: dict
     throttle = next(r for r in retriers if "Lambda.TooManyRequestsException" in r["ErrorEquals"])
     assert throttle["JitterStrategy"] == "FULL"
     assert expected_wait_seconds(throttle) >= 2 * LAMBDA_TIMEOUT_SECONDS
+
+
+def test_one_refresh_completing_at_its_widest_fits_the_finalize_reserved_concurrency(
+    template: dict[str, Any], asl: dict[str, Any]
+) -> None:
+    """GIVEN the refresh Map's parallelism and the CompleteFiles Map's concurrency in the ASL
+    THEN every model of a refresh completing files at once fits the finalize function's reserved concurrency,
+    and a throttled completion waits as long as a throttled copy unit does."""
+    worst_case = asl["States"]["RefreshEachModel"]["MaxConcurrency"] * asl["States"]["CompleteFiles"]["MaxConcurrency"]
+    reserved = template["Resources"]["FinalizeFunction"]["Properties"]["ReservedConcurrentExecutions"]
+    assert reserved >= worst_case
+    completion = asl["States"]["CompleteFiles"]["ItemProcessor"]["States"]["CompleteFile"]["Retry"][0]
+    assert completion["ErrorEquals"] == ["Lambda.TooManyRequestsException"]
+    assert expected_wait_seconds(completion) >= 2 * 900

@@ -69,7 +69,7 @@ def run_request(scene: Scene, bucket: str, client: Any, *, force: bool) -> None:
     try:
         for item in planned["units"]:
             steps.copy_unit(item, s3=client)
-        steps.publish(steps.finalize(planned, s3=client), s3=client)
+        steps.publish(steps.finalize(steps.complete_files(planned, s3=client), s3=client), s3=client)
     finally:
         steps.cleanup({**planned, "failed": False}, s3=client)
 

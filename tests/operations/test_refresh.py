@@ -148,7 +148,7 @@ def test_a_refresh_through_the_state_machine_tasks_runs_copy_from_units_on_lambd
     assert copy_result["hub_bytes"] == 0
     assert copy_result["s3_copy_bytes"] == planned["reused_bytes"]
     assert set(hub_file_bytes(hub, repo_id)) == {"README.md"}
-    finalized = steps.finalize(planned, s3=s3)
+    finalized = steps.finalize(steps.complete_files(planned, s3=s3), s3=s3)
     assert finalized["verified_by_read_back"] == 0
     assert steps.publish(finalized, s3=s3)["status"] == "published"
     steps.cleanup(planned, s3=s3)
@@ -312,7 +312,7 @@ def test_a_delete_marker_on_a_source_after_planning_does_not_fail_the_copy(
 
     for item in planned["units"]:
         steps.copy_unit(item, s3=s3)
-    published = steps.publish(steps.finalize(planned, s3=s3), s3=s3)
+    published = steps.publish(steps.finalize(steps.complete_files(planned, s3=s3), s3=s3), s3=s3)
     steps.cleanup({**planned, "failed": False}, s3=s3)
 
     manifest = manifest_at(s3, bucket, published["manifest_key"])

@@ -28,7 +28,7 @@ SAMPLE_EVENTS = {
     "request": ["sqs_requests.json"],
     "plan": ["plan.json"],
     "copy_unit": ["copy_unit.json", "copy_unit_fargate.json"],
-    "finalize": ["finalize.json"],
+    "finalize": ["complete_file.json", "finalize.json"],
     "publish": ["publish.json"],
     "cleanup": ["cleanup_after_failure.json", "cleanup_after_success.json"],
     "tracked_models": ["tracked_models.json"],

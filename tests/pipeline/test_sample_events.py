@@ -106,6 +106,14 @@ def test_the_task_events_run_through_their_handlers_in_pipeline_order(
             assert copied.returncode == 0, copied.stderr[-2000:]
         else:
             invoke("copy_unit", item)
+    # the split shard's completion through its sample event, the other multipart files through theirs
+    complete_event = event("complete_file.json", bucket)
+    completions = json.loads(s3.get_object(Bucket=bucket, Key=planned["completions_key"])["Body"].read())
+    assert complete_event in completions
+    for item in completions:
+        completed = invoke("finalize", item)
+        # the shards are split over units, so read back; the Fargate unit hashed the huge file whole
+        assert completed["read_back"] == item["path"].startswith("model-0000"), item
     verified = invoke("finalize", event("finalize.json", bucket))
     published = invoke("publish", event("publish.json", bucket))
     cleaned = invoke("cleanup", event("cleanup_after_success.json", bucket))

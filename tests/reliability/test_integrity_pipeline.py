@@ -49,9 +49,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ops = shared_test_module("ops_support", "tests/operations/ops_support.py")
 
 # The weight (3 parts) whole in one unit, verified in-stream; the small files in a second unit.
-WHOLE = {"part_size": PART_SIZE, "unit_size": 4 * PART_SIZE, "unit_concurrency": 1}
+WHOLE = {"part_size": PART_SIZE, "unit_size": 4 * PART_SIZE, "unit_concurrency": 1, "layout": "split"}
 # The weight split over 3 units: finalize verifies it by reading it back.
-SPLIT = {"part_size": PART_SIZE, "unit_size": PART_SIZE, "unit_concurrency": 1}
+SPLIT = {"part_size": PART_SIZE, "unit_size": PART_SIZE, "unit_concurrency": 1, "layout": "split"}
 
 
 def plan_event(bucket: str, name: str, options: dict[str, Any], **fields: Any) -> dict[str, Any]:
@@ -65,7 +65,7 @@ def run_to_published(s3: Any, event: dict[str, Any]) -> dict[str, Any]:
         return planned
     for item in planned["units"]:
         steps.copy_unit(item, s3=s3)
-    published = steps.publish(steps.finalize(planned, s3=s3), s3=s3)
+    published = steps.publish(steps.finalize(steps.complete_files(planned, s3=s3), s3=s3), s3=s3)
     steps.cleanup({**planned, "failed": False}, s3=s3)
     return published
 
@@ -114,7 +114,7 @@ def test_second_execution_failing_in_finalize_never_deletes_the_first_ones_publi
     weight_unit = next(item for item in planned_b["units"] if item["path"] == "a-weights.safetensors")
     steps.copy_unit(weight_unit, s3=s3)
     with pytest.raises(errors.TransferError, match="without a result"):
-        steps.finalize(planned_b, s3=s3)
+        steps.finalize(steps.complete_files(planned_b, s3=s3), s3=s3)
     steps.cleanup({**planned_b, "failed": True}, s3=s3)
 
     state = check_bucket(s3, bucket)
@@ -152,7 +152,7 @@ def test_a_second_run_never_replaces_a_published_object_with_unverified_bytes(
 
     client_b = s3_client()
     client_b.meta.events.register("after-call.s3.CompleteMultipartUpload", after_complete)
-    finalized = steps.finalize(planned_b, s3=client_b)
+    finalized = steps.finalize(steps.complete_files(planned_b, s3=client_b), s3=client_b)
     steps.publish(finalized, s3=client_b)
     steps.cleanup({**planned_b, "failed": False}, s3=client_b)
 
@@ -169,7 +169,7 @@ def test_a_second_run_never_replaces_a_published_object_with_unverified_bytes(
 def copy_then_finalize(s3: Any, planned: dict[str, Any], units: list[dict[str, Any]]) -> dict[str, Any]:
     for item in units:
         steps.copy_unit(item, s3=s3)
-    return steps.finalize(planned, s3=s3)
+    return steps.finalize(steps.complete_files(planned, s3=s3), s3=s3)
 
 
 def test_the_fault_table_row_second_execution_fails_in_finalize(hub: HubServer, hub_root: Path, s3: Any) -> None:
@@ -230,7 +230,7 @@ def test_an_older_commit_that_publishes_last_never_moves_refs_back(
     planned_x = steps.plan(event, s3=s3)
     for item in planned_x["units"]:
         steps.copy_unit(item, s3=s3)
-    finalized_x = steps.finalize(planned_x, s3=s3)
+    finalized_x = steps.finalize(steps.complete_files(planned_x, s3=s3), s3=s3)
     move_main(hub_root, moving_repo, "# moved on\n")
     newer = sync(moving_repo, bucket=bucket, part_size=PART_SIZE, s3=s3)
     assert newer.commit != planned_x["commit"]
@@ -259,7 +259,7 @@ def test_interleaved_publishes_leave_refs_main_and_manifest_json_on_the_head_com
     planned_x = steps.plan(event, s3=s3)
     for item in planned_x["units"]:
         steps.copy_unit(item, s3=s3)
-    finalized_x = steps.finalize(planned_x, s3=s3)
+    finalized_x = steps.finalize(steps.complete_files(planned_x, s3=s3), s3=s3)
     target = (
         layout.ref_key("models", moving_repo, "main")
         if moment == "before the ref write"
@@ -299,7 +299,7 @@ def test_the_fault_table_row_older_commit_publishes_last(
             planned = steps.plan({**event, "options": {"part_size": PART_SIZE}}, s3=s3)
             for item in planned["units"]:
                 steps.copy_unit(item, s3=s3)
-            runs[name] = (planned, steps.finalize(planned, s3=s3))
+            runs[name] = (planned, steps.finalize(steps.complete_files(planned, s3=s3), s3=s3))
             if name == "old":
                 move_main(hub_root, moving_repo, f"# trial {trial} c2\n")
         order = ["old", "new"] if rng.random() < 0.75 else ["new", "old"]
@@ -341,7 +341,7 @@ def test_publish_writes_the_manifest_before_any_ref_and_a_ref_before_manifest_js
     planned = steps.plan(plan_event(bucket, "exec-order", WHOLE), s3=s3)
     for item in planned["units"]:
         steps.copy_unit(item, s3=s3)
-    finalized = steps.finalize(planned, s3=s3)
+    finalized = steps.finalize(steps.complete_files(planned, s3=s3), s3=s3)
     s3_proxy.requests.clear()
     steps.publish(finalized, s3=proxied_s3)
     writes = [entry.path.split("?")[0] for entry in s3_proxy.requests if entry.operation == "PutObject"]
@@ -365,7 +365,7 @@ def test_a_write_that_fails_between_manifest_and_refs_publishes_the_snapshot_and
         planned = steps.plan(plan_event(bucket, f"exec-deny-{trial}", WHOLE), s3=s3)
         for item in planned["units"]:
             steps.copy_unit(item, s3=s3)
-        finalized = steps.finalize(planned, s3=s3)
+        finalized = steps.finalize(steps.complete_files(planned, s3=s3), s3=s3)
         s3_proxy.faults.clear()
         s3_proxy.faults.add("PutObject", "deny", times=1, key="*/refs/*")
         with pytest.raises(errors.AccessDenied):
@@ -468,7 +468,7 @@ def test_concurrent_runs_with_different_selections_publish_the_union(moving_repo
         planned = steps.plan({**event, "options": {"part_size": PART_SIZE}}, s3=s3)
         for item in planned["units"]:
             steps.copy_unit(item, s3=s3)
-        runs.append((planned, steps.finalize(planned, s3=s3)))
+        runs.append((planned, steps.finalize(steps.complete_files(planned, s3=s3), s3=s3)))
     for planned, finalized in runs:
         steps.publish(finalized, s3=s3)
         steps.cleanup({**planned, "failed": False}, s3=s3)
@@ -505,7 +505,7 @@ def test_a_retried_plan_task_starts_no_second_set_of_uploads(
         assert second == first
         for item in second["units"]:
             steps.copy_unit(item, s3=s3)
-        steps.publish(steps.finalize(second, s3=s3), s3=s3)
+        steps.publish(steps.finalize(steps.complete_files(second, s3=s3), s3=s3), s3=s3)
         steps.cleanup({**second, "failed": False}, s3=s3)
         state = check_bucket(s3, bucket)
         table.bucket_trial(state, recovered=True, note=f"trial {trial}")
@@ -533,7 +533,7 @@ def test_a_retried_finalize_accepts_a_completed_object_only_if_it_is_its_own(
     s3.put_object(Bucket=bucket, Key=weight["key"], Body=other)
 
     with pytest.raises(errors.IntegrityError, match=r"already holds other bytes|left untouched"):
-        steps.finalize(planned, s3=s3)
+        steps.finalize(steps.complete_files(planned, s3=s3), s3=s3)
     steps.cleanup({**planned, "failed": True}, s3=s3)
 
     assert s3.get_object(Bucket=bucket, Key=weight["key"])["Body"].read() == other

@@ -153,7 +153,7 @@ def test_burst_of_200_requests_for_5_models_starts_each_distinct_request_once(
         if planned["status"] == "planned":
             for item in planned["units"]:
                 steps.copy_unit(item, s3=s3)
-            steps.publish(steps.finalize(planned, s3=s3), s3=s3)
+            steps.publish(steps.finalize(steps.complete_files(planned, s3=s3), s3=s3), s3=s3)
             steps.cleanup({**planned, "failed": False}, s3=s3)
             copied[request["repo_id"]] = copied.get(request["repo_id"], 0) + 1
     # A file's bytes come from one 200/206 answer (an LFS file's resolve answers 302 first).

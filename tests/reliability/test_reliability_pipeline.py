@@ -44,7 +44,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TRIALS = 5
 # The weight's 3 parts in one unit, copied one part at a time; the small files in a second unit.
-OPTIONS = {"part_size": PART_SIZE, "unit_size": 4 * PART_SIZE, "unit_concurrency": 1}
+OPTIONS = {"part_size": PART_SIZE, "unit_size": 4 * PART_SIZE, "unit_concurrency": 1, "layout": "split"}
 
 
 def parts_uploaded(s3: Any, bucket: str, plan: dict[str, Any]) -> int:
@@ -97,7 +97,7 @@ def test_copy_unit_killed_mid_part_then_retried(fault_hub_endpoint: HubServer, s
 
         for item in planned["units"]:  # the retry of the killed unit, and the units not yet run
             steps.copy_unit(item, s3=s3)
-        finalized = steps.finalize(planned, s3=s3)
+        finalized = steps.finalize(steps.complete_files(planned, s3=s3), s3=s3)
         published = steps.publish(finalized, s3=s3)
         steps.cleanup({**planned, "failed": False}, s3=s3)
 
@@ -131,7 +131,7 @@ def execution_steps(s3: Any, bucket: str, name: str, log: list[str]) -> Iterator
         return
     for item in state["plan"]["units"]:
         yield functools.partial(steps.copy_unit, item, s3=s3)
-    yield lambda: state.update(finalized=steps.finalize(state["plan"], s3=s3))
+    yield lambda: state.update(finalized=steps.finalize(steps.complete_files(state["plan"], s3=s3), s3=s3))
     yield lambda: log.append(f"{name}: published {steps.publish(state['finalized'], s3=s3)['commit'][:8]}")
     yield lambda: steps.cleanup({**state["plan"], "failed": False}, s3=s3)
 

@@ -62,3 +62,10 @@ class SnapshotBusy(ModelCacheError):
     """gc is deleting the snapshot this run would write or point a ref at; run it again in a minute."""
 
     exit_code = 7
+
+
+class PlanLimitExceeded(ModelCacheError):
+    """A plan that would break an AWS limit (a Lambda's 15 minutes, a Fargate task's timeout, the
+    number of parts or copy units, ...): refused at plan time, before anything is uploaded."""
+
+    exit_code = 2

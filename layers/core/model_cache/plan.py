@@ -29,7 +29,10 @@ S3_MAX_PARTS = 10_000
 S3_MAX_OBJECT_SIZE = 5 * TiB
 
 DEFAULT_PART_SIZE = 16 * MiB  # x concurrency 8 (+2 in the hashing window) keeps the engine under 300 MiB RSS
-DEFAULT_UNIT_SIZE = 4 * GiB  # a Lambda unit at >= 50 MB/s finishes in under 90 s, far inside 15 minutes
+# When a model has too few files to fill the copy Map, its files are split into units of 512 MiB (5-9 s at
+# 60-120 MB/s), so a 15 GB model is ~30 units wide; each split file is then read back by its own completion
+# task. When it has enough, each file is one unit, hashed in-stream (`limits.fastest_plan`, `make scale`).
+DEFAULT_UNIT_SIZE = 512 * MiB
 DEFAULT_FARGATE_THRESHOLD = 40 * GiB  # above this a file is one whole-file unit on Fargate
 DEFAULT_UNIT_CONCURRENCY = 4  # parts in flight inside one Lambda unit
 MAX_FILES_PER_UNIT = 256  # packs of small files: bounded so one unit's result stays small
@@ -39,9 +42,14 @@ DEFAULT_WORK_PREFIX = "_model-cache-work"
 COPY_OBJECT_LIMIT = 5 * GiB
 COPY_PART_SIZE = 1 * GiB
 COPY_PACK_BYTES = 64 * GiB  # server-side copies of a pack of small files: bounded by count, not time
+COPY_PARTS_PER_UNIT = 32  # UploadPartCopy parts per unit: 32 GiB, a couple of minutes inside S3
 
 Runner = Literal["lambda", "fargate"]
 UnitKind = Literal["hub", "copy-from"]  # bytes from the Hub, or copied inside S3 from the previous snapshot
+
+
+Layout = Literal["auto", "split", "whole"]
+LAYOUTS: tuple[Layout, ...] = ("auto", "split", "whole")
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,10 @@ class PlanOptions:
     unit_size: int = DEFAULT_UNIT_SIZE
     fargate_threshold: int = DEFAULT_FARGATE_THRESHOLD
     unit_concurrency: int = DEFAULT_UNIT_CONCURRENCY
+    # How big files become units: "split" into runs of unit_size (wide fan-out; a split file is read back
+    # by its completion task), "whole" (one unit per file, hashed in-stream), or "auto": whichever run is
+    # faster at the stated rates (model_cache.limits.fastest_plan).
+    layout: Layout = "auto"
 
     def __post_init__(self) -> None:
         for name in ("part_size", "unit_size", "fargate_threshold", "unit_concurrency"):
@@ -62,13 +74,16 @@ class PlanOptions:
             )
         if self.unit_size < self.part_size:
             raise errors.InvalidRequest(f"unit_size {self.unit_size} is smaller than part_size {self.part_size}")
+        if self.layout not in LAYOUTS:
+            raise errors.InvalidRequest(f"option layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
 
-    def to_json(self) -> dict[str, int]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "part_size": self.part_size,
             "unit_size": self.unit_size,
             "fargate_threshold": self.fargate_threshold,
             "unit_concurrency": self.unit_concurrency,
+            "layout": self.layout,
         }
 
     @classmethod
@@ -77,7 +92,7 @@ class PlanOptions:
             return cls()
         if not isinstance(data, dict):
             raise errors.InvalidRequest(f"options must be an object, got {type(data).__name__}")
-        unknown = set(data) - {"part_size", "unit_size", "fargate_threshold", "unit_concurrency"}
+        unknown = set(data) - {"part_size", "unit_size", "fargate_threshold", "unit_concurrency", "layout"}
         if unknown:
             raise errors.InvalidRequest(f"unknown option(s): {', '.join(sorted(unknown))}")
         return cls(**data)
@@ -340,10 +355,13 @@ def make_plan(
     reuse: Mapping[str, CopySource] | None = None,
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
+    whole_file_max: int | None = None,
 ) -> Plan:
     """Pure: the files of `selected` as `PlannedFile`s and their copy units (no I/O).
 
-    A path in `reuse` is copied inside S3 from that source instead of being fetched from the Hub.
+    A path in `reuse` is copied inside S3 from that source instead of being fetched from the Hub. With
+    `whole_file_max`, a Hub file up to that size is one unit (streamed and hashed whole, nothing to read
+    back) instead of runs of `unit_size`.
     """
     options = options or PlanOptions()
     reuse = reuse or {}
@@ -380,18 +398,20 @@ def make_plan(
         work_prefix=work_prefix,
         options=options,
         files=files,
-        units=split_units(files, options),
+        units=split_units(files, options, whole_file_max),
         write_hash_file=not has_hash_file,
         include=tuple(include),
         exclude=tuple(exclude),
     )
 
 
-def split_units(files: list[PlannedFile], options: PlanOptions) -> list[CopyUnit]:
-    """Big files -> runs of whole parts (or one Fargate unit); small files -> packs up to unit_size.
+def split_units(files: list[PlannedFile], options: PlanOptions, whole_file_max: int | None = None) -> list[CopyUnit]:
+    """Big files -> runs of whole parts (or one Fargate unit; or one Lambda unit up to `whole_file_max`);
+    small files -> packs up to unit_size.
 
-    Files copied inside S3 get their own `copy-from` units on the Lambda path: one per multipart copy,
-    packs of up to MAX_FILES_PER_UNIT for the rest (a server-side copy moves no bytes through Lambda).
+    Files copied inside S3 get their own `copy-from` units on the Lambda path: runs of COPY_PARTS_PER_UNIT
+    parts of a multipart copy, packs of up to MAX_FILES_PER_UNIT for the rest (a server-side copy moves
+    no bytes through Lambda).
     """
     units: list[CopyUnit] = []
 
@@ -404,7 +424,11 @@ def split_units(files: list[PlannedFile], options: PlanOptions) -> list[CopyUnit
         if planned.copy_from is None:
             continue
         if planned.multipart:
-            add("lambda", [UnitItem(planned.path, 1, planned.part_count)], planned.size, "copy-from")
+            for first in range(1, planned.part_count + 1, COPY_PARTS_PER_UNIT):
+                last = min(first + COPY_PARTS_PER_UNIT - 1, planned.part_count)
+                start, _ = planned.part_range(first)
+                _, end = planned.part_range(last)
+                add("lambda", [UnitItem(planned.path, first, last)], end - start, "copy-from")
             continue
         if copy_pack and (len(copy_pack) >= MAX_FILES_PER_UNIT or copy_pack_bytes + planned.size > COPY_PACK_BYTES):
             add("lambda", copy_pack, copy_pack_bytes, "copy-from")
@@ -428,6 +452,9 @@ def split_units(files: list[PlannedFile], options: PlanOptions) -> list[CopyUnit
             continue
         if planned.size >= options.fargate_threshold:
             add("fargate", [UnitItem(planned.path, 1, planned.part_count)], planned.size)
+            continue
+        if whole_file_max is not None and planned.size <= whole_file_max:
+            add("lambda", [UnitItem(planned.path, 1, planned.part_count)], planned.size)
             continue
         parts_per_unit = max(1, options.unit_size // planned.part_size)
         for first in range(1, planned.part_count + 1, parts_per_unit):

@@ -11,6 +11,7 @@ import json
 import re
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -18,8 +19,9 @@ from botocore.exceptions import ClientError
 from model_cache import claims, errors, ids, layout
 from model_cache import publish as publish_mod
 from model_cache.hubapi import check_access, resolve
+from model_cache.limits import check_plan, make_run_plan
 from model_cache.manifest import FileRecord
-from model_cache.plan import DEFAULT_WORK_PREFIX, Plan, PlanOptions, make_plan, new_plan_id, work_dir_for
+from model_cache.plan import DEFAULT_WORK_PREFIX, Plan, PlannedFile, PlanOptions, new_plan_id, work_dir_for
 from model_cache.publish import Published
 from model_cache.refresh import reusable_sources
 from model_cache.selection import select_paths, validate_globs
@@ -107,6 +109,9 @@ def prepare_plan(
             f"include {list(include)} / exclude {list(exclude)} select none of the {len(by_path)} files "
             f"of {repo_id}@{revision}"
         )
+    # Refused before anything is written (the claim included) when the plan would break an AWS limit.
+    every_file = [by_path[path] for path in chosen]
+    check_plan(make_run_plan(snapshot, every_file, bucket=bucket, prefix=prefix, options=options))
     plan_id = plan_id or new_plan_id()
     # Claimed before the manifest is read, so gc, which marks before it looks for claims, either sees
     # this run and keeps the snapshot, or this run sees gc at work and stops (model_cache.claims).
@@ -131,7 +136,8 @@ def prepare_plan(
         # Incremental refresh: files whose bytes the previous snapshot of this revision already holds are
         # copied inside S3; --force means "everything from the Hub again".
         reuse = {} if force else reusable_sources(s3, bucket, prefix, repo_id, revision, selected)
-        plan = make_plan(
+        # Split files or whole ones, whichever finishes sooner (limits.fastest_plan).
+        plan = make_run_plan(
             snapshot,
             selected,
             bucket=bucket,
@@ -144,6 +150,7 @@ def prepare_plan(
             exclude=exclude,
         )
         plan.claim_key = claim_key
+        check_plan(plan)
         try:
             start_uploads(s3, plan)
         except BaseException:
@@ -167,48 +174,55 @@ def merge_outcomes(batches: Iterable[dict[str, FileOutcome]]) -> dict[str, FileO
     return merged
 
 
-def finalize_files(s3: Any, plan: Plan, outcomes: dict[str, FileOutcome]) -> tuple[list[FileRecord], int]:
-    """Complete every multipart upload and verify every file; returns the records and how many files
-    were verified by reading back.
+def finalize_file(s3: Any, plan: Plan, planned: PlannedFile, outcome: FileOutcome | None) -> tuple[FileRecord, bool]:
+    """Complete one file's multipart upload (if it has one) and verify it; returns its record and
+    whether it was verified by reading it back (a file split across units: no unit saw it whole).
 
     Completion is write-once (If-None-Match: *): a key another run already filled is adopted only if
     its bytes check out, and never replaced. On a read-back mismatch only the object this run itself
     created is deleted (by version id, or by ETag on an unversioned bucket); a failure never deletes
     a verified object, so a concurrent or earlier run's published files are never touched.
     """
+    if outcome is None:
+        raise errors.TransferError(f"{planned.path} was never copied: a unit is missing its result")
+    read_back = False
+    if planned.multipart:
+        full_crc = outcome.digests.crc64nvme if outcome.digests else None
+        stored = complete_upload(s3, plan, planned, outcome.parts, full_crc)
+        digests = outcome.digests
+        if digests is None:
+            try:
+                digests = read_back_digests(s3, plan.bucket, planned, stored)
+            except errors.IntegrityError:
+                delete_own_write(s3, plan.bucket, planned.key, stored)
+                raise
+            read_back = True
+    else:
+        if outcome.stored is None or outcome.digests is None:
+            raise errors.TransferError(f"{planned.path} was never written: a unit is missing its result")
+        stored, digests = outcome.stored, outcome.digests
+    record = FileRecord(
+        path=planned.path,
+        size=planned.size,
+        sha256=digests.sha256,
+        git_oid=planned.git_oid,
+        lfs=planned.lfs,
+        key=planned.key,
+        version_id=stored.version_id,
+        crc64nvme=stored.crc64nvme,
+    )
+    return record, read_back
+
+
+def finalize_files(s3: Any, plan: Plan, outcomes: dict[str, FileOutcome]) -> tuple[list[FileRecord], int]:
+    """`finalize_file` for every file of the plan, in one process (`engine.sync`, whose units are whole
+    files); returns the records and how many files were verified by reading back."""
     records: list[FileRecord] = []
     read_back = 0
     for planned in plan.files:
-        outcome = outcomes.get(planned.path)
-        if outcome is None:
-            raise errors.TransferError(f"{planned.path} was never copied: a unit is missing its result")
-        if planned.multipart:
-            full_crc = outcome.digests.crc64nvme if outcome.digests else None
-            stored = complete_upload(s3, plan, planned, outcome.parts, full_crc)
-            digests = outcome.digests
-            if digests is None:
-                try:
-                    digests = read_back_digests(s3, plan.bucket, planned, stored)
-                except errors.IntegrityError:
-                    delete_own_write(s3, plan.bucket, planned.key, stored)
-                    raise
-                read_back += 1
-        else:
-            if outcome.stored is None or outcome.digests is None:
-                raise errors.TransferError(f"{planned.path} was never written: a unit is missing its result")
-            stored, digests = outcome.stored, outcome.digests
-        records.append(
-            FileRecord(
-                path=planned.path,
-                size=planned.size,
-                sha256=digests.sha256,
-                git_oid=planned.git_oid,
-                lfs=planned.lfs,
-                key=planned.key,
-                version_id=stored.version_id,
-                crc64nvme=stored.crc64nvme,
-            )
-        )
+        record, was_read_back = finalize_file(s3, plan, planned, outcomes.get(planned.path))
+        records.append(record)
+        read_back += was_read_back
     return records, read_back
 
 
@@ -259,12 +273,41 @@ def units_key(plan: Plan) -> str:
     return f"{plan.work_dir}units.json"
 
 
+def completions_key(plan: Plan) -> str:
+    return f"{plan.work_dir}completions.json"
+
+
+def completion_result_key(plan: Plan, file_index: int) -> str:
+    return f"{plan.work_dir}completed/{file_index:06d}.json"
+
+
+def completion_items(plan: Plan) -> list[dict[str, Any]]:
+    """One item per multipart file, for the CompleteFiles Map: each is completed (and, when split
+    across units, read back) by its own invocation, so no invocation's work grows with the model."""
+    return [
+        {"bucket": plan.bucket, "plan_key": plan.plan_key, "path": planned.path, "file_index": index}
+        for index, planned in enumerate(plan.files)
+        if planned.multipart
+    ]
+
+
+def _get_all_json(s3: Any, bucket: str, keys: list[str]) -> list[dict[str, Any]]:
+    """Small JSON work files, fetched 16 at a time (a plan may leave thousands), in the order of `keys`."""
+    if len(keys) <= 1:
+        found = [publish_mod.get_json(s3, bucket, key) for key in keys]
+    else:
+        with ThreadPoolExecutor(max_workers=16, thread_name_prefix="work-files") as pool:
+            found = list(pool.map(lambda key: publish_mod.get_json(s3, bucket, key), keys))
+    return [record for record in found if record is not None]
+
+
 def _unit_records(s3: Any, plan: Plan) -> list[dict[str, Any]]:
     """Every unit result file of the plan, lowest unit id first (the keys sort by the padded id)."""
-    records = [
-        publish_mod.get_json(s3, plan.bucket, key) for key in list_keys(s3, plan.bucket, f"{plan.work_dir}units/")
-    ]
-    return [record for record in records if record is not None]
+    return _get_all_json(s3, plan.bucket, list_keys(s3, plan.bucket, f"{plan.work_dir}units/"))
+
+
+def _completion_records(s3: Any, plan: Plan) -> list[dict[str, Any]]:
+    return _get_all_json(s3, plan.bucket, list_keys(s3, plan.bucket, f"{plan.work_dir}completed/"))
 
 
 def _outcomes_of(records: Iterable[dict[str, Any]]) -> list[dict[str, FileOutcome]]:
@@ -275,8 +318,11 @@ def _outcomes_of(records: Iterable[dict[str, Any]]) -> list[dict[str, FileOutcom
     ]
 
 
-def explain_copy_failure(plan: Plan, records: list[dict[str, Any]], map_error: Any) -> None:
-    """The failure path after the copy Map: say which unit failed and why, from the units' records alone.
+def explain_copy_failure(
+    plan: Plan, records: list[dict[str, Any]], map_error: Any, completions: Sequence[dict[str, Any]] = ()
+) -> None:
+    """The failure path after the copy or completion Map: say which unit or file failed and why, from
+    the records alone.
 
     Completes no upload and reads no file back (that is finalize's work on the success path, and here it
     would replace the real cause with a secondary one, or outlive the cleanup that follows). Always raises:
@@ -284,11 +330,19 @@ def explain_copy_failure(plan: Plan, records: list[dict[str, Any]], map_error: A
     by a timeout or out of memory before they could write one) and the Map's own error.
     """
     _raise_unit_error(records)
+    _raise_unit_error(completions)
     recorded = {record.get("unit_id") for record in records}
     silent = [unit for unit in plan.units if unit.unit_id not in recorded]
     cause = ""
     if isinstance(map_error, dict):
         cause = f" (the Map: {map_error.get('Error', '?')}: {str(map_error.get('Cause', ''))[:300]})"
+    completed = {record.get("path") for record in completions}
+    unfinished = [item["path"] for item in completion_items(plan) if item["path"] not in completed]
+    if not silent and completions and unfinished:
+        raise errors.TransferError(
+            f"completing {', '.join(unfinished[:5])} of {plan.repo_id}@{plan.commit[:12]} stopped without a result: "
+            f"a timeout or out of memory; see the finalize log of this execution{cause}"
+        )
     if silent:
         named = ", ".join(f"{unit.unit_id} ({unit.items[0].path}, {unit.runner})" for unit in silent[:5])
         more = f" and {len(silent) - 5} more" if len(silent) > 5 else ""
@@ -311,7 +365,8 @@ def _raise_unit_error(records: Iterable[dict[str, Any]]) -> None:
             error_class = getattr(errors, str(record["error"]), None)
             if not (isinstance(error_class, type) and issubclass(error_class, errors.ModelCacheError)):
                 error_class = errors.TransferError
-            raise error_class(f"copy unit {record.get('unit_id')} ({record.get('path')}): {record.get('message')}")
+            task = "completing" if record.get("unit_id") is None else f"copy unit {record.get('unit_id')}"
+            raise error_class(f"{task} ({record.get('path')}): {record.get('message')}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -373,6 +428,8 @@ def plan(event: Any, *, token: str | None = None, s3: Any = None) -> dict[str, A
             "units_key": None,
             "units": None,
             "unit_count": 0,
+            "completions_key": None,
+            "completion_count": 0,
             "lambda_units": 0,
             "fargate_units": 0,
             "files": prepared.files,
@@ -380,7 +437,21 @@ def plan(event: Any, *, token: str | None = None, s3: Any = None) -> dict[str, A
             "manifest_key": prepared.manifest_key,
         }
     the_plan = prepared
-    items = [
+    items = unit_items(the_plan)
+    try:
+        _put_json(s3, the_plan.bucket, the_plan.plan_key, the_plan.to_json())
+        _put_json(s3, the_plan.bucket, units_key(the_plan), items)
+        _put_json(s3, the_plan.bucket, completions_key(the_plan), completion_items(the_plan))
+    except BaseException:
+        abort_uploads(s3, the_plan)
+        claims.release(s3, the_plan.bucket, the_plan.claim_key)
+        raise
+    return planned_result(the_plan, items)
+
+
+def unit_items(the_plan: Plan) -> list[dict[str, Any]]:
+    """The CopyUnits Map's items (units.json): one small object per unit, naming the plan and the unit."""
+    return [
         {
             "bucket": the_plan.bucket,
             "plan_key": the_plan.plan_key,
@@ -394,21 +465,25 @@ def plan(event: Any, *, token: str | None = None, s3: Any = None) -> dict[str, A
         }
         for unit in the_plan.units
     ]
-    try:
-        _put_json(s3, the_plan.bucket, the_plan.plan_key, the_plan.to_json())
-        _put_json(s3, the_plan.bucket, units_key(the_plan), items)
-    except BaseException:
-        abort_uploads(s3, the_plan)
-        claims.release(s3, the_plan.bucket, the_plan.claim_key)
-        raise
+
+
+def planned_result(the_plan: Plan, items: list[dict[str, Any]]) -> dict[str, Any]:
+    """The Plan task's result: counts and keys only (the units inline only when few), so its size is
+    bounded whatever the model (`make scale` measures it against Step Functions' 256 KiB)."""
     return {
         "status": "planned",
-        **base,
+        "repo_id": the_plan.repo_id,
+        "revision": the_plan.revision,
+        "bucket": the_plan.bucket,
+        "prefix": the_plan.prefix,
+        "plan_id": the_plan.plan_id,
         "commit": the_plan.commit,
         "plan_key": the_plan.plan_key,
         "units_key": units_key(the_plan),
         "units": items if len(items) <= INLINE_UNITS_LIMIT else None,
         "unit_count": len(items),
+        "completions_key": completions_key(the_plan),
+        "completion_count": sum(1 for planned in the_plan.files if planned.multipart),
         "lambda_units": sum(1 for unit in the_plan.units if unit.runner == "lambda"),
         "fargate_units": sum(1 for unit in the_plan.units if unit.runner == "fargate"),
         "copy_units": sum(1 for unit in the_plan.units if unit.kind == "copy-from"),
@@ -509,20 +584,80 @@ def _unit_record(unit_id: int, reader: HubReader, outcomes: dict[str, FileOutcom
     }
 
 
-def finalize(event: Any, *, s3: Any = None, token: str | None = None) -> dict[str, Any]:
-    """Task 3: complete uploads, verify split files by reading them back, write files.json.
+def complete_file(event: Any, *, s3: Any = None, token: str | None = None) -> dict[str, Any]:
+    """Task 3a, one per multipart file (the CompleteFiles Map): complete its upload and verify it,
+    reading it back only when it was split across units. Its record goes to `completed/`.
 
-    When a copy unit failed with a domain error, finalize fails first with that unit's own error.
+    Its work is one file's, never the model's: at most the Fargate threshold read back, by one Lambda.
+    A failure is recorded too, so the execution fails with this file's own error.
+    """
+    s3 = s3 or s3_client()
+    the_plan = load_plan(s3, event)
+    path = _require(event, "path")
+    file_index = event.get("file_index")
+    planned = the_plan.file(str(path))
+    if not isinstance(file_index, int) or the_plan.files[file_index].path != planned.path:
+        raise errors.InvalidRequest(f"event's file_index {file_index!r} is not the index of {path!r} in the plan")
+    result_key = completion_result_key(the_plan, file_index)
+    holders = [unit for unit in the_plan.units if any(item.path == planned.path for item in unit.items)]
+    records = _get_all_json(s3, the_plan.bucket, [unit_result_key(the_plan, unit.unit_id) for unit in holders])
+    outcomes = merge_outcomes(_outcomes_of(records))
+    try:
+        _raise_unit_error(records)
+        if len(records) != len(holders) or any(record.get("failed") for record in records):
+            raise errors.TransferError(f"{planned.path}: a unit holding its parts has no successful result")
+        record, read_back = finalize_file(s3, the_plan, planned, outcomes.get(planned.path))
+    except BaseException as exc:
+        failure = {"unit_id": None, "path": planned.path, "failed": True, "error": type(exc).__name__}
+        _put_json(s3, the_plan.bucket, result_key, {**failure, "message": str(exc)[:2000]})
+        raise
+    _put_json(
+        s3, the_plan.bucket, result_key, {"path": planned.path, "record": record.to_json(), "read_back": read_back}
+    )
+    return {"status": "completed", "path": planned.path, "bytes": planned.size, "read_back": read_back}
+
+
+def complete_files(event: Any, *, s3: Any = None) -> dict[str, Any]:
+    """Every completion item of a plan, one after another, then the plan's event back: what the
+    CompleteFiles Map does, for drivers that run the tasks in one process (tests, the CLI)."""
+    s3 = s3 or s3_client()
+    the_plan = load_plan(s3, event)
+    for item in completion_items(the_plan):
+        complete_file(item, s3=s3)
+    return dict(event)
+
+
+def finalize(event: Any, *, s3: Any = None, token: str | None = None) -> dict[str, Any]:
+    """Task 3b: gather the verified records of every file into files.json.
+
+    Its work is bounded whatever the model: it reads the units' and completions' small result records
+    and writes one file; it completes no upload and reads no file back (CompleteFiles did, file by
+    file). When a copy unit or a completion failed, it fails first with that one's own error.
     """
     s3 = s3 or s3_client()
     the_plan = load_plan(s3, event)
     unit_records = _unit_records(s3, the_plan)
     recorded_ok = {record.get("unit_id") for record in unit_records if not record.get("failed")}
+    completions = _completion_records(s3, the_plan)
+    completed = {record["path"]: record for record in completions if not record.get("failed")}
+    multipart = {item["path"] for item in completion_items(the_plan)}
     if event.get("explain") or any(unit.unit_id not in recorded_ok for unit in the_plan.units):
-        # Nothing is completed while any unit failed or left no result: say which, and stop.
-        explain_copy_failure(the_plan, unit_records, event.get("map_error"))
+        # Nothing is gathered while any unit or completion failed or left no result: say which, and stop.
+        explain_copy_failure(the_plan, unit_records, event.get("map_error"), completions)
+    missing = sorted(multipart - set(completed))
+    if missing:
+        _raise_unit_error(completions)
+        raise errors.TransferError(
+            f"{', '.join(missing[:5])} of {the_plan.repo_id}@{the_plan.commit[:12]} were never completed: "
+            "the CompleteFiles step (steps.complete_file) has not run for them"
+        )
     outcomes = merge_outcomes(_outcomes_of(unit_records))
-    records, read_back = finalize_files(s3, the_plan, outcomes)
+    records: list[FileRecord] = []
+    for planned in the_plan.files:
+        if planned.multipart:
+            records.append(FileRecord.from_json(completed[planned.path]["record"]))
+        else:
+            records.append(finalize_file(s3, the_plan, planned, outcomes.get(planned.path))[0])
     _put_json(s3, the_plan.bucket, files_key(the_plan), [record.to_json() for record in records])
     return {
         "status": "verified",
@@ -531,7 +666,7 @@ def finalize(event: Any, *, s3: Any = None, token: str | None = None) -> dict[st
         "files_key": files_key(the_plan),
         "files": len(records),
         "total_bytes": sum(record.size for record in records),
-        "verified_by_read_back": read_back,
+        "verified_by_read_back": sum(1 for record in completed.values() if record.get("read_back")),
     }
 
 

@@ -448,6 +448,57 @@ def patch_ecs_sync_failures(patcher: Patcher, router: Router) -> None:
     patcher.setattr(StateTaskServiceEcs, "_build_sync_resolver", build_sync_resolver)
 
 
+def patch_map_run_failure_threshold(patcher: Patcher) -> None:
+    """Fail a Distributed Map whose failed items exceed its tolerated failures, as AWS does.
+
+    moto counts a child execution that failed but lets the Map Run succeed; AWS fails it with
+    States.ExceedToleratedFailureThreshold (ToleratedFailureCount and ToleratedFailurePercentage both
+    default to 0, so one failed item fails the Map), which is the path our Catch takes to
+    ExplainCopyFailure. Without this, the success path after the Map would run on a failed copy.
+    """
+    from moto.stepfunctions.parser.api import HistoryEventType, MapRunFailedEventDetails
+    from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
+        FailureEvent,
+        FailureEventException,
+    )
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
+        StatesErrorNameType,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.distributed_iteration_component import (
+        DistributedIterationComponent,
+    )
+    from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
+
+    original = DistributedIterationComponent._map_run
+
+    def map_run(self: Any, env: Any, eval_input: Any) -> None:
+        original(self, env, eval_input)
+        record = eval_input.map_run_record
+        counter = record.item_counter
+        failed, total = counter.failed.get() + counter.timed_out.get(), counter.total.get()
+        over_count = failed > (record.tolerated_failure_count or 0)
+        over_share = total > 0 and failed * 100.0 / total > (record.tolerated_failure_percentage or 0.0)
+        if failed and over_count and over_share:
+            env.stack.pop()  # the items' outputs: a failed Map Run has none
+            error = StatesErrorNameType.StatesExceedToleratedFailureThreshold.to_name()
+            raise FailureEventException(
+                FailureEvent(
+                    env=env,
+                    error_name=StatesErrorName(typ=StatesErrorNameType.StatesExceedToleratedFailureThreshold),
+                    event_type=HistoryEventType.MapRunFailed,
+                    event_details=EventDetails(  # type: ignore[typeddict-item]
+                        mapRunFailedEventDetails=MapRunFailedEventDetails(
+                            error=error,
+                            cause=f"The tolerated failure threshold was exceeded: {failed} of {total} items failed",
+                        )
+                    ),
+                )
+            )
+
+    patcher.setattr(DistributedIterationComponent, "_map_run", map_run)
+
+
 def install_routes(patcher: Patcher, moto: MotoLike) -> Router:
     """Patch moto (running in this process) so Lambda and ECS run our code; point its engine at the server."""
     from moto.awslambda.models import LambdaFunction
@@ -509,6 +560,7 @@ def install_routes(patcher: Patcher, moto: MotoLike) -> Router:
         return tasks
 
     patch_ecs_sync_failures(patcher, router)
+    patch_map_run_failure_threshold(patcher)
 
     patcher.setattr(LambdaFunction, "_invoke_lambda", invoke_lambda)
     patcher.setattr(EC2ContainerServiceBackend, "run_task", run_task)
@@ -635,6 +687,7 @@ def create_stack(
     part_size: int = 5 * MIB,
     unit_size: int = 5 * MIB,
     fargate_threshold: int = 1024 * MIB,
+    layout: str = "split",
     prefix: str = "models",
     work_prefix: str = "_model-cache-work",
 ) -> Stack:
@@ -687,6 +740,7 @@ def create_stack(
         "WorkPrefix": stack.work_prefix,
         "PartSizeBytes": str(part_size),
         "UnitSizeBytes": str(unit_size),
+        "UnitLayout": layout,
         "FargateThresholdBytes": str(fargate_threshold),
         "FargateRetryWaitSeconds": "1",
         "CopierClusterArn": cluster_arn,
