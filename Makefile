@@ -76,6 +76,10 @@ build: install ## sam build, offline, for the Lambda runtime and architecture
 bench: $(INSTALLED) ## Benchmarks (not tests): figures to bench/results/ and docs/performance.md
 	$(PY) -m bench
 
+.PHONY: scale
+scale: $(INSTALLED) ## Scale model: the real planner on the largest public models, every figure against its AWS limit
+	$(PY) -m bench scale
+
 .PHONY: clean
 clean: ## Remove build output and caches (keeps the venvs)
 	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache .demo
