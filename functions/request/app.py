@@ -19,8 +19,8 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from model_cache.errors import InvalidRequest
-from model_cache.request_message import parse_request, start_request_execution
+from model_cache.errors import ModelCacheError
+from model_cache.request_message import accept_request
 
 logger = Logger()
 tracer = Tracer()
@@ -40,17 +40,22 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 
 @tracer.capture_method(capture_response=False)
 def record_handler(record: SQSRecord) -> dict[str, Any]:
+    sender = record.attributes.sender_id
     try:
-        request = parse_request(record.body)
-    except InvalidRequest as exc:
-        logger.warning("request rejected", extra={"message_id": record.message_id, "reason": str(exc)})
+        started = accept_request(record.body, sender)
+    except ModelCacheError as exc:
+        details = {"message_id": record.message_id, "sender": sender, "error": type(exc).__name__, "reason": str(exc)}
+        logger.warning("request rejected", extra=details)
         metrics.add_metric(name="RequestsRejected", unit=MetricUnit.Count, value=1)
         raise
-    details = {"message_id": record.message_id, "repo_id": request.repo_id, "revision": request.revision}
-    started = start_request_execution(request)
     logger.info(
         f"request {started.outcome}",
-        extra={**details, "execution": started.name, "execution_arn": started.execution_arn},
+        extra={
+            "message_id": record.message_id,
+            "sender": sender,
+            "execution": started.name,
+            "execution_arn": started.execution_arn,
+        },
     )
     metrics.add_metric(name=OUTCOME_METRICS[started.outcome], unit=MetricUnit.Count, value=1)
     return {"execution": started.name, "outcome": started.outcome, "duplicate": started.duplicate}

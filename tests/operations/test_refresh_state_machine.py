@@ -62,3 +62,36 @@ def test_a_moved_branch_is_refreshed_by_the_state_machine_with_copy_from_units(
         assert read(s3, bucket, entry["key"]) == hub.read_file(repo_id, entry["path"]), entry["path"]
     assert manifest_at(s3, bucket, layout.manifest_key("models", repo_id, old_commit))["commit"] == old_commit
     assert incomplete_uploads(s3, bucket) == []
+
+
+def test_the_scheduled_refresh_keeps_a_narrow_request_narrow(
+    router: Router, aws: MotoEndpoint, hub: Any, hub_root: Path, s3: Any, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GIVEN a team's request for only `config.json` of a repo with a big weight, published, and then the repo's
+    branch moves at the Hub  WHEN the schedule refreshes every cached model
+    THEN the refresh plans the new commit with the request's selection: its manifest names `config.json` only and
+    records the selection, and the Hub never sends the weight. (Failed before: the refresh re-planned every
+    cached repo with the default selection and copied the whole repo.)"""
+    monkeypatch.setenv("TRACKED_MODELS", "")
+    repo_id = make_repo(hub_root)
+    stack = create_stack(aws, router, bucket, part_size=PART_SIZE, unit_size=PART_SIZE)
+    first = stack.run({"repo_id": repo_id, "include": ["config.json"]})
+    assert first["status"] == "SUCCEEDED", first.get("cause")
+    write_files(hub_root, repo_id, {"config.json": b'{"moved": true}\n'})
+    hub.requests.clear()
+
+    refresh = stack.run({"refresh": {"source": "schedule"}})
+
+    assert refresh["status"] == "SUCCEEDED", refresh.get("cause")
+    [child] = [call.event for call in router.calls("plan")[1:]]
+    assert (child["repo_id"], child["include"], child["exclude"]) == (repo_id, ["config.json"], [])
+    snapshot = hub.repo_info(repo_id)
+    manifest = manifest_at(s3, bucket, layout.manifest_key("models", repo_id, snapshot.commit))
+    assert [entry["path"] for entry in manifest["files"]] == ["config.json"]
+    assert manifest["selection"] == {"include": ["config.json"], "exclude": []}
+    fetched = {
+        record.file
+        for record in hub.requests.matching(repo_id=repo_id, method="GET")
+        if record.endpoint in ("resolve", "cdn") and record.status in (200, 206)
+    }
+    assert fetched == {"config.json"}

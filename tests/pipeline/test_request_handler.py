@@ -97,21 +97,24 @@ def test_sample_batch_starts_one_execution_per_request_and_reports_malformed_one
     assert "not a repo id" in rejected[records[5]["messageId"]]
 
 
-def test_duplicate_from_another_requester_collapses_into_the_running_execution(
+def test_duplicate_from_another_sender_collapses_and_the_requester_is_the_senders_id_not_the_body(
     request_app: tuple[ModuleType, str], logs: RecordsHandler, aws: MotoEndpoint
 ) -> None:
-    # GIVEN the same repo requested by two teams (same selection, different requested_by)
+    # GIVEN the same repo requested by two senders (two roles), each body claiming to be someone else
     module, arn = request_app
     event = load_event("sqs_requests.json")
     first, second = (dict(event["Records"][0]), dict(event["Records"][1]))
-    first["body"] = json.dumps({"repo_id": "org/model", "requested_by": "team-a"})
+    first["attributes"] = {**first["attributes"], "SenderId": "AROATEAMA0000000000:alice"}
+    second["attributes"] = {**second["attributes"], "SenderId": "AROATEAMB0000000000:bob"}
+    first["body"] = json.dumps({"repo_id": "org/model", "requested_by": "the-platform-team"})
     second["body"] = json.dumps({"repo_id": "org/model", "requested_by": "team-b"})
     # WHEN both arrive
     response = module.handler({"Records": [first, second]}, LambdaContext())
-    # THEN both succeed (Step Functions answered ExecutionAlreadyExists for the second) and one execution runs
+    # THEN both succeed (Step Functions answered ExecutionAlreadyExists for the second) and one execution runs,
+    # recording the first sender's SenderId (which SQS sets), never what a body says
     assert response == {"batchItemFailures": []}
     started = executions(arn, aws)
-    assert [e["input"]["requested_by"] for e in started] == ["team-a"]
+    assert [e["input"]["requested_by"] for e in started] == ["AROATEAMA0000000000:alice"]
     assert [line["message_id"] for line in logs.lines if line["message"] == "request deduplicated-running"] == [
         second["messageId"]
     ]

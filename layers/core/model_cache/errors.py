@@ -69,3 +69,27 @@ class PlanLimitExceeded(ModelCacheError):
     number of parts or copy units, ...): refused at plan time, before anything is uploaded."""
 
     exit_code = 2
+
+
+class RepoNotAllowed(ModelCacheError):
+    """The repo's org is not one this cache mirrors (the platform's allow or deny list)."""
+
+    exit_code = 2
+
+
+class QuotaExceeded(ModelCacheError):
+    """The selection has more files or bytes than this cache takes for one repo."""
+
+    exit_code = 2
+
+
+class ForceNotAllowed(ModelCacheError):
+    """`force: true` from a sender that is not one of the platform's principals."""
+
+    exit_code = 2
+
+
+class TooManyExecutions(ModelCacheError):
+    """As many executions are in flight as the cache allows; the request waits on the queue and comes back."""
+
+    exit_code = 7

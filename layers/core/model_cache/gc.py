@@ -29,9 +29,9 @@ from typing import Any, Literal
 from botocore.exceptions import ClientError
 
 from model_cache import claims, errors, ids, layout
+from model_cache.ids import validate_bucket, validate_prefix
 from model_cache.plan import DEFAULT_WORK_PREFIX
 from model_cache.publish import PREVIOUS_COMMIT_METADATA, get_bytes, get_json
-from model_cache.steps import validate_bucket, validate_prefix
 from model_cache.transfer import list_objects, s3_error
 
 DEFAULT_KEEP = 2

@@ -95,3 +95,35 @@ def parse_repo_ref(text: str) -> tuple[str, str | None]:
         validate_revision(revision)
         return repo_id, revision
     return repo_id, None
+
+
+_PLAN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+_WORK_PREFIX_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/-]{0,199}$")
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def validate_bucket(bucket: object) -> str:
+    if not isinstance(bucket, str) or not _BUCKET_RE.match(bucket):
+        raise InvalidRequest(f"bucket {bucket!r} is not a valid S3 bucket name")
+    return bucket
+
+
+def validate_plan_id(plan_id: object) -> str:
+    if not isinstance(plan_id, str) or not _PLAN_ID_RE.match(plan_id):
+        raise InvalidRequest(f"plan_id {plan_id!r} must be 1-80 letters, digits, '.', '_' or '-'")
+    return plan_id
+
+
+def validate_work_prefix(work_prefix: object) -> str:
+    if not isinstance(work_prefix, str) or not _WORK_PREFIX_RE.match(work_prefix) or ".." in work_prefix:
+        raise InvalidRequest(f"work_prefix {work_prefix!r} is not a safe S3 prefix")
+    return work_prefix.strip("/")
+
+
+def validate_prefix(prefix: object) -> str:
+    if not isinstance(prefix, str):
+        raise InvalidRequest(f"prefix must be a string, got {type(prefix).__name__}")
+    stripped = prefix.strip("/")
+    if stripped:
+        validate_repo_path(stripped)
+    return stripped

@@ -78,6 +78,7 @@ def build(
     files: list[FileRecord],
     created_at: str | None = None,
     selection: dict[str, list[str]] | None = None,
+    requested_by: str | None = None,
 ) -> dict[str, Any]:
     """The manifest dict, files sorted by path, validated before it is returned."""
     ordered = sorted(files, key=lambda record: record.path)
@@ -96,6 +97,8 @@ def build(
     }
     if selection is not None:
         manifest["selection"] = {"include": list(selection["include"]), "exclude": list(selection["exclude"])}
+    if requested_by is not None:
+        manifest["requested_by"] = requested_by
     validate(manifest)
     return manifest
 

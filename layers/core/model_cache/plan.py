@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from model_cache import errors, layout
+from model_cache import errors, ids, layout
 from model_cache.hubapi import HubFile, Snapshot
 
 KiB = 1024
@@ -256,6 +256,8 @@ class Plan:
     exclude: tuple[str, ...] = ()
     # This run's claim on its snapshot (model_cache.claims), released by cleanup.
     claim_key: str | None = None
+    # Who asked: the SQS SenderId the request Lambda recorded ("schedule" for a refresh), for the manifest.
+    requested_by: str | None = None
     _by_path: dict[str, PlannedFile] = field(default_factory=dict, repr=False, compare=False)
 
     def file(self, path: str) -> PlannedFile:
@@ -306,32 +308,76 @@ class Plan:
             "include": list(self.include),
             "exclude": list(self.exclude),
             "claim_key": self.claim_key,
+            "requested_by": self.requested_by,
             "files": [planned.to_json() for planned in self.files],
             "units": [unit.to_json() for unit in self.units],
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Plan:
+        """A stored plan, every field that names a place checked: a plan.json that was tampered with can
+        name no bucket, prefix, key or work folder other than the ones a real plan would (its work folder
+        is always `{work_prefix}/{plan_id}/`, under the work prefix, and every key its file's own)."""
+        if not isinstance(data, dict):
+            raise errors.InvalidRequest(f"the stored plan is not a JSON object: {type(data).__name__}")
         try:
-            return cls(
-                plan_id=data["plan_id"],
-                repo_id=data["repo_id"],
-                revision=data["revision"],
-                commit=data["commit"],
-                endpoint=data["endpoint"],
-                bucket=data["bucket"],
-                prefix=data["prefix"],
-                work_prefix=data["work_prefix"],
-                options=PlanOptions.from_json(data["options"]),
-                write_hash_file=bool(data["write_hash_file"]),
-                include=tuple(str(pattern) for pattern in data.get("include", ())),
-                exclude=tuple(str(pattern) for pattern in data.get("exclude", ())),
-                claim_key=data.get("claim_key"),
-                files=[PlannedFile.from_json(item) for item in data["files"]],
-                units=[CopyUnit.from_json(item) for item in data["units"]],
-            )
+            plan = cls._fields_from_json(data)
         except (KeyError, TypeError, ValueError) as exc:
             raise errors.InvalidRequest(f"the stored plan is malformed: {exc}") from exc
+        plan.validate()
+        return plan
+
+    def validate(self) -> None:
+        ids.validate_plan_id(self.plan_id)
+        ids.validate_repo_id(self.repo_id)
+        ids.validate_revision(self.revision)
+        if not ids.is_commit_id(self.commit):
+            raise errors.InvalidRequest(f"the stored plan's commit {self.commit!r} is not a 40-hex commit id")
+        ids.validate_bucket(self.bucket)
+        if (
+            ids.validate_prefix(self.prefix) != self.prefix
+            or ids.validate_work_prefix(self.work_prefix) != self.work_prefix
+        ):
+            raise errors.InvalidRequest(
+                f"the stored plan's prefixes {self.prefix!r} / {self.work_prefix!r} are not canonical"
+            )
+        if self.prefix == self.work_prefix or self.prefix.startswith(self.work_prefix + "/"):
+            raise errors.InvalidRequest(f"the stored plan writes its cache under its work prefix {self.work_prefix!r}")
+        if not self.endpoint.startswith(("https://", "http://")):
+            raise errors.InvalidRequest(f"the stored plan's Hub endpoint {self.endpoint[:80]!r} is not an http(s) URL")
+        snapshot = layout.snapshot_prefix(self.prefix, self.repo_id, self.commit)
+        for planned in self.files:
+            ids.validate_repo_path(planned.path)
+            if planned.key != layout.file_key(self.prefix, self.repo_id, self.commit, planned.path):
+                raise errors.InvalidRequest(f"the stored plan's key for {planned.path!r} is not under {snapshot}")
+            source = planned.copy_from
+            if source is not None and not source.key.startswith(layout.repo_prefix(self.prefix, self.repo_id)):
+                raise errors.InvalidRequest(f"the stored plan copies {planned.path!r} from outside its repo")
+        if self.claim_key is not None and not self.claim_key.startswith(f"{self.work_prefix}/claims/"):
+            raise errors.InvalidRequest(
+                f"the stored plan's claim {self.claim_key!r} is not under {self.work_prefix}/claims/"
+            )
+
+    @classmethod
+    def _fields_from_json(cls, data: dict[str, Any]) -> Plan:
+        return cls(
+            plan_id=data["plan_id"],
+            repo_id=data["repo_id"],
+            revision=data["revision"],
+            commit=data["commit"],
+            endpoint=data["endpoint"],
+            bucket=data["bucket"],
+            prefix=data["prefix"],
+            work_prefix=data["work_prefix"],
+            options=PlanOptions.from_json(data["options"]),
+            write_hash_file=bool(data["write_hash_file"]),
+            include=tuple(str(pattern) for pattern in data.get("include", ())),
+            exclude=tuple(str(pattern) for pattern in data.get("exclude", ())),
+            claim_key=data.get("claim_key"),
+            requested_by=data.get("requested_by"),
+            files=[PlannedFile.from_json(item) for item in data["files"]],
+            units=[CopyUnit.from_json(item) for item in data["units"]],
+        )
 
 
 def work_dir_for(work_prefix: str, plan_id: str) -> str:

@@ -292,6 +292,7 @@ def publish(s3: Any, plan: Plan, records: list[FileRecord], *, is_head: HeadChec
         prefix=plan.prefix,
         files=records,
         selection={"include": list(plan.include), "exclude": list(plan.exclude)},
+        requested_by=plan.requested_by,
     )
     if plan.write_hash_file:
         put_once(

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any, Literal
 
-from model_cache.errors import InvalidRequest
+from model_cache.errors import InvalidRequest, TooManyExecutions
 from model_cache.ids import is_commit_id, parse_repo_ref, validate_repo_id, validate_revision
 from model_cache.layout import DEFAULT_REVISION
 
@@ -150,12 +150,33 @@ class StartedExecution:
 ResultCheck = Callable[[CacheRequest], bool]
 
 
+def accept_request(body: object, sender: str | None, *, policy: Any = None, **start: Any) -> StartedExecution:
+    """An SQS message from `sender` (its SenderId, which SQS sets and no sender can forge) -> its execution.
+
+    The requester recorded in the execution input (and so in the manifest) is the sender, never the
+    body's `requested_by`. The platform's policy (model_cache.governance, from the environment) refuses
+    an org it does not mirror and `force` from anyone but its principals, and bounds the executions in
+    flight: each refusal is a named domain error, so the message goes to the dead-letter queue (or, over
+    the bound, back to the queue until executions finish) and nothing starts.
+    """
+    from dataclasses import replace
+
+    from model_cache.governance import RequestPolicy
+
+    policy = policy or RequestPolicy.from_env()
+    request = replace(parse_request(body), requested_by=sender)
+    policy.check_repo(request.repo_id)
+    policy.check_force(request.force, sender)
+    return start_request_execution(request, in_flight_limit=policy.max_executions, **start)
+
+
 def start_request_execution(
     request: CacheRequest,
     *,
     arn: str | None = None,
     stepfunctions: Any = None,
     result_stands: ResultCheck | None = None,
+    in_flight_limit: int | None = None,
 ) -> StartedExecution:
     """Start the request's execution under its deterministic name (default: $STATE_MACHINE_ARN),
     deduplicating by outcome, not by name.
@@ -165,7 +186,8 @@ def start_request_execution(
     (`result_stands`, default `cached_result_stands`), absorbs the request; a failed, timed-out or
     aborted one, or a success that no longer stands (gc removed it, the branch moved), does not, and
     the request starts again under `{name}-r{n}`. Any other StartExecution error propagates, so the
-    SQS message is delivered again.
+    SQS message is delivered again. With `in_flight_limit`, no new execution starts while that many
+    are running: TooManyExecutions (a request that a running one already covers is still absorbed).
     """
     client = stepfunctions or _stepfunctions()
     machine = arn or state_machine_arn()
@@ -174,6 +196,14 @@ def start_request_execution(
     payload = json.dumps(request.to_input())
     for attempt in range(MAX_RESTARTS + 1):
         name = base if attempt == 0 else restart_name(base, attempt)
+        if in_flight_limit is not None and _running(client, machine, in_flight_limit) >= in_flight_limit:
+            covered = _running_execution(client, machine, name)
+            if covered is not None:
+                return StartedExecution(name=name, outcome="deduplicated-running", execution_arn=covered)
+            raise TooManyExecutions(
+                f"{request.repo_id}@{request.revision}: {in_flight_limit} executions are in flight, this cache's "
+                "limit (MaxExecutionsInFlight); the message goes back to the queue and is tried again"
+            )
         try:
             started = client.start_execution(stateMachineArn=machine, name=name, input=payload)
         except client.exceptions.ExecutionAlreadyExists:
@@ -194,6 +224,20 @@ def start_request_execution(
         f"{request.repo_id}@{request.revision}: {MAX_RESTARTS + 1} executions of this request already ended "
         "without a standing result in the last 90 days; check the failures (model-cache status) before sending it again"
     )
+
+
+def _running(client: Any, machine: str, limit: int) -> int:
+    """How many executions are RUNNING, counted up to `limit` (one page is enough to know)."""
+    page = client.list_executions(stateMachineArn=machine, statusFilter="RUNNING", maxResults=min(max(limit, 1), 1000))
+    return len(page.get("executions", []))
+
+
+def _running_execution(client: Any, machine: str, name: str) -> str | None:
+    try:
+        described = client.describe_execution(executionArn=execution_arn(machine, name))
+    except client.exceptions.ExecutionDoesNotExist:
+        return None
+    return str(described["executionArn"]) if described["status"] == "RUNNING" else None
 
 
 def restart_name(base: str, attempt: int) -> str:

@@ -8,7 +8,6 @@ typed functions (`prepare_plan`, `transfer.run_parts`, `finalize_files`, `publis
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +17,9 @@ from botocore.exceptions import ClientError
 
 from model_cache import claims, errors, ids, layout
 from model_cache import publish as publish_mod
+from model_cache.governance import RequestPolicy
 from model_cache.hubapi import check_access, resolve
+from model_cache.ids import validate_bucket, validate_plan_id, validate_prefix, validate_work_prefix
 from model_cache.limits import check_plan, make_run_plan
 from model_cache.manifest import FileRecord
 from model_cache.plan import DEFAULT_WORK_PREFIX, Plan, PlannedFile, PlanOptions, new_plan_id, work_dir_for
@@ -41,41 +42,11 @@ from model_cache.transfer import (
 )
 
 INLINE_UNITS_LIMIT = 16  # keeps every result under ~8 KB; the Map reads units.json from S3 anyway
-_PLAN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
-_WORK_PREFIX_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/-]{0,199}$")
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
 # ---------------------------------------------------------------------------------------------
 # Typed building blocks, shared with the engine
 # ---------------------------------------------------------------------------------------------
-
-
-def validate_bucket(bucket: object) -> str:
-    if not isinstance(bucket, str) or not _BUCKET_RE.match(bucket):
-        raise errors.InvalidRequest(f"bucket {bucket!r} is not a valid S3 bucket name")
-    return bucket
-
-
-def validate_plan_id(plan_id: object) -> str:
-    if not isinstance(plan_id, str) or not _PLAN_ID_RE.match(plan_id):
-        raise errors.InvalidRequest(f"plan_id {plan_id!r} must be 1-80 letters, digits, '.', '_' or '-'")
-    return plan_id
-
-
-def validate_work_prefix(work_prefix: object) -> str:
-    if not isinstance(work_prefix, str) or not _WORK_PREFIX_RE.match(work_prefix) or ".." in work_prefix:
-        raise errors.InvalidRequest(f"work_prefix {work_prefix!r} is not a safe S3 prefix")
-    return work_prefix.strip("/")
-
-
-def validate_prefix(prefix: object) -> str:
-    if not isinstance(prefix, str):
-        raise errors.InvalidRequest(f"prefix must be a string, got {type(prefix).__name__}")
-    stripped = prefix.strip("/")
-    if stripped:
-        ids.validate_repo_path(stripped)
-    return stripped
 
 
 def prepare_plan(
@@ -92,12 +63,20 @@ def prepare_plan(
     token: str | None = None,
     plan_id: str | None = None,
     work_prefix: str = DEFAULT_WORK_PREFIX,
+    requested_by: str | None = None,
+    policy: RequestPolicy | None = None,
 ) -> Plan | Published:
     """Resolve (one Hub call), and either re-point refs of an already published commit (no copy)
-    or select files, plan units and start their multipart uploads."""
+    or select files, plan units and start their multipart uploads.
+
+    `policy` (the platform's allow lists and quotas) refuses the request before the Hub is asked for
+    more than the listing, and before anything is written."""
     ids.validate_repo_id(repo_id)
     ids.validate_revision(revision)
     validate_bucket(bucket)
+    policy = policy or RequestPolicy()
+    policy.check_repo(repo_id)
+    policy.check_force(force, requested_by)
     prefix = validate_prefix(prefix)
     include = validate_globs(list(include), "include")
     exclude = validate_globs(list(exclude), "exclude")
@@ -111,6 +90,7 @@ def prepare_plan(
         )
     # Refused before anything is written (the claim included) when the plan would break an AWS limit.
     every_file = [by_path[path] for path in chosen]
+    policy.check_selection(repo_id, revision, every_file)
     check_plan(make_run_plan(snapshot, every_file, bucket=bucket, prefix=prefix, options=options))
     plan_id = plan_id or new_plan_id()
     # Claimed before the manifest is read, so gc, which marks before it looks for claims, either sees
@@ -150,6 +130,7 @@ def prepare_plan(
             exclude=exclude,
         )
         plan.claim_key = claim_key
+        plan.requested_by = requested_by
         check_plan(plan)
         try:
             start_uploads(s3, plan)
@@ -391,7 +372,15 @@ def _parse_plan_event(event: Any) -> dict[str, Any]:
         raise errors.InvalidRequest(f"force must be true or false, got {force!r}")
     plan_id = validate_plan_id(event.get("plan_id") or new_plan_id())
     work_prefix = validate_work_prefix(event.get("work_prefix") or DEFAULT_WORK_PREFIX)
+    requested_by = event.get("requested_by")
+    if requested_by is not None and (
+        not isinstance(requested_by, str) or not 0 < len(requested_by) <= 128 or not requested_by.isprintable()
+    ):
+        raise errors.InvalidRequest(
+            f"requested_by must be a printable string of 1-128 characters, got {requested_by!r}"
+        )
     return {
+        "requested_by": requested_by,
         "repo_id": repo_id,
         "revision": ids.validate_revision(revision),
         "include": validate_globs(event.get("include"), "include"),
@@ -410,7 +399,12 @@ def plan(event: Any, *, token: str | None = None, s3: Any = None) -> dict[str, A
     args = _parse_plan_event(event)
     s3 = s3 or s3_client()
     prepared = _stored_plan(s3, args) or prepare_plan(
-        s3, args["repo_id"], args["revision"], token=token, **_without(args, "repo_id", "revision")
+        s3,
+        args["repo_id"],
+        args["revision"],
+        token=token,
+        policy=RequestPolicy.from_env(),
+        **_without(args, "repo_id", "revision"),
     )
     base = {
         "repo_id": args["repo_id"],

@@ -3,7 +3,9 @@
 A refresh re-plans each of them at its branch; the plan step finds an unchanged commit already
 published and stops there, so a model that has not moved costs one Hub API call and no copy work.
 Repos found in the bucket are refreshed at every branch or tag they have a ref for, with the
-default file selection (the bucket does not record the include/exclude a past request used).
+selection their published manifest records (ARCHITECTURE.md 3.2 `selection`: the union of what the
+requests asked for), so a refresh never copies more of a repo than was asked; a manifest written
+before `selection` existed was written for the default selection.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 from model_cache import ids, layout
 from model_cache.errors import InvalidRequest
-from model_cache.publish import put_bytes
+from model_cache.publish import get_bytes, get_json, put_bytes
 from model_cache.request_message import CacheRequest
 
 REFRESH_REQUESTER = "schedule"
@@ -53,8 +55,34 @@ def cached_refs(s3: Any, bucket: str, prefix: str) -> list[CacheRequest]:
                         ids.validate_revision(revision)
                     except InvalidRequest:
                         continue
-                    found.append(CacheRequest(repo_id=repo_id, revision=revision, requested_by=REFRESH_REQUESTER))
+                    include, exclude = recorded_selection(s3, bucket, prefix, repo_id, revision)
+                    found.append(
+                        CacheRequest(
+                            repo_id=repo_id,
+                            revision=revision,
+                            include=include,
+                            exclude=exclude,
+                            requested_by=REFRESH_REQUESTER,
+                        )
+                    )
     return found
+
+
+def recorded_selection(
+    s3: Any, bucket: str, prefix: str, repo_id: str, revision: str
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The include/exclude the manifest `refs/{revision}` names was published for; ((), ()) is the default."""
+    ref = get_bytes(s3, bucket, layout.ref_key(prefix, repo_id, revision))
+    commit = ref.decode("ascii", "replace").strip() if ref else ""
+    if not ids.is_commit_id(commit):
+        return (), ()
+    manifest = get_json(s3, bucket, layout.manifest_key(prefix, repo_id, commit)) or {}
+    selection = manifest.get("selection") or {}
+    include = selection.get("include") or []
+    exclude = selection.get("exclude") or []
+    if not all(isinstance(glob, str) for glob in [*include, *exclude]):
+        return (), ()
+    return tuple(include), tuple(exclude)
 
 
 def tracked_models(s3: Any, bucket: str, prefix: str, configured: str) -> list[dict[str, Any]]:

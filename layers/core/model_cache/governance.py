@@ -1,0 +1,113 @@
+"""Who may ask for what, and how much: the platform's request policy, enforced before anything is written.
+
+The policy comes from the environment the template sets on the request and plan functions, never from the
+request: `MODEL_CACHE_ALLOWED_ORGS` / `MODEL_CACHE_DENIED_ORGS` (comma-separated Hub orgs, case-insensitive;
+an allow list that is set admits only its orgs), `MODEL_CACHE_MAX_REPO_BYTES`, `MODEL_CACHE_MAX_REPO_FILES`
+(of the selection), `MODEL_CACHE_FORCE_SENDERS` (the SQS SenderIds - IAM user ids, role ids - that may send
+`force: true`) and `MODEL_CACHE_MAX_EXECUTIONS` (executions in flight). A variable that is absent sets no
+rule (the CLI on an operator's machine, the tests); the template always sets every one, so a deployed stack
+refuses `force` from everyone but the platform's principals unless told otherwise.
+
+Each refusal is a named domain error: from the request Lambda the message goes to the dead-letter queue,
+from the Plan task the execution ends at PlanFailed; either way before the run claims or writes anything.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from model_cache import errors
+from model_cache.hubapi import HubFile
+
+ALLOWED_ORGS_ENV = "MODEL_CACHE_ALLOWED_ORGS"
+DENIED_ORGS_ENV = "MODEL_CACHE_DENIED_ORGS"
+MAX_REPO_BYTES_ENV = "MODEL_CACHE_MAX_REPO_BYTES"
+MAX_REPO_FILES_ENV = "MODEL_CACHE_MAX_REPO_FILES"
+FORCE_SENDERS_ENV = "MODEL_CACHE_FORCE_SENDERS"
+MAX_EXECUTIONS_ENV = "MODEL_CACHE_MAX_EXECUTIONS"
+
+
+@dataclass(frozen=True)
+class RequestPolicy:
+    allowed_orgs: frozenset[str] | None = None  # None: every org not denied
+    denied_orgs: frozenset[str] = frozenset()
+    max_repo_bytes: int | None = None
+    max_repo_files: int | None = None
+    force_senders: frozenset[str] | None = None  # None: anyone may force; empty: no one
+    max_executions: int | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> RequestPolicy:
+        env = os.environ if environ is None else environ
+        allowed = _names(env.get(ALLOWED_ORGS_ENV, ""))
+        return cls(
+            allowed_orgs=allowed or None,
+            denied_orgs=_names(env.get(DENIED_ORGS_ENV, "")),
+            max_repo_bytes=_limit(env, MAX_REPO_BYTES_ENV),
+            max_repo_files=_limit(env, MAX_REPO_FILES_ENV),
+            force_senders=_names(env[FORCE_SENDERS_ENV], fold=False) if FORCE_SENDERS_ENV in env else None,
+            max_executions=_limit(env, MAX_EXECUTIONS_ENV),
+        )
+
+    def check_repo(self, repo_id: str) -> None:
+        """RepoNotAllowed when the repo's org is denied, or an allow list is set and does not name it."""
+        org = org_of(repo_id)
+        if org in self.denied_orgs:
+            raise errors.RepoNotAllowed(f"{repo_id}: the org {org!r} is on this cache's deny list ({DENIED_ORGS_ENV})")
+        if self.allowed_orgs is not None and org not in self.allowed_orgs:
+            allowed = ", ".join(sorted(self.allowed_orgs))
+            raise errors.RepoNotAllowed(
+                f"{repo_id}: the org {org!r} is not one this cache mirrors (allowed: {allowed}); "
+                f"ask the platform team to add it to {ALLOWED_ORGS_ENV}"
+            )
+
+    def check_force(self, force: bool, sender: str | None) -> None:
+        """ForceNotAllowed when `force` comes from a sender that is not one of the platform's principals."""
+        if not force or self.force_senders is None:
+            return
+        if sender is None or not any(
+            sender == allowed or sender.startswith(allowed + ":") for allowed in self.force_senders
+        ):
+            raise errors.ForceNotAllowed(
+                f"force: true is reserved to the platform's principals ({FORCE_SENDERS_ENV}); sender {sender!r} "
+                "may request the model without it"
+            )
+
+    def check_selection(self, repo_id: str, revision: str, selected: Sequence[HubFile]) -> None:
+        """QuotaExceeded when the selected files are more, or more bytes, than the cache takes for one repo."""
+        total = sum(hub_file.size for hub_file in selected)
+        if self.max_repo_files is not None and len(selected) > self.max_repo_files:
+            raise errors.QuotaExceeded(
+                f"{repo_id}@{revision}: the selection has {len(selected):,} files, more than this cache's "
+                f"{self.max_repo_files:,} per repo ({MAX_REPO_FILES_ENV}); narrow it with include/exclude"
+            )
+        if self.max_repo_bytes is not None and total > self.max_repo_bytes:
+            raise errors.QuotaExceeded(
+                f"{repo_id}@{revision}: the selection is {total:,} bytes, more than this cache's "
+                f"{self.max_repo_bytes:,} per repo ({MAX_REPO_BYTES_ENV}); narrow it with include/exclude"
+            )
+
+
+def org_of(repo_id: str) -> str:
+    """The Hub org (or user) of a repo id, case-folded; a repo without one (`gpt2`) is its own org."""
+    return repo_id.split("/", 1)[0].casefold()
+
+
+def _names(text: str, *, fold: bool = True) -> frozenset[str]:
+    names = (name.strip() for name in text.split(","))
+    return frozenset(name.casefold() if fold else name for name in names if name)
+
+
+def _limit(env: Mapping[str, str], name: str) -> int | None:
+    text = env.get(name, "").strip()
+    if not text or text == "0":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise errors.InvalidRequest(f"{name} must be a whole number, got {text!r}") from None
+    if value < 0:
+        raise errors.InvalidRequest(f"{name} must be >= 0 (0 means no limit), got {value}")
+    return value
