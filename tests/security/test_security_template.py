@@ -39,6 +39,7 @@ STAR_RESOURCE_ACTIONS = {
     "xray:PutTraceSegments": "X-Ray has no resource-level permissions",
     "xray:PutTelemetryRecords": "X-Ray has no resource-level permissions",
     "cloudwatch:PutMetricData": "metric writes are scoped by the cloudwatch:namespace condition, not a resource",
+    "ecr:GetAuthorizationToken": "the registry token is per account and region; ECR defines no resource for it",
 }
 # SAM policy templates the template may use, and why each is narrow enough.
 SAM_POLICY_TEMPLATES = {
@@ -146,7 +147,13 @@ def all_statements() -> list[Statement]:
                 for policy in as_list(policies):
                     for each in branches(policy):
                         found.extend(statements_of(each["PolicyDocument"], f"{name}/{each.get('PolicyName')}"))
-        elif kind in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::S3::BucketPolicy", "AWS::SQS::QueuePolicy"):
+        elif kind in (
+            "AWS::IAM::Policy",
+            "AWS::IAM::RolePolicy",
+            "AWS::IAM::ManagedPolicy",
+            "AWS::S3::BucketPolicy",
+            "AWS::SQS::QueuePolicy",
+        ):
             found.extend(statements_of(props["PolicyDocument"], name))
         elif kind in ("AWS::Serverless::Function", "AWS::Serverless::StateMachine"):
             for policy_kind, value in sam_policies(name, props.get("Policies", [])):
@@ -166,14 +173,14 @@ def test_policies_are_found() -> None:
 
 
 def test_no_allow_statement_has_a_wildcard_action() -> None:
-    """GIVEN every Allow statement THEN no action is '*' or a whole service ('s3:*'); Deny statements
-    may (the TLS-only deny must cover every S3 action)."""
+    """GIVEN every Allow statement THEN no action has a wildcard: not '*', not a whole service ('s3:*'), not a
+    family ('s3:Get*', 's3:Put*'); Deny statements may (the TLS-only deny must cover every S3 action)."""
     wildcards = [
         (s.where, s.body.get("Sid"), action)
         for s in all_statements()
         if s.effect == "Allow"
         for action in s.actions
-        if action == "*" or action.endswith(":*")
+        if "*" in action or "?" in action
     ]
     assert wildcards == []
 
@@ -217,7 +224,7 @@ def test_sam_policy_templates_and_managed_policies_are_known() -> None:
 def test_pods_managed_policy_is_read_only_on_the_prefix() -> None:
     """GIVEN the managed policy the pods attach THEN it only reads: Get on objects under the cache
     prefix, and List only with an s3:prefix condition naming that prefix."""
-    _, policy = next(resources("AWS::IAM::ManagedPolicy"))
+    policy = template()["Resources"]["PodReadOnlyPolicy"]
     statements = list(statements_of(policy["Properties"]["PolicyDocument"], "PodReadOnlyPolicy"))
     assert {action for s in statements for action in s.actions} <= POD_READ_ACTIONS
     assert all(s.effect == "Allow" for s in statements)
@@ -345,3 +352,197 @@ def test_no_environment_variable_carries_the_token() -> None:
     for where, variable, value in variables:
         if "HfTokenSecretArn" in json.dumps(value):
             assert variable == "HF_TOKEN_SECRET_ARN", (where, variable)
+
+
+# ---------------------------------------------------------------------------------------------
+# Controls that must not go (issue 13): each is an entry of `make mutants` too
+# ---------------------------------------------------------------------------------------------
+
+S3_OBJECT_WRITES = ("s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:AbortMultipartUpload")
+
+
+def sub_text(value: Any) -> str:
+    """The text of a resource: a plain string, or a Fn::Sub's template (with its variables' own text)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and "Fn::Sub" in value:
+        sub = value["Fn::Sub"]
+        return sub if isinstance(sub, str) else str(sub[0])
+    return json.dumps(value)
+
+
+def test_every_s3_object_grant_is_under_the_cache_or_work_prefix() -> None:
+    """GIVEN every Allow of an S3 object action  THEN each resource is an object key under `${CachePrefix}/` or
+    `${WorkPrefix}/` of the cache bucket (or the replica bucket, for the replication role): no `${Bucket}/*`."""
+    outside = []
+    for statement in all_statements():
+        if statement.effect != "Allow" or not any(a.startswith("s3:") and "Bucket" not in a for a in statement.actions):
+            continue
+        if statement.where.startswith("ReplicationPolicy") or statement.where == "CacheBucketPolicy":
+            continue
+        for resource in statement.resources:
+            text = sub_text(resource)
+            if text.startswith("arn:${AWS::Partition}:s3:::${Bucket}") and text.endswith("${Bucket}"):
+                continue  # the bucket itself (ListBucket), checked by the prefix-condition test
+            if not re.search(r"\$\{Bucket\}/\$\{(CachePrefix|WorkPrefix)\}/", text) and "/${CachePrefix}/" not in text:
+                outside.append((statement.where, statement.body.get("Sid"), text))
+    assert outside == []
+
+
+def test_no_pipeline_role_may_delete_a_cached_version() -> None:
+    """GIVEN every Allow of s3:DeleteObjectVersion  THEN it is on the work prefix only: no role can destroy a
+    version under the cache prefix (a bad write is taken off its key with a delete marker instead)."""
+    grants = [
+        (statement.where, sub_text(resource))
+        for statement in all_statements()
+        if statement.effect == "Allow" and "s3:DeleteObjectVersion" in statement.actions
+        for resource in statement.resources
+    ]
+    assert grants, "the cleanup function deletes its work files' versions"
+    assert [grant for grant in grants if "/${WorkPrefix}/" not in grant[1]] == []
+
+
+def test_every_list_grant_is_bound_to_a_prefix() -> None:
+    """GIVEN every Allow of s3:ListBucket or s3:ListBucketVersions  THEN it carries an s3:prefix condition
+    naming only the cache or work prefix (the replication role's is the exception S3 replication needs)."""
+    unbound = []
+    for statement in all_statements():
+        if statement.effect != "Allow" or statement.where.startswith("Replication"):
+            continue
+        if not {"s3:ListBucket", "s3:ListBucketVersions"} & set(statement.actions):
+            continue
+        prefixes = as_list(statement.body.get("Condition", {}).get("StringLike", {}).get("s3:prefix", []))
+        texts = [sub_text(prefix) for prefix in prefixes]
+        if not texts or not all(text.startswith(("${CachePrefix}/", "${WorkPrefix}/")) for text in texts):
+            unbound.append((statement.where, statement.body.get("Sid"), texts))
+    assert unbound == []
+
+
+def test_the_pods_may_list_exactly_the_cache_prefix() -> None:
+    """GIVEN the pods' managed policy  THEN its s3:prefix list is exactly the cache prefix and what is under it
+    (equality, so an added '*' or another prefix is caught)."""
+    policy = template()["Resources"]["PodReadOnlyPolicy"]["Properties"]["PolicyDocument"]
+    lists = [s for s in statements_of(policy, "PodReadOnlyPolicy") if "s3:ListBucket" in s.actions]
+    assert len(lists) == 1
+    prefixes = [sub_text(p) for p in as_list(lists[0].body["Condition"]["StringLike"]["s3:prefix"])]
+    assert sorted(prefixes) == ["${CachePrefix}/", "${CachePrefix}/*"]
+
+
+def test_the_tls_deny_covers_the_bucket_and_its_objects_exactly() -> None:
+    """GIVEN the TLS-only deny  THEN its resources are exactly the bucket and every object in it."""
+    policy = template()["Resources"]["CacheBucketPolicy"]["Properties"]["PolicyDocument"]
+    [deny] = [s for s in statements_of(policy, "CacheBucketPolicy") if s.body.get("Sid") == "DenyInsecureTransport"]
+    assert deny.resources == [{"Fn::GetAtt": ["CacheBucket", "Arn"]}, {"Fn::Sub": "${CacheBucket.Arn}/*"}]
+    assert deny.actions == ["s3:*"]
+
+
+def test_only_the_pipeline_roles_may_write_under_the_cache_prefix() -> None:
+    """GIVEN the bucket policy  THEN a Deny for every principal covers every write and delete under the cache
+    prefix unless the principal is one of the roles that write it (and only those)."""
+    policy = template()["Resources"]["CacheBucketPolicy"]["Properties"]["PolicyDocument"]
+    [deny] = [
+        s for s in statements_of(policy, "CacheBucketPolicy") if s.body.get("Sid") == "OnlyThePipelineWritesTheCache"
+    ]
+    assert deny.effect == "Deny"
+    assert deny.body["Principal"] == "*"
+    assert set(S3_OBJECT_WRITES) - {"s3:AbortMultipartUpload"} <= set(deny.actions)
+    assert deny.resources == [{"Fn::Sub": "${CacheBucket.Arn}/${CachePrefix}/*"}]
+    writers = deny.body["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]
+    assert sorted(role["Fn::GetAtt"][0] for role in writers) == sorted(
+        [
+            "PlanFunctionRole",
+            "CopyUnitFunctionRole",
+            "FinalizeFunctionRole",
+            "PublishFunctionRole",
+            "CleanupFunctionRole",
+            "GcFunctionRole",
+            "CopierTaskRole",
+        ]
+    )
+
+
+def test_incomplete_uploads_are_aborted_by_the_lifecycle() -> None:
+    """GIVEN the created bucket  THEN a lifecycle rule aborts incomplete multipart uploads, bucket-wide."""
+    rules = template()["Resources"]["CacheBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    aborting = [rule for rule in rules if "AbortIncompleteMultipartUpload" in rule]
+    assert len(aborting) == 1
+    assert aborting[0]["Status"] == "Enabled"
+    assert "Prefix" not in aborting[0]
+    assert "Filter" not in aborting[0]
+
+
+def test_the_hub_token_is_read_from_its_one_secret_only() -> None:
+    """GIVEN every grant of secretsmanager:GetSecretValue  THEN its resource is exactly the HfTokenSecretArn
+    parameter (never `secret:*` or a pattern)."""
+    grants = [s for s in all_statements() if "secretsmanager:GetSecretValue" in s.actions]
+    assert grants
+    assert all(s.resources == [{"Ref": "HfTokenSecretArn"}] for s in grants), [(s.where, s.resources) for s in grants]
+
+
+def test_the_state_machine_logs_no_execution_data() -> None:
+    """GIVEN the state machine's logging  THEN IncludeExecutionData is false (inputs name repos and requesters)."""
+    logging_config = template()["Resources"]["ModelCacheStateMachine"]["Properties"]["Logging"]
+    assert logging_config["IncludeExecutionData"] is False
+
+
+def test_every_kms_grant_is_through_s3_only() -> None:
+    """GIVEN every Allow of kms:Decrypt or kms:GenerateDataKey  THEN it holds only via S3 (kms:ViaService), so
+    the key cannot be used directly by a role that reads the cache."""
+    grants = [s for s in all_statements() if s.effect == "Allow" and any(a.startswith("kms:") for a in s.actions)]
+    assert grants
+    for statement in grants:
+        via = statement.body.get("Condition", {}).get("StringEquals", {}).get("kms:ViaService")
+        assert via is not None, (statement.where, statement.body.get("Sid"))
+        assert sub_text(via).startswith("s3.${"), (statement.where, via)
+
+
+def test_cache_and_work_prefixes_must_differ() -> None:
+    """GIVEN the template's Rules  THEN one asserts CachePrefix != WorkPrefix (the work files' expiry would
+    otherwise expire the cache)."""
+    assertions = template()["Rules"]["CacheAndWorkPrefixesDiffer"]["Assertions"]
+    assert assertions[0]["Assert"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "CachePrefix"}, {"Ref": "WorkPrefix"}]}]}
+
+
+def trust_statements() -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    for name, resource in resources("AWS::IAM::Role"):
+        for statement in as_list(resource["Properties"]["AssumeRolePolicyDocument"]["Statement"]):
+            found.append((name, statement))
+    return found
+
+
+def test_every_role_is_assumed_by_one_aws_service_of_this_account_only() -> None:
+    """GIVEN every role's trust policy  THEN its principal is one AWS service (no account, no '*') and the
+    assumption is bound to this account's resources (aws:SourceArn or aws:SourceAccount)."""
+    trusts = trust_statements()
+    assert trusts
+    for name, statement in trusts:
+        assert statement["Effect"] == "Allow"
+        assert set(statement["Principal"]) == {"Service"}, name
+        assert isinstance(statement["Principal"]["Service"], str), name
+        condition = json.dumps(statement.get("Condition", {}))
+        assert "aws:SourceArn" in condition or "aws:SourceAccount" in condition, name
+
+
+def test_the_copier_execution_role_pulls_only_its_image_and_logs_only_its_group() -> None:
+    """GIVEN the copier's execution role  THEN it has no managed policy (AmazonECSTaskExecutionRolePolicy grants
+    every repository and log group) and its grants name the copier's repository and log group."""
+    role = template()["Resources"]["CopierExecutionRole"]["Properties"]
+    assert "ManagedPolicyArns" not in role
+    statements = {s.body["Sid"]: s for s in all_statements() if s.where.startswith("CopierExecutionRole/")}
+    assert "repository/${Name}" in sub_text(statements["PullTheCopierImage"].resources[0])
+    assert statements["WriteTheCopierLogs"].resources == [{"Fn::Sub": "${CopierLogGroup.Arn}:*"}]
+
+
+def test_only_listed_or_tagged_principals_may_send_requests() -> None:
+    """GIVEN the request queue's policy  THEN SendMessage is denied to every principal that is neither listed in
+    RequestSenderPrincipalArns nor tagged model-cache-sender=true."""
+    policy = template()["Resources"]["RequestQueuesPolicy"]["Properties"]["PolicyDocument"]
+    [deny] = [s for s in statements_of(policy, "RequestQueuesPolicy") if s.body.get("Sid") == "DenyUnlistedSenders"]
+    assert deny.effect == "Deny"
+    assert deny.actions == ["sqs:SendMessage"]
+    listed, tagged_only = deny.body["Condition"]["Fn::If"][1:]
+    assert listed["ArnNotLike"] == {"aws:PrincipalArn": {"Ref": "RequestSenderPrincipalArns"}}
+    assert (
+        listed["StringNotEquals"] == tagged_only["StringNotEquals"] == {"aws:PrincipalTag/model-cache-sender": "true"}
+    )

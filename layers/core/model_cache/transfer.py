@@ -197,21 +197,18 @@ def read_back_digests(s3: Any, bucket: str, planned: PlannedFile, stored: Stored
 
 
 def delete_own_write(s3: Any, bucket: str, key: str, stored: StoredObject) -> bool:
-    """Delete an object this run created and that failed verification, and nothing else.
+    """Take an object this run created and that failed verification off its key, and nothing else.
 
-    By its version id on a versioned bucket; on an unversioned one only while the key still holds
-    this run's ETag (a conditional delete), so another run's object is never touched. An object this
-    run only adopted is never deleted.
+    Only while the key still holds this run's ETag (a conditional delete), so another run's object is
+    never touched. On a versioned bucket that leaves a delete marker: the bad bytes stay a noncurrent
+    version, which no manifest names and the lifecycle expires, because no pipeline role may delete a
+    version under the cache prefix (s3:DeleteObjectVersion is granted on the work prefix only). An object
+    this run only adopted is never deleted.
     """
-    if not stored.created:
-        return False
-    condition = (
-        {"VersionId": stored.version_id} if stored.version_id else {"IfMatch": stored.etag} if stored.etag else {}
-    )
-    if not condition:
+    if not stored.created or not stored.etag:
         return False
     try:
-        s3.delete_object(Bucket=bucket, Key=key, **condition)
+        s3.delete_object(Bucket=bucket, Key=key, IfMatch=stored.etag)
     except ClientError:
         return False  # best effort: the error that brought us here is the one to report
     return True
