@@ -226,7 +226,42 @@ def run_cost(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------------------------------------
+# doctor
+# ---------------------------------------------------------------------------------------------
+
+
+def add_doctor_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "doctor",
+        help="check that a bucket has the controls the cache relies on (for ExistingBucketName)",
+        description="Block Public Access, a TLS-only bucket policy, versioning, lifecycle rules aborting incomplete "
+        "uploads and expiring the work files and noncurrent versions, and distinct cache and work prefixes. Exits 1 "
+        "when any is missing (docs/deploy.md lists the baseline).",
+    )
+    _common(parser)
+    parser.add_argument("--work-prefix", default="_model-cache-work", help="the work prefix (default: %(default)s)")
+    parser.set_defaults(run=run_doctor)
+
+
+def run_doctor(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from model_cache import doctor
+
+    checks = doctor.run(s3_client(), args.bucket, args.prefix, args.work_prefix)
+    if args.json:
+        out.write(json.dumps([check.to_json() for check in checks], indent=2) + "\n")
+    else:
+        for check in checks:
+            out.write(f"{'ok     ' if check.ok else 'MISSING'}  {check.name}: {check.detail}\n")
+    missing = [check.name for check in checks if not check.ok]
+    if missing:
+        err.write(f"s3://{args.bucket} lacks {len(missing)} control(s): {', '.join(missing)}\n")
+        return 1
+    return 0
+
+
 OPS_SUBCOMMANDS: dict[str, Callable[[Any], None]] = {
+    "doctor": add_doctor_parser,
     "verify": add_verify_parser,
     "gc": add_gc_parser,
     "cost": add_cost_parser,
