@@ -17,8 +17,10 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import io
+import ipaddress
 import itertools
 import random
+import socket
 import threading
 import time
 from collections import deque
@@ -418,12 +420,68 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 MAX_REDIRECTS = 10
+REDIRECT_STATUS = (301, 302, 303, 307, 308)
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
     parts = urlsplit(url)
     default_port = {"http": 80, "https": 443}.get(parts.scheme)
     return parts.scheme, (parts.hostname or "").lower(), parts.port or default_port
+
+
+def check_redirect(hub_endpoint: str, target: str) -> None:
+    """Refuse a Hub redirect that leaves for anything but a public https origin.
+
+    The Hub's own origin is always fine; so is any target when the Hub is an http loopback endpoint (the
+    offline harness: the Hub double and its CDN listener). Otherwise the target must be https and its host
+    must not be, or resolve to, a loopback, link-local (the instance metadata service), private, reserved
+    or multicast address: a compromised or spoofed mirror cannot turn the copier into a proxy for the VPC.
+    """
+    if _origin(target) == _origin(hub_endpoint) or _is_local_harness(hub_endpoint):
+        return
+    parts = urlsplit(target)
+    if parts.scheme != "https":
+        raise errors.TransferError(
+            f"the Hub redirected to {parts.scheme or 'a relative'}:// ({target[:120]}); only https is followed"
+        )
+    host = parts.hostname or ""
+    for address in _addresses(host, parts.port or 443):
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        if (
+            ip.is_loopback
+            or ip.is_link_local
+            or ip.is_private
+            or ip.is_reserved
+            or ip.is_multicast
+            or ip.is_unspecified
+        ):
+            raise errors.TransferError(
+                f"the Hub redirected to {host!r} ({address}), a non-public address; such redirects are never followed"
+            )
+
+
+def _addresses(host: str, port: int) -> list[str]:
+    """The addresses a redirect's host stands for: itself when it is an IP literal, else what DNS says."""
+    try:
+        return [str(ipaddress.ip_address(host))]
+    except ValueError:
+        pass
+    if host == "localhost" or host.endswith(".localhost"):
+        return ["127.0.0.1"]
+    try:
+        return sorted({str(info[4][0]) for info in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)})
+    except (OSError, UnicodeError) as exc:
+        raise errors.TransferError(f"the Hub redirected to {host!r}, which does not resolve: {exc}") from exc
+
+
+def _is_local_harness(endpoint: str) -> bool:
+    parts = urlsplit(endpoint)
+    if parts.scheme != "http" or not parts.hostname:
+        return False
+    try:
+        return ipaddress.ip_address(parts.hostname).is_loopback
+    except ValueError:
+        return parts.hostname == "localhost"
 
 
 class _Transient(Exception):
@@ -504,24 +562,38 @@ class HubReader:
         timeout = httpx2.Timeout(self.policy.read_timeout, connect=self.policy.connect_timeout)
         length = end - start
         try:
-            url = self._download_url(path, timeout) if ranged else self.url(path)
-            if not self._same_origin_as_hub(url):
-                headers.pop("authorization", None)  # the token never leaves the Hub's origin
-            with self._session.stream("GET", url, headers=headers, timeout=timeout) as response:
-                if response.status_code in (403, 404, 410) and url != self.url(path):
-                    # A signed CDN URL can expire mid-copy: resolve it again on the next attempt.
-                    self._forget_download_url(path)
-                    raise _Transient(f"the download URL for {path} answered HTTP {response.status_code}")
-                self._check_status(path, response, expect_partial="Range" in headers)
-                for chunk in response.iter_raw():  # as received: re-chunking would copy every byte once more
-                    size = len(chunk)
-                    if received + size > length:
-                        raise errors.IntegrityError(
-                            f"{path}: the Hub sent more than the {end - start} bytes asked for at offset {start}"
-                        )
-                    buffer.write(chunk)
-                    received += size
-                    on_bytes(size)
+            url = self._download_url(path, timeout) if ranged else self._small_file_url(path)
+            for _ in range(MAX_REDIRECTS):
+                if not self._same_origin_as_hub(url):
+                    headers.pop("authorization", None)  # the token never leaves the Hub's origin
+                with self._session.stream(
+                    "GET", url, headers=headers, timeout=timeout, follow_redirects=False
+                ) as response:
+                    location = response.headers.get("Location")
+                    if response.status_code in REDIRECT_STATUS and location:
+                        # A small file's GET follows its redirects here, each one checked, and remembers the
+                        # last so that a retry goes straight there.
+                        url = urljoin(url, location)
+                        check_redirect(self.endpoint, url)
+                        with self._lock:
+                            self._download_urls[path] = url
+                        continue
+                    if response.status_code in (403, 404, 410) and url != self.url(path):
+                        # A signed CDN URL can expire mid-copy: resolve it again on the next attempt.
+                        self._forget_download_url(path)
+                        raise _Transient(f"the download URL for {path} answered HTTP {response.status_code}")
+                    self._check_status(path, response, expect_partial="Range" in headers)
+                    for chunk in response.iter_raw():  # as received: re-chunking would copy every byte once more
+                        size = len(chunk)
+                        if received + size > length:
+                            raise errors.IntegrityError(
+                                f"{path}: the Hub sent more than the {end - start} bytes asked for at offset {start}"
+                            )
+                        buffer.write(chunk)
+                        received += size
+                        on_bytes(size)
+                    return
+            raise errors.TransferError(f"{path}: more than {MAX_REDIRECTS} redirects from the Hub")
         except (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError) as exc:
             raise _Transient(f"{type(exc).__name__}: {exc}") from exc
 
@@ -552,12 +624,19 @@ class HubReader:
                 headers.pop("authorization", None)
             response = self._session.head(url, headers=headers, timeout=timeout, follow_redirects=False)
             location = response.headers.get("Location")
-            if response.status_code in (301, 302, 303, 307, 308) and location:
+            if response.status_code in REDIRECT_STATUS and location:
                 url = urljoin(url, location)
+                check_redirect(self.endpoint, url)
                 continue
             self._check_status(path, response, expect_partial=False)
             return url
         raise errors.TransferError(f"{path}: more than {MAX_REDIRECTS} redirects from the Hub")
+
+    def _small_file_url(self, path: str) -> str:
+        """Where a small file's GET starts: the redirect target an earlier attempt followed, or its resolve URL."""
+        with self._lock:
+            cached = self._download_urls.get(path)
+        return cached if cached is not None else self.url(path)
 
     def _forget_download_url(self, path: str) -> None:
         with self._lock:

@@ -198,7 +198,7 @@ class RepoCache:
         the repo locked; what it leaves on disk is handled by the next holder (see transfer).
         """
         self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         started = time.monotonic()
         try:
             try:

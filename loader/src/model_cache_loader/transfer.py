@@ -35,6 +35,7 @@ import http.client
 import json
 import logging
 import os
+import shutil
 import threading
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -60,6 +61,8 @@ from model_cache_loader.errors import (
 from model_cache_loader.hfcache import RepoCache
 from model_cache_loader.manifest import ManifestFile
 
+FREE_SPACE_MARGIN = 64 * 1024 * 1024  # never fill the volume to the last byte
+HEAD_BEFORE_ALLOCATE = 64 * 1024 * 1024  # blobs this big get their real size from S3 before any allocation
 log = logging.getLogger("model_cache_loader")
 
 # Bytes received, written and hashed at a time. Measured on the CPU-bound benchmark (2 GiB, 2 cores):
@@ -331,6 +334,7 @@ class Downloader:
         try:
             self._plan_part_sizes(jobs)
             self._plan_checks(jobs)
+            self._check_free_space(jobs)
             for job in jobs:
                 self._open(job, allow_resume=allow_resume and job.check in DIGEST_MODES)
                 tasks.extend((job, index) for index in range(job.parts) if index not in job.done)
@@ -378,6 +382,44 @@ class Downloader:
             if not job.part_size:
                 job.part_size = plan_part_size(job.size, total, concurrency=self.concurrency, part_size=self.part_size)
 
+    def _check_free_space(self, jobs: list[BlobJob]) -> None:
+        """Refuse, before any byte is allocated, a pull the cache's file system cannot hold (a manifest that
+        claims more than the disk has, honest or not, must not fill the node)."""
+        if not jobs:
+            return
+        needed = 0
+        for job in jobs:
+            try:
+                on_disk = job.tmp_path.stat().st_size
+            except OSError:
+                on_disk = 0
+            needed += max(0, job.size - on_disk)
+        folder = jobs[0].final_path.parent
+        folder.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(folder).free
+        if needed > free - FREE_SPACE_MARGIN:
+            raise CacheWriteError(
+                f"the pull needs {needed:,} bytes but {folder} has {free:,} free "
+                f"(keeping {FREE_SPACE_MARGIN:,} spare); free space or point HF_HUB_CACHE at a bigger volume"
+            )
+
+    def _real_size_before_allocating(self, job: BlobJob) -> None:
+        """A big blob's object size, from S3 itself, before its space is reserved on disk."""
+        if job.size < HEAD_BEFORE_ALLOCATE:
+            return  # a small blob's size is checked on its GET; reserving it costs little
+        request: dict[str, Any] = {"Bucket": self.bucket, "Key": job.key}
+        if job.version_id:
+            request["VersionId"] = job.version_id
+        try:
+            size = int(self.s3.head_object(**request)["ContentLength"])
+        except ClientError as exc:
+            raise s3_error(exc, bucket=self.bucket, key=job.key) from exc
+        if size != job.size:
+            raise IntegrityError(
+                f"{job.label}: s3://{self.bucket}/{job.key} is {size} bytes, the manifest says {job.size}; "
+                "nothing was allocated. Re-sync the model with the pipeline"
+            )
+
     def _open(self, job: BlobJob, *, allow_resume: bool) -> None:
         job.final_path.parent.mkdir(parents=True, exist_ok=True)
         if allow_resume:
@@ -392,13 +434,18 @@ class Downloader:
             log.info(
                 "%s: resuming a cut download, %d of %d bytes already on disk", job.label, job.resumed_bytes, job.size
             )
-        job.fd = os.open(job.tmp_path, os.O_RDWR | os.O_CREAT, 0o644)
+        # O_NOFOLLOW: a symlink planted at a staging path is never followed to overwrite another file.
+        job.fd = os.open(job.tmp_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         if os.fstat(job.fd).st_size != job.size:
-            os.ftruncate(job.fd, job.size)
+            self._real_size_before_allocating(job)
+            try:
+                os.ftruncate(job.fd, job.size)
+            except (OverflowError, ValueError) as exc:
+                raise IntegrityError(f"{job.label}: the manifest's size {job.size} is not a file size: {exc}") from exc
             if job.size and hasattr(os, "posix_fallocate"):
                 with contextlib.suppress(OSError):
                     os.posix_fallocate(job.fd, 0, job.size)
-        job.journal_fd = os.open(job.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        job.journal_fd = os.open(job.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
         if not job.done:
             header = {"part_size": job.part_size, "sha256": job.sha256, "size": job.size}
             os.write(job.journal_fd, (json.dumps(header, sort_keys=True) + "\n").encode())
