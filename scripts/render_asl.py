@@ -83,6 +83,8 @@ def placeholder_value(name: str) -> str:
         return "models"
     if name == "WorkPrefix":
         return "_model-cache-work"
+    if name == "GatedPrefix":
+        return "gated-models"
     if name == "UnitLayout":
         return "auto"
     if name.endswith("Bytes"):

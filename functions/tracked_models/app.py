@@ -37,6 +37,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         os.environ.get("TRACKED_MODELS", ""),
         work_prefix=validate_work_prefix(event.get("work_prefix") or DEFAULT_WORK_PREFIX),
         run_id=validate_plan_id(event.get("run_id") or new_plan_id()),
+        gated_prefix=validate_prefix(os.environ.get("MODEL_CACHE_GATED_PREFIX", "")) or None,
     )
     logger.info("tracked models listed", extra=listed)
     metrics.add_metric(name="TrackedModels", unit=MetricUnit.Count, value=listed["count"])

@@ -37,7 +37,7 @@ def as_the_stack_creates_it(s3: Any) -> str:
             "CacheBucket.Arn": f"arn:aws:s3:::{name}",
             **{f"{role}.Arn": f"arn:aws:iam::123456789012:role/{role}" for role in _writer_roles()},
         },
-        conditions={"HasSharedPrincipals": False, "HasSharedOrganization": False},
+        conditions={"HasSharedPrincipals": False, "HasSharedOrganization": False, "HasGatedPrefix": False},
     ).render
     properties = resources["CacheBucket"]["Properties"]
     s3.put_bucket_versioning(Bucket=name, VersioningConfiguration=properties["VersioningConfiguration"])

@@ -33,6 +33,7 @@ def deployment(sender_arns: list[str]) -> Deployment:
         "AWS::AccountId": ACCOUNT,
         "CacheBucket.Arn": f"arn:aws:s3:::{BUCKET}",
         "CachePrefix": "models",
+        "GatedPrefix": "gated-models",
         "WorkPrefix": "_model-cache-work",
         "RequestQueue.Arn": QUEUE,
         "RequestDeadLetterQueue.Arn": QUEUE + "-dlq",
@@ -43,7 +44,12 @@ def deployment(sender_arns: list[str]) -> Deployment:
     }
     for name in ROLES:
         values[f"{name}FunctionRole.Arn"] = role_arn(f"{name}FunctionRole")
-    conditions = {"HasSharedPrincipals": False, "HasSharedOrganization": False, "HasSenderArns": bool(sender_arns)}
+    conditions = {
+        "HasSharedPrincipals": False,
+        "HasSharedOrganization": False,
+        "HasSenderArns": bool(sender_arns),
+        "HasGatedPrefix": True,
+    }
     return Deployment(values=values, conditions=conditions)
 
 
@@ -63,10 +69,11 @@ def queue_policy(sender_arns: list[str]) -> dict[str, Any]:
 
 SNAPSHOT_OBJECT = f"arn:aws:s3:::{BUCKET}/models/org--model/snapshots/{'c' * 40}/model.safetensors"
 MANIFEST = f"arn:aws:s3:::{BUCKET}/models/org--model/manifests/{'c' * 40}.json"
+GATED_MANIFEST = f"arn:aws:s3:::{BUCKET}/gated-models/meta-llama--model/manifests/{'c' * 40}.json"
 
 
 @pytest.mark.parametrize("action", ["s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutObjectAcl"])
-@pytest.mark.parametrize("resource", [SNAPSHOT_OBJECT, MANIFEST])
+@pytest.mark.parametrize("resource", [SNAPSHOT_OBJECT, MANIFEST, GATED_MANIFEST])
 def test_a_non_pipeline_principal_cannot_write_or_delete_under_the_cache_prefix(action: str, resource: str) -> None:
     """GIVEN a team role whose identity policy allows s3:* (not the pipeline)  WHEN it writes, deletes or re-ACLs a
     snapshot object or a manifest  THEN the bucket policy denies it."""

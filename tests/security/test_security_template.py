@@ -380,11 +380,11 @@ def test_every_s3_object_grant_is_under_the_cache_or_work_prefix() -> None:
             continue
         if statement.where.startswith("ReplicationPolicy") or statement.where == "CacheBucketPolicy":
             continue
-        for resource in statement.resources:
+        for resource in (branch for each in statement.resources for branch in branches(each)):
             text = sub_text(resource)
             if text.startswith("arn:${AWS::Partition}:s3:::${Bucket}") and text.endswith("${Bucket}"):
                 continue  # the bucket itself (ListBucket), checked by the prefix-condition test
-            if not re.search(r"\$\{Bucket\}/\$\{(CachePrefix|WorkPrefix)\}/", text) and "/${CachePrefix}/" not in text:
+            if not re.search(r"\$\{Bucket\}/\$\{(CachePrefix|GatedPrefix|WorkPrefix)\}/", text):
                 outside.append((statement.where, statement.body.get("Sid"), text))
     assert outside == []
 
@@ -412,8 +412,9 @@ def test_every_list_grant_is_bound_to_a_prefix() -> None:
         if not {"s3:ListBucket", "s3:ListBucketVersions"} & set(statement.actions):
             continue
         prefixes = as_list(statement.body.get("Condition", {}).get("StringLike", {}).get("s3:prefix", []))
-        texts = [sub_text(prefix) for prefix in prefixes]
-        if not texts or not all(text.startswith(("${CachePrefix}/", "${WorkPrefix}/")) for text in texts):
+        texts = [sub_text(branch) for prefix in prefixes for branch in branches(prefix)]
+        allowed = ("${CachePrefix}/", "${GatedPrefix}/", "${WorkPrefix}/")
+        if not texts or not all(text.startswith(allowed) for text in texts):
             unbound.append((statement.where, statement.body.get("Sid"), texts))
     assert unbound == []
 
@@ -446,7 +447,10 @@ def test_only_the_pipeline_roles_may_write_under_the_cache_prefix() -> None:
     assert deny.effect == "Deny"
     assert deny.body["Principal"] == "*"
     assert set(S3_OBJECT_WRITES) - {"s3:AbortMultipartUpload"} <= set(deny.actions)
-    assert deny.resources == [{"Fn::Sub": "${CacheBucket.Arn}/${CachePrefix}/*"}]
+    assert deny.resources == [
+        {"Fn::Sub": "${CacheBucket.Arn}/${CachePrefix}/*"},
+        {"Fn::If": ["HasGatedPrefix", {"Fn::Sub": "${CacheBucket.Arn}/${GatedPrefix}/*"}, {"Ref": "AWS::NoValue"}]},
+    ]
     writers = deny.body["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]
     assert sorted(role["Fn::GetAtt"][0] for role in writers) == sorted(
         [

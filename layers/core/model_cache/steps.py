@@ -65,6 +65,7 @@ def prepare_plan(
     work_prefix: str = DEFAULT_WORK_PREFIX,
     requested_by: str | None = None,
     policy: RequestPolicy | None = None,
+    gated_prefix: str | None = None,
 ) -> Plan | Published:
     """Resolve (one Hub call), and either re-point refs of an already published commit (no copy)
     or select files, plan units and start their multipart uploads.
@@ -81,6 +82,9 @@ def prepare_plan(
     include = validate_globs(list(include), "include")
     exclude = validate_globs(list(exclude), "exclude")
     snapshot = resolve(repo_id, revision, token=token)
+    if snapshot.gated and gated_prefix:
+        # A gated repo lives under its own prefix, readable only by the teams given GatedReadOnlyPolicy.
+        prefix = validate_prefix(gated_prefix)
     by_path = {hub_file.path: hub_file for hub_file in snapshot.files}
     chosen = select_paths(list(by_path), include, exclude)
     if not chosen:
@@ -372,6 +376,11 @@ def _parse_plan_event(event: Any) -> dict[str, Any]:
         raise errors.InvalidRequest(f"force must be true or false, got {force!r}")
     plan_id = validate_plan_id(event.get("plan_id") or new_plan_id())
     work_prefix = validate_work_prefix(event.get("work_prefix") or DEFAULT_WORK_PREFIX)
+    gated_prefix = event.get("gated_prefix") or None
+    if gated_prefix is not None:
+        gated_prefix = validate_prefix(gated_prefix)
+        if gated_prefix == validate_work_prefix(event.get("work_prefix") or DEFAULT_WORK_PREFIX):
+            raise errors.InvalidRequest(f"gated_prefix {gated_prefix!r} is the work prefix")
     requested_by = event.get("requested_by")
     if requested_by is not None and (
         not isinstance(requested_by, str) or not 0 < len(requested_by) <= 128 or not requested_by.isprintable()
@@ -381,6 +390,7 @@ def _parse_plan_event(event: Any) -> dict[str, Any]:
         )
     return {
         "requested_by": requested_by,
+        "gated_prefix": gated_prefix,
         "repo_id": repo_id,
         "revision": ids.validate_revision(revision),
         "include": validate_globs(event.get("include"), "include"),
@@ -501,7 +511,8 @@ def _stored_plan(s3: Any, args: dict[str, Any]) -> Plan | None:
     if data is None:
         return None
     stored = Plan.from_json(data)
-    if (stored.repo_id, stored.revision, stored.prefix) != (args["repo_id"], args["revision"], args["prefix"]):
+    prefixes = {args["prefix"], args.get("gated_prefix") or args["prefix"]}
+    if (stored.repo_id, stored.revision) != (args["repo_id"], args["revision"]) or stored.prefix not in prefixes:
         raise errors.InvalidRequest(
             f"plan id {args['plan_id']!r} already holds a plan for {stored.repo_id}@{stored.revision}; "
             "use another plan id"

@@ -85,11 +85,15 @@ def recorded_selection(
     return tuple(include), tuple(exclude)
 
 
-def tracked_models(s3: Any, bucket: str, prefix: str, configured: str) -> list[dict[str, Any]]:
-    """State machine inputs for every tracked model, configured ones first, without duplicates."""
+def tracked_models(
+    s3: Any, bucket: str, prefix: str, configured: str, gated_prefix: str | None = None
+) -> list[dict[str, Any]]:
+    """State machine inputs for every tracked model, configured ones first, without duplicates; the repos
+    cached under `gated_prefix` too (the plan puts a gated repo back there)."""
     seen: set[tuple[str, str]] = set()
     models: list[dict[str, Any]] = []
-    for request in [*parse_tracked(configured), *cached_refs(s3, bucket, prefix)]:
+    gated = cached_refs(s3, bucket, gated_prefix) if gated_prefix else []
+    for request in [*parse_tracked(configured), *cached_refs(s3, bucket, prefix), *gated]:
         key = (request.repo_id, request.revision)
         if key not in seen:
             seen.add(key)
@@ -98,11 +102,18 @@ def tracked_models(s3: Any, bucket: str, prefix: str, configured: str) -> list[d
 
 
 def write_tracked_list(
-    s3: Any, bucket: str, prefix: str, configured: str, *, work_prefix: str, run_id: str
+    s3: Any,
+    bucket: str,
+    prefix: str,
+    configured: str,
+    *,
+    work_prefix: str,
+    run_id: str,
+    gated_prefix: str | None = None,
 ) -> dict[str, Any]:
     """List the tracked models into `{work_prefix}/refresh/{run_id}/tracked.json` (the refresh's Distributed Map
     reads its items from there) and return where, and how many: a result of constant size, whatever the count."""
-    models = tracked_models(s3, bucket, prefix, configured)
+    models = tracked_models(s3, bucket, prefix, configured, gated_prefix)
     key = f"{work_prefix.strip('/')}/refresh/{run_id}/tracked.json"
     put_bytes(s3, bucket, key, json.dumps(models, separators=(",", ":")).encode(), "application/json")
     return {"bucket": bucket, "items_key": key, "count": len(models)}

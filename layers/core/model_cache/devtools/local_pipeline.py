@@ -688,6 +688,7 @@ def create_stack(
     unit_size: int = 5 * MIB,
     fargate_threshold: int = 1024 * MIB,
     layout: str = "split",
+    gated_prefix: str = "",
     prefix: str = "models",
     work_prefix: str = "_model-cache-work",
 ) -> Stack:
@@ -741,6 +742,7 @@ def create_stack(
         "PartSizeBytes": str(part_size),
         "UnitSizeBytes": str(unit_size),
         "UnitLayout": layout,
+        "GatedPrefix": gated_prefix,
         "FargateThresholdBytes": str(fargate_threshold),
         "FargateRetryWaitSeconds": "1",
         "CopierClusterArn": cluster_arn,
