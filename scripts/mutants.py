@@ -628,6 +628,14 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/loader/test_loader_tampered_sizes.py",),
         "no space is reserved for a size that is not the object's",
     ),
+    Mutant(
+        "governance: the loader follows a symlink planted at a staging path",
+        f"{LOADER}/transfer.py",
+        "            job.fd = os.open(job.tmp_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)\n",
+        "            job.fd = os.open(job.tmp_path, os.O_RDWR | os.O_CREAT, 0o644)\n",
+        ("tests/loader/test_loader_tampered_sizes.py",),
+        "a pull never writes through a link to another file",
+    ),
     # --- the loader -----------------------------------------------------------------------------
     Mutant(
         "loader: GET without the manifest's version id",

@@ -76,13 +76,13 @@ def test_a_symlink_planted_at_a_staging_path_is_not_followed(
     content = files()
     seeded = seed_snapshot(s3, bucket, REPO, content)
     victim = tmp_path / "victim"
-    victim.write_bytes(b"do not overwrite")
+    victim.write_bytes(b"v" * len(content[WEIGHT]))  # the blob's size, so the journal's resume would adopt it
     blobs = hf_cache / "models--tamper-org--model" / "blobs"
     blobs.mkdir(parents=True)
     blob = seeded.blob_name(WEIGHT)
     (blobs / f"{blob}{TMP_SUFFIX}").symlink_to(victim)
-    header = {"part_size": 8 * 1024 * 1024, "sha256": seeded.entry(WEIGHT)["sha256"], "size": len(content[WEIGHT])}
-    (blobs / f"{blob}.loader-parts").write_text(json.dumps(header) + "\n")
+    header = {"part_size": 64 * 1024, "sha256": seeded.entry(WEIGHT)["sha256"], "size": len(content[WEIGHT])}
+    (blobs / f"{blob}.loader-parts").write_text(json.dumps(header) + "\n0\n")  # part 0 done: resume the rest
     result = pull(REPO, bucket=bucket, cache_dir=hf_cache, fallback="error")
-    assert victim.read_bytes() == b"do not overwrite"
+    assert victim.read_bytes() == b"v" * len(content[WEIGHT])
     assert (result.path / WEIGHT).read_bytes() == content[WEIGHT]

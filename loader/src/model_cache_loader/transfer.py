@@ -434,8 +434,19 @@ class Downloader:
             log.info(
                 "%s: resuming a cut download, %d of %d bytes already on disk", job.label, job.resumed_bytes, job.size
             )
-        # O_NOFOLLOW: a symlink planted at a staging path is never followed to overwrite another file.
-        job.fd = os.open(job.tmp_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        # O_NOFOLLOW: a symlink planted at a staging path is never followed to overwrite another file; it
+        # is removed (the link, not its target) and the blob starts over.
+        try:
+            job.fd = os.open(job.tmp_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise _cache_write_error(job, job.tmp_path, exc) from exc
+            log.warning("%s: %s is a symlink; removed it, not followed", job.label, job.tmp_path)
+            job.tmp_path.unlink()
+            job.journal_path.unlink(missing_ok=True)
+            job.done = set()
+            job.resumed_bytes = 0
+            job.fd = os.open(job.tmp_path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         if os.fstat(job.fd).st_size != job.size:
             self._real_size_before_allocating(job)
             try:
