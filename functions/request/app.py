@@ -40,7 +40,8 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 
 @tracer.capture_method(capture_response=False)
 def record_handler(record: SQSRecord) -> dict[str, Any]:
-    sender = record.attributes.sender_id
+    # SQS sets SenderId on every message; a record without one did not come from the queue.
+    sender = record.raw_event.get("attributes", {}).get("SenderId")
     try:
         started = accept_request(record.body, sender)
     except ModelCacheError as exc:

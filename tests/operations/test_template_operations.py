@@ -81,8 +81,11 @@ def bucket_statements(template: dict[str, Any], **overrides: Any) -> list[dict[s
 
 def test_empty_sharing_parameters_add_nothing_to_the_bucket_policy(template: dict[str, Any]) -> None:
     """GIVEN the default (empty) sharing parameters  WHEN the bucket policy is resolved
-    THEN it holds only the deny-insecure-transport statement."""
-    assert [statement["Sid"] for statement in bucket_statements(template)] == ["DenyInsecureTransport"]
+    THEN it holds only the two Deny statements: insecure transport, and writes by anyone but the pipeline."""
+    assert [statement["Sid"] for statement in bucket_statements(template)] == [
+        "DenyInsecureTransport",
+        "OnlyThePipelineWritesTheCache",
+    ]
 
 
 def test_shared_roles_and_an_organization_get_read_only_access_to_the_prefix(template: dict[str, Any]) -> None:
@@ -158,7 +161,9 @@ def test_the_gc_function_may_delete_only_current_versions_under_the_prefix(templ
         elif statement["Sid"] == "MarkSnapshotsBeingDeleted":
             assert statement["Resource"]["Fn::Sub"][0].endswith("/${WorkPrefix}/claims/*")
         else:
-            assert statement["Resource"]["Fn::Sub"][0].endswith("/${CachePrefix}/*")
+            cache, gated = statement["Resource"]
+            assert cache["Fn::Sub"][0].endswith("/${CachePrefix}/*")
+            assert gated["Fn::If"][1]["Fn::Sub"][0].endswith("/${GatedPrefix}/*")
     assert "DeleteObjectVersion" not in json.dumps(gc)
     schedule = gc["Events"]["CollectGarbage"]
     assert schedule["Type"] == "ScheduleV2"

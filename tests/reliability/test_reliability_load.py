@@ -98,7 +98,11 @@ def sqs_records(messages: list[dict[str, Any]], queue_url: str) -> dict[str, Any
                 "messageId": message["MessageId"],
                 "receiptHandle": message["ReceiptHandle"],
                 "body": message["Body"],
-                "attributes": {"ApproximateReceiveCount": "1"},
+                # As the Lambda event source passes them: SQS's own attributes, SenderId included.
+                "attributes": {
+                    "ApproximateReceiveCount": message["Attributes"]["ApproximateReceiveCount"],
+                    "SenderId": message["Attributes"]["SenderId"],
+                },
                 "messageAttributes": {},
                 "md5OfBody": message["MD5OfBody"],
                 "eventSource": "aws:sqs",
@@ -127,7 +131,9 @@ def test_burst_of_200_requests_for_5_models_starts_each_distinct_request_once(
         )
     handled = 0
     while True:
-        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
+        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, AttributeNames=["All"]).get(
+            "Messages", []
+        )
         if not messages:
             break
         response = module.handler(sqs_records(messages, queue_url), LambdaContext())
