@@ -136,8 +136,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "delete: an adopted object deleted after a failed check",
         f"{CORE}/transfer.py",
-        "    if not stored.created:\n        return False\n    condition",
-        "    condition",
+        "    if not stored.created or not stored.etag:\n",
+        "    if not stored.etag:\n",
         (f"{PIPELINE_TESTS}::test_a_retried_finalize_accepts_a_completed_object_only_if_it_is_its_own",),
         "a run deletes only what it created",
     ),
