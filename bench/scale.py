@@ -16,8 +16,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from bench.common import ROOT, measure_and_record
 from model_cache import limits, steps
 from model_cache.hubapi import HubFile, Snapshot
@@ -158,7 +156,7 @@ class Deployment:
     def load(cls) -> Deployment:
         asl = json.loads(ASL_PATH.read_text())
         states = asl["States"]
-        template = yaml.load(TEMPLATE_PATH.read_text(), Loader=_CfnLoader)  # noqa: S506 (our own template, tags only)
+        template = load_template()
         resources = template["Resources"]
         return cls(
             copy_concurrency=states["CopyUnits"]["MaxConcurrency"],
@@ -171,19 +169,14 @@ class Deployment:
         )
 
 
-class _CfnLoader(yaml.SafeLoader):
-    """Reads template.yaml's short-form intrinsics (!Ref, !Sub, ...) as plain values."""
+def load_template() -> dict[str, Any]:
+    """template.yaml as the project's other readers of it read it (cfn-lint's decoder, tags resolved)."""
+    from cfnlint.decode import decode
 
-
-def _intrinsic(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
-    if isinstance(node, yaml.ScalarNode):
-        return {suffix: loader.construct_scalar(node)}
-    if isinstance(node, yaml.SequenceNode):
-        return {suffix: loader.construct_sequence(node, deep=True)}
-    return {suffix: loader.construct_mapping(node, deep=True)}  # type: ignore[arg-type]
-
-
-_CfnLoader.add_multi_constructor("!", _intrinsic)
+    template, problems = decode(str(TEMPLATE_PATH))
+    if template is None:
+        raise RuntimeError(f"cannot read {TEMPLATE_PATH}: {problems}")
+    return dict(template)
 
 
 def parent_history_events(asl: dict[str, Any], with_retries: bool) -> int:

@@ -35,7 +35,7 @@ def test_the_model_reads_the_concurrencies_and_timeouts_the_limits_assume_from_t
     assert deployment.copy_concurrency == limits.COPY_SLOTS
     assert deployment.complete_concurrency == limits.COMPLETE_SLOTS
     assert deployment.fargate_timeout_s == limits.FARGATE_TASK_TIMEOUT_S
-    template = scale.yaml.load((REPO_ROOT / "template.yaml").read_text(), Loader=scale._CfnLoader)
+    template = scale.load_template()
     for name in ("CopyUnitFunction", "FinalizeFunction"):
         assert template["Resources"][name]["Properties"]["Timeout"] == limits.LAMBDA_TIMEOUT_S
     asl = json.loads((REPO_ROOT / "statemachine" / "model_cache.asl.json").read_text())

@@ -16,7 +16,6 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from model_cache import errors
 from model_cache.transfer import s3_error
 
 
@@ -145,7 +144,4 @@ def run(s3: Any, bucket: str, prefix: str, work_prefix: str) -> list[Check]:
         s3.head_bucket(Bucket=bucket)
     except ClientError as exc:
         raise s3_error(exc, bucket, "looking up the bucket") from exc
-    checks = check_bucket(s3, bucket, prefix, work_prefix)
-    if not checks:
-        raise errors.InvalidRequest("no checks ran")
-    return checks
+    return check_bucket(s3, bucket, prefix, work_prefix)

@@ -325,12 +325,7 @@ def _from_mapping(data: dict[Any, Any]) -> CacheRequest:
     force = data.get("force", False)
     if not isinstance(force, bool):
         raise InvalidRequest(f"force must be true or false, got {force!r}")
-    requested_by = data.get("requested_by")
-    if requested_by is not None:
-        if not isinstance(requested_by, str) or not requested_by.strip():
-            raise InvalidRequest("requested_by must be a non-empty string when given")
-        if len(requested_by) > MAX_REQUESTED_BY_LENGTH or not requested_by.isprintable():
-            raise InvalidRequest(f"requested_by must be printable and at most {MAX_REQUESTED_BY_LENGTH} characters")
+    requested_by = validate_requested_by(data.get("requested_by"))
     return CacheRequest(
         repo_id=repo_id,
         revision=revision,
@@ -339,6 +334,17 @@ def _from_mapping(data: dict[Any, Any]) -> CacheRequest:
         force=force,
         requested_by=requested_by,
     )
+
+
+def validate_requested_by(requested_by: object) -> str | None:
+    """None, or a non-empty printable string of at most MAX_REQUESTED_BY_LENGTH characters."""
+    if requested_by is None:
+        return None
+    if not isinstance(requested_by, str) or not requested_by.strip():
+        raise InvalidRequest("requested_by must be a non-empty string when given")
+    if len(requested_by) > MAX_REQUESTED_BY_LENGTH or not requested_by.isprintable():
+        raise InvalidRequest(f"requested_by must be printable and at most {MAX_REQUESTED_BY_LENGTH} characters")
+    return requested_by
 
 
 def _patterns(name: str, value: object) -> tuple[str, ...]:

@@ -25,6 +25,7 @@ from model_cache.manifest import FileRecord
 from model_cache.plan import DEFAULT_WORK_PREFIX, Plan, PlannedFile, PlanOptions, new_plan_id, work_dir_for
 from model_cache.publish import Published
 from model_cache.refresh import reusable_sources
+from model_cache.request_message import validate_requested_by
 from model_cache.selection import select_paths, validate_globs
 from model_cache.transfer import (
     FileOutcome,
@@ -165,8 +166,9 @@ def finalize_file(s3: Any, plan: Plan, planned: PlannedFile, outcome: FileOutcom
 
     Completion is write-once (If-None-Match: *): a key another run already filled is adopted only if
     its bytes check out, and never replaced. On a read-back mismatch only the object this run itself
-    created is deleted (by version id, or by ETag on an unversioned bucket); a failure never deletes
-    a verified object, so a concurrent or earlier run's published files are never touched.
+    created is taken off its key (transfer.delete_own_write: a conditional delete on its ETag); a
+    failure never deletes a verified object, so a concurrent or earlier run's published files are
+    never touched.
     """
     if outcome is None:
         raise errors.TransferError(f"{planned.path} was never copied: a unit is missing its result")
@@ -379,17 +381,10 @@ def _parse_plan_event(event: Any) -> dict[str, Any]:
     gated_prefix = event.get("gated_prefix") or None
     if gated_prefix is not None:
         gated_prefix = validate_prefix(gated_prefix)
-        if gated_prefix == validate_work_prefix(event.get("work_prefix") or DEFAULT_WORK_PREFIX):
+        if gated_prefix == work_prefix:
             raise errors.InvalidRequest(f"gated_prefix {gated_prefix!r} is the work prefix")
-    requested_by = event.get("requested_by")
-    if requested_by is not None and (
-        not isinstance(requested_by, str) or not 0 < len(requested_by) <= 128 or not requested_by.isprintable()
-    ):
-        raise errors.InvalidRequest(
-            f"requested_by must be a printable string of 1-128 characters, got {requested_by!r}"
-        )
     return {
-        "requested_by": requested_by,
+        "requested_by": validate_requested_by(event.get("requested_by")),
         "gated_prefix": gated_prefix,
         "repo_id": repo_id,
         "revision": ids.validate_revision(revision),
