@@ -97,6 +97,11 @@ def moto_server() -> Iterator[MotoEndpoint]:
     """moto's real HTTP server on a free loopback port; AWS_ENDPOINT_URL points every boto3 client at it."""
     from moto.server import ThreadedMotoServer
 
+    from model_cache.devtools import moto_ranges
+
+    # S3's cost model for ranged GETs (O(range)), as the benchmarks measure against; the answers
+    # themselves are stock moto's (tests/integration/test_moto_ranges.py).
+    moto_ranges.install()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

@@ -214,6 +214,9 @@ class LocalAws:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         from moto.server import ThreadedMotoServer
 
+        from model_cache.devtools import moto_ranges
+
+        moto_ranges.install()  # a ranged GET costs O(range), as on S3
         self._server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
         self.host = host
         self.port = port
