@@ -100,6 +100,49 @@ def make_s3_client(concurrency: int = DEFAULT_CONCURRENCY) -> Any:
     return boto3.session.Session().client("s3", region_name=_region(), config=config)
 
 
+def read_object(s3: Any, bucket: str, key: str) -> bytes:
+    """A small object's bytes (a ref, a manifest), with S3's errors mapped to the loader's."""
+    try:
+        body: bytes = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except (ClientError, BotoCoreError) as exc:
+        raise s3_error(exc, bucket=bucket, key=key) from exc
+    return body
+
+
+def resolve_commit(s3: Any, bucket: str, prefix: str, repo_id: str, revision: str) -> str:
+    """The commit a revision names: itself when it is a commit id, else refs/{revision} in S3."""
+    if layout.is_commit_id(revision):
+        return revision
+    key = layout.ref_key(prefix, repo_id, revision)
+    commit = read_object(s3, bucket, key).decode("utf-8", "replace").strip()
+    if not layout.is_commit_id(commit):
+        raise ManifestError(f"s3://{bucket}/{key} holds {commit[:60]!r}, not a 40-hex commit id; re-publish")
+    return commit
+
+
+def check_manifest(manifest: Manifest, repo_id: str, commit: str, prefix: str) -> Manifest:
+    """Refuse a manifest that describes another repo, commit or prefix than the one asked for."""
+    if manifest.repo_id != repo_id or manifest.commit != commit:
+        raise ManifestError(
+            f"manifest for {repo_id}@{commit} describes {manifest.repo_id}@{manifest.commit}; re-publish"
+        )
+    expected_prefix = layout.snapshot_prefix(prefix, repo_id, commit)
+    if manifest.prefix != expected_prefix:
+        raise ManifestError(
+            f"manifest for {repo_id}@{commit} has prefix {manifest.prefix!r}, expected {expected_prefix!r}; "
+            "check MODEL_CACHE_PREFIX"
+        )
+    return manifest
+
+
+def manifest_from_s3(s3: Any, bucket: str, prefix: str, repo_id: str, revision: str) -> Manifest:
+    """Resolve `revision` and read, validate and check its manifest, all from S3 (no local cache)."""
+    commit = resolve_commit(s3, bucket, prefix, repo_id, revision)
+    key = layout.manifest_key(prefix, repo_id, commit)
+    body = read_object(s3, bucket, key)
+    return check_manifest(parse_manifest(body, source=f"s3://{bucket}/{key}"), repo_id, commit, prefix)
+
+
 class _Pull:
     """One pull: the resolved options and the steps. `pull()` is the public face."""
 
@@ -170,20 +213,11 @@ class _Pull:
 
     def _get(self, key: str) -> bytes:
         assert self.bucket is not None
-        try:
-            body: bytes = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-        except (ClientError, BotoCoreError) as exc:
-            raise s3_error(exc, bucket=self.bucket, key=key) from exc
-        return body
+        return read_object(self.s3, self.bucket, key)
 
     def _resolve_commit(self) -> str:
-        if layout.is_commit_id(self.revision):
-            return self.revision
-        key = layout.ref_key(self.prefix, self.repo_id, self.revision)
-        commit = self._get(key).decode("utf-8", "replace").strip()
-        if not layout.is_commit_id(commit):
-            raise ManifestError(f"s3://{self.bucket}/{key} holds {commit[:60]!r}, not a 40-hex commit id; re-publish")
-        return commit
+        assert self.bucket is not None
+        return resolve_commit(self.s3, self.bucket, self.prefix, self.repo_id, self.revision)
 
     def _manifest(self, commit: str) -> tuple[Manifest, bytes]:
         # A manifest changes only by growing into a superset (ARCHITECTURE.md 3.2), and only one written
@@ -203,17 +237,7 @@ class _Pull:
         return self._checked(parse_manifest(body, source=f"s3://{self.bucket}/{key}"), commit), body
 
     def _checked(self, manifest: Manifest, commit: str) -> Manifest:
-        if manifest.repo_id != self.repo_id or manifest.commit != commit:
-            raise ManifestError(
-                f"manifest for {self.repo_id}@{commit} describes {manifest.repo_id}@{manifest.commit}; re-publish"
-            )
-        expected_prefix = layout.snapshot_prefix(self.prefix, self.repo_id, commit)
-        if manifest.prefix != expected_prefix:
-            raise ManifestError(
-                f"manifest for {self.repo_id}@{commit} has prefix {manifest.prefix!r}, expected {expected_prefix!r}; "
-                "check MODEL_CACHE_PREFIX"
-            )
-        return manifest
+        return check_manifest(manifest, self.repo_id, commit, self.prefix)
 
     # ---- outcomes ------------------------------------------------------------------------------
 

@@ -1,0 +1,526 @@
+"""Stream a cached snapshot's safetensors from S3 straight into CPU tensors: no disk copy.
+
+`load_state_dict` returns every tensor of the snapshot's `*.safetensors` files once all of them have
+been verified; `stream_safetensors` yields each tensor as soon as its bytes have been received and
+hashed, for a caller that moves tensors on (to a GPU, into a model) one at a time.
+
+How it works, per file, in file order:
+
+- one ranged GET reads the safetensors header (8-byte length, JSON), which is checked before any
+  tensor is allocated: known dtypes, shapes that match their byte ranges, ranges inside the file
+  that tile the data region without gaps or overlaps;
+- the data region is fetched as ranged GETs of `part_size` on `concurrency` threads, each body
+  received straight into the storage of the tensors it covers (one copy, from the socket);
+- the main thread hashes the received prefix of the file in order (sha256, or CRC64NVME where asked
+  and recorded) and hands out the tensors that prefix completes.
+
+Memory: bytes received but not yet handed out are bounded by `memory_limit` (a single tensor larger
+than the limit is fetched alone). What the caller keeps is the caller's.
+
+Verification: every byte handed out has been hashed, and each file's digest is compared with the
+manifest when its last byte is in; a mismatch raises IntegrityError. With `stream_safetensors`, the
+tensors of that file already handed out came from a file that failed its check and must be dropped
+(the exception says so); `load_state_dict` returns nothing in that case.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from botocore.exceptions import BotoCoreError, ClientError
+from urllib3.exceptions import HTTPError
+
+from model_cache_loader import layout
+from model_cache_loader.api import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_PART_SIZE,
+    MIN_PART_SIZE,
+    _positive,
+    _region,
+    make_s3_client,
+    manifest_from_s3,
+    select_bucket,
+)
+from model_cache_loader.errors import IntegrityError, LoaderError, NotCachedError, UsageError
+from model_cache_loader.manifest import ManifestFile
+from model_cache_loader.transfer import (
+    PART_ATTEMPTS,
+    BodyReader,
+    crc64nvme_available,
+    decode_crc64nvme,
+    s3_error,
+)
+
+try:
+    from awscrt.checksums import crc64nvme
+except ImportError:  # the optional `crc` extra; crc64nvme_available() then says no
+    crc64nvme = None
+
+DEFAULT_MEMORY_LIMIT = 1 << 30
+MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit
+SAFETENSORS_SUFFIX = ".safetensors"
+HASH_CHUNK = 4 << 20
+_RETRIED = (ClientError, BotoCoreError, OSError, http.client.HTTPException, HTTPError)
+_TRANSIENT_CODES = ("InternalError", "SlowDown", "503")
+
+# safetensors dtype -> (torch dtype attribute, bytes per element)
+DTYPES: dict[str, tuple[str, int]] = {
+    "F64": ("float64", 8),
+    "F32": ("float32", 4),
+    "F16": ("float16", 2),
+    "BF16": ("bfloat16", 2),
+    "I64": ("int64", 8),
+    "I32": ("int32", 4),
+    "I16": ("int16", 2),
+    "I8": ("int8", 1),
+    "U64": ("uint64", 8),
+    "U32": ("uint32", 4),
+    "U16": ("uint16", 2),
+    "U8": ("uint8", 1),
+    "BOOL": ("bool", 1),
+    "F8_E4M3": ("float8_e4m3fn", 1),
+    "F8_E5M2": ("float8_e5m2", 1),
+}
+
+
+@dataclass
+class StreamStats:
+    """What a stream did: bytes fetched from S3, files and tensors, and the most bytes it held at once."""
+
+    bytes_downloaded: int = 0
+    files: int = 0
+    tensors: int = 0
+    peak_buffered_bytes: int = 0
+    seconds: float = 0.0
+    commit: str = ""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    begin: int  # absolute offsets in the file
+    end: int
+
+
+@dataclass
+class _Pending:
+    """A tensor whose storage is allocated and being filled."""
+
+    spec: TensorSpec
+    storage: Any  # a uint8 torch tensor of spec.end - spec.begin bytes
+    view: memoryview
+
+
+@dataclass
+class _FileState:
+    entry: ManifestFile
+    specs: list[TensorSpec]
+    data_start: int
+    digest: Any = None
+    crc: int | None = None
+    hashed: int = 0
+    pending: list[_Pending] = field(default_factory=list)
+
+
+def parse_header(raw: bytes, size: int, label: str) -> tuple[int, list[TensorSpec]]:
+    """The data region's start and the tensors, sorted by offset; IntegrityError naming any problem."""
+    if len(raw) < 8:
+        raise IntegrityError(f"{label}: {len(raw)} bytes is too short for a safetensors file")
+    (length,) = struct.unpack("<Q", raw[:8])
+    if length > MAX_HEADER or 8 + length > size:
+        raise IntegrityError(f"{label}: safetensors header length {length} does not fit the file's {size} bytes")
+    if len(raw) < 8 + length:
+        raise IntegrityError(f"{label}: header truncated ({len(raw) - 8} of {length} bytes)")
+    try:
+        header = json.loads(raw[8 : 8 + length])
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise IntegrityError(f"{label}: safetensors header is not JSON ({exc})") from exc
+    if not isinstance(header, dict):
+        raise IntegrityError(f"{label}: safetensors header is not an object")
+    data_start = 8 + length
+    specs = []
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        specs.append(_spec(name, info, data_start, label))
+    specs.sort(key=lambda s: (s.begin, s.end))
+    cursor = data_start
+    for spec in specs:
+        if spec.begin != cursor:
+            raise IntegrityError(
+                f"{label}: tensor {spec.name!r} starts at {spec.begin}, expected {cursor} (gap or overlap)"
+            )
+        cursor = spec.end
+    if cursor != size:
+        raise IntegrityError(f"{label}: tensors end at byte {cursor}, the file has {size}")
+    return data_start, specs
+
+
+def _spec(name: str, info: Any, data_start: int, label: str) -> TensorSpec:
+    if not isinstance(info, dict):
+        raise IntegrityError(f"{label}: tensor {name!r} has no description")
+    dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if dtype not in DTYPES:
+        raise IntegrityError(f"{label}: tensor {name!r} has dtype {dtype!r}, not one this loader knows")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise IntegrityError(f"{label}: tensor {name!r} has shape {shape!r}")
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offsets)
+        or offsets[0] > offsets[1]
+    ):
+        raise IntegrityError(f"{label}: tensor {name!r} has data_offsets {offsets!r}")
+    count = 1
+    for dim in shape:
+        count *= dim
+    if count * DTYPES[dtype][1] != offsets[1] - offsets[0]:
+        raise IntegrityError(
+            f"{label}: tensor {name!r} is {shape} {dtype} ({count * DTYPES[dtype][1]} bytes) but spans "
+            f"{offsets[1] - offsets[0]} bytes"
+        )
+    return TensorSpec(name, dtype, tuple(shape), data_start + offsets[0], data_start + offsets[1])
+
+
+@dataclass(frozen=True)
+class _Range:
+    """One ranged GET of a file's data region: the tensors it fills, and those it is the first of."""
+
+    start: int
+    end: int
+    tensors: tuple[int, ...]
+    new_tensors: tuple[int, ...]
+
+
+def plan_ranges(specs: list[TensorSpec], part_size: int) -> list[_Range]:
+    """The data region in GETs of about `part_size`, cut at tensor boundaries: a tensor of
+    `part_size` or more has ranges of its own, smaller ones are packed together."""
+    ranges: list[_Range] = []
+    pack: list[int] = []
+
+    def flush() -> None:
+        if pack:
+            ranges.append(_Range(specs[pack[0]].begin, specs[pack[-1]].end, tuple(pack), tuple(pack)))
+            pack.clear()
+
+    for index, spec in enumerate(specs):
+        if spec.end - spec.begin >= part_size:
+            flush()
+            for start in range(spec.begin, spec.end, part_size):
+                first = (index,) if start == spec.begin else ()
+                ranges.append(_Range(start, min(start + part_size, spec.end), (index,), first))
+            continue
+        if pack and spec.end - specs[pack[0]].begin > part_size:
+            flush()
+        pack.append(index)
+    flush()
+    return ranges
+
+
+class TensorStream:
+    """An iterator of (name, tensor) over a snapshot's safetensors; `stats` says what it did."""
+
+    def __init__(
+        self,
+        s3: Any,
+        bucket: str,
+        files: list[ManifestFile],
+        *,
+        own_bucket: bool,
+        verify: str,
+        memory_limit: int,
+        concurrency: int,
+        part_size: int,
+        commit: str,
+    ) -> None:
+        self.s3 = s3
+        self.bucket = bucket
+        self.files = files
+        self.own_bucket = own_bucket
+        self.verify = verify
+        self.memory_limit = memory_limit
+        self.concurrency = concurrency
+        self.part_size = part_size
+        self.stats = StreamStats(commit=commit)
+        self._buffered = 0
+        self._lock = threading.Lock()
+        self._cancel = threading.Event()
+        self._torch: Any = None
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        import torch
+
+        self._torch = torch
+        started = time.monotonic()
+        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="model-cache-memory")
+        try:
+            for entry in self.files:
+                yield from self._stream_file(pool, entry)
+                self.stats.files += 1
+        finally:
+            self._cancel.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            self.stats.seconds = time.monotonic() - started
+
+    # ---- one file --------------------------------------------------------------------------
+
+    def _stream_file(self, pool: ThreadPoolExecutor, entry: ManifestFile) -> Iterator[tuple[str, Any]]:
+        # Two small GETs (the length, then the header) rather than one guessed probe, which would
+        # fetch the first tensors' bytes twice.
+        head = self._get_range(entry, 0, min(entry.size, 8))
+        (length,) = struct.unpack("<Q", head) if len(head) == 8 else (0,)
+        if length and 8 + length <= min(entry.size, MAX_HEADER + 8):
+            head += self._get_range(entry, 8, 8 + length)
+        data_start, specs = parse_header(bytes(head), entry.size, entry.path)
+        state = _FileState(entry, specs, data_start)
+        check = self._check_for(entry)
+        if check == "sha256":
+            state.digest = hashlib.sha256()
+        elif check == "crc64nvme":
+            state.crc = 0
+        self._hash(state, memoryview(head)[:data_start])  # the header's bytes are the file's first bytes
+
+        ranges = plan_ranges(specs, self.part_size)
+        futures: dict[Future[None], int] = {}
+        received: set[int] = set()
+        next_range = 0
+        frontier = 0  # ranges[:frontier] are all received
+        handed = 0  # specs[:handed] are handed out
+        allocated: dict[int, _Pending] = {}
+        while handed < len(specs):
+            # Allocate and schedule, in file order, as far as the memory budget allows. A range that
+            # only continues a tensor already allocated needs nothing and is never held back, so
+            # every allocated tensor is eventually complete and the budget always frees up.
+            while next_range < len(ranges):
+                piece = ranges[next_range]
+                needed = sum(specs[i].end - specs[i].begin for i in piece.new_tensors)
+                if needed and self._buffered and self._buffered + needed > self.memory_limit:
+                    break
+                for i in piece.new_tensors:
+                    nbytes = specs[i].end - specs[i].begin
+                    storage = self._torch.empty(nbytes, dtype=self._torch.uint8)
+                    allocated[i] = _Pending(specs[i], storage, memoryview(storage.numpy()).cast("B"))
+                    self._hold(nbytes)
+                if piece.start == piece.end:
+                    received.add(next_range)
+                else:
+                    targets = [allocated[i] for i in piece.tensors]
+                    futures[pool.submit(self._fetch_into, entry, piece.start, piece.end, targets)] = next_range
+                next_range += 1
+            if futures:
+                finished, _ = wait(list(futures), return_when=FIRST_COMPLETED)
+                for future in finished:
+                    index = futures.pop(future)
+                    future.result()  # a failed range fails the stream
+                    received.add(index)
+            while frontier in received:
+                frontier += 1
+            received_to = ranges[frontier - 1].end if frontier else data_start
+            # Hash what is received, in order, and hand out the tensors it completes.
+            progressed = False
+            while handed < len(specs) and handed in allocated and specs[handed].end <= received_to:
+                pending = allocated.pop(handed)
+                self._hash(state, pending.view)
+                self._release(pending.spec.end - pending.spec.begin)
+                self.stats.tensors += 1
+                handed += 1
+                progressed = True
+                dtype = getattr(self._torch, DTYPES[pending.spec.dtype][0])
+                yield pending.spec.name, pending.storage.view(dtype).reshape(pending.spec.shape)
+            if not futures and not progressed and handed < len(specs) and next_range >= len(ranges):
+                raise LoaderError(f"{entry.path}: streaming stopped with {len(specs) - handed} tensors not received")
+        self._finish(state)
+
+    def _check_for(self, entry: ManifestFile) -> str:
+        if self.verify == "crc64nvme" and entry.crc64nvme is not None and crc64nvme_available():
+            return "crc64nvme"
+        if self.verify in ("crc64nvme", "sha256"):
+            return "sha256"
+        return "size"
+
+    def _hash(self, state: _FileState, view: memoryview) -> None:
+        for offset in range(0, len(view), HASH_CHUNK):
+            chunk = view[offset : offset + HASH_CHUNK]
+            if state.digest is not None:
+                state.digest.update(chunk)
+            elif state.crc is not None:
+                state.crc = crc64nvme(chunk, state.crc)
+        state.hashed += len(view)
+
+    def _finish(self, state: _FileState) -> None:
+        entry = state.entry
+        if state.hashed != entry.size:
+            raise IntegrityError(f"{entry.path}: {state.hashed} bytes verified, the manifest says {entry.size}")
+        if state.digest is not None and state.digest.hexdigest() != entry.sha256:
+            raise IntegrityError(
+                f"{entry.path}: sha256 {state.digest.hexdigest()} is not the manifest's {entry.sha256}; the tensors "
+                "streamed from this file must not be used (load_state_dict returns none of them)"
+            )
+        if (
+            state.crc is not None
+            and entry.crc64nvme is not None
+            and state.crc != decode_crc64nvme(entry.crc64nvme, entry.path)
+        ):
+            raise IntegrityError(
+                f"{entry.path}: CRC64NVME does not match the manifest's; the tensors streamed from this file must "
+                "not be used (load_state_dict returns none of them)"
+            )
+
+    # ---- memory accounting -------------------------------------------------------------------
+
+    def _hold(self, nbytes: int) -> None:
+        with self._lock:
+            self._buffered += nbytes
+            self.stats.peak_buffered_bytes = max(self.stats.peak_buffered_bytes, self._buffered)
+
+    def _release(self, nbytes: int) -> None:
+        with self._lock:
+            self._buffered -= nbytes
+
+    # ---- S3 ---------------------------------------------------------------------------------
+
+    def _request(self, entry: ManifestFile, start: int, end: int) -> dict[str, Any]:
+        request: dict[str, Any] = {"Bucket": self.bucket, "Key": entry.key, "Range": f"bytes={start}-{end - 1}"}
+        if self.own_bucket and entry.version_id:
+            request["VersionId"] = entry.version_id
+        return request
+
+    def _open_range(self, entry: ManifestFile, start: int, end: int) -> BodyReader:
+        response = self.s3.get_object(**self._request(entry, start, end))
+        content_range = str(response.get("ContentRange", ""))
+        expected = f"bytes {start}-{end - 1}/{entry.size}"
+        if content_range != expected or int(response.get("ContentLength", -1)) != end - start:
+            response["Body"].close()
+            raise IntegrityError(
+                f"{entry.path}: s3://{self.bucket}/{entry.key} answered the range {start}-{end - 1} with "
+                f"{content_range!r}; the object is not the one the manifest describes"
+            )
+        return BodyReader(response["Body"])
+
+    def _get_range(self, entry: ManifestFile, start: int, end: int) -> bytearray:
+        buffer = bytearray(end - start)
+        self._fetch_views(entry, start, end, [(start, memoryview(buffer))])
+        return buffer
+
+    def _fetch_into(self, entry: ManifestFile, start: int, end: int, targets: list[_Pending]) -> None:
+        views = []
+        for pending in targets:
+            lo, hi = max(start, pending.spec.begin), min(end, pending.spec.end)
+            views.append((lo, pending.view[lo - pending.spec.begin : hi - pending.spec.begin]))
+        self._fetch_views(entry, start, end, [v for v in views if len(v[1])])
+
+    def _fetch_views(self, entry: ManifestFile, start: int, end: int, views: list[tuple[int, memoryview]]) -> None:
+        """Receive bytes [start, end) into `views` (absolute offset, memory), resuming a cut body from
+        the first byte not yet received."""
+        offset = start
+        last_error: Exception | None = None
+        for _attempt in range(PART_ATTEMPTS):
+            if self._cancel.is_set():
+                return
+            try:
+                body = self._open_range(entry, offset, end)
+                for view_start, view in views:
+                    view_end = view_start + len(view)
+                    while offset < view_end:
+                        if offset < view_start:
+                            raise IntegrityError(f"{entry.path}: internal range plan left a gap at {offset}")
+                        received = body.readinto(view[offset - view_start :])
+                        if not received:
+                            raise _ShortBody(f"the body ended {end - offset} bytes early")
+                        offset += received
+                        self._count(received)
+                if not body.at_end():
+                    body.close()
+                    raise IntegrityError(f"{entry.path}: s3://{self.bucket}/{entry.key} returned more bytes than asked")
+                return
+            except IntegrityError:
+                raise
+            except (*_RETRIED, _ShortBody) as exc:
+                if isinstance(exc, ClientError):
+                    code = exc.response.get("Error", {}).get("Code", "")
+                    if code not in _TRANSIENT_CODES:
+                        raise s3_error(exc, bucket=self.bucket, key=entry.key) from exc
+                last_error = exc
+        assert last_error is not None
+        raise s3_error(last_error, bucket=self.bucket, key=entry.key) from last_error
+
+    def _count(self, received: int) -> None:
+        with self._lock:
+            self.stats.bytes_downloaded += received
+
+
+class _ShortBody(Exception):
+    pass
+
+
+def stream_safetensors(
+    repo_id: str | None = None,
+    revision: str = layout.DEFAULT_REVISION,
+    *,
+    bucket: str | None = None,
+    prefix: str | None = None,
+    verify: Literal["sha256", "crc64nvme", "size"] = "sha256",
+    memory_limit: int = DEFAULT_MEMORY_LIMIT,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    part_size: int = DEFAULT_PART_SIZE,
+    s3_client: Any = None,
+) -> TensorStream:
+    """The tensors of `repo_id`@`revision`'s `*.safetensors` files, streamed from the S3 cache.
+
+    Same defaults as `pull` (MODEL_ID, MODEL_CACHE_BUCKET, MODEL_CACHE_PREFIX). There is no Hub
+    fallback here: a model that is not cached raises NotCachedError, for the caller to `pull` instead.
+    """
+    ref_text = repo_id if repo_id is not None else os.environ.get("MODEL_ID", "")
+    if not ref_text:
+        raise UsageError("no model given: pass repo_id or set MODEL_ID")
+    name, revision = layout.parse_repo_ref(ref_text, default_revision=revision)
+    if verify not in ("sha256", "crc64nvme", "size"):
+        raise UsageError(f"verify must be sha256, crc64nvme or size, got {verify!r}")
+    _positive("memory_limit", memory_limit)
+    _positive("concurrency", concurrency)
+    _positive("part_size", part_size, MIN_PART_SIZE)
+    chosen = select_bucket(bucket if bucket is not None else os.environ.get("MODEL_CACHE_BUCKET"), _region())
+    if chosen is None:
+        raise NotCachedError(f"no cache bucket configured for region {_region()!r} (MODEL_CACHE_BUCKET)")
+    s3 = s3_client if s3_client is not None else make_s3_client(concurrency)
+    prefix = prefix if prefix is not None else os.environ.get("MODEL_CACHE_PREFIX", layout.DEFAULT_PREFIX)
+    manifest = manifest_from_s3(s3, chosen, prefix, name, revision)
+    files = [f for f in manifest.files if f.path.endswith(SAFETENSORS_SUFFIX)]
+    if not files:
+        raise NotCachedError(f"{name}@{manifest.commit} has no .safetensors file in the cache")
+    return TensorStream(
+        s3,
+        chosen,
+        files,
+        own_bucket=manifest.raw.get("bucket") == chosen,
+        verify=verify,
+        memory_limit=memory_limit,
+        concurrency=concurrency,
+        part_size=part_size,
+        commit=manifest.commit,
+    )
+
+
+def load_state_dict(
+    repo_id: str | None = None, revision: str = layout.DEFAULT_REVISION, **options: Any
+) -> dict[str, Any]:
+    """Every tensor of the snapshot's safetensors, returned only once every file has verified."""
+    state: dict[str, Any] = {}
+    stream = stream_safetensors(repo_id, revision, **options)
+    for name, tensor in stream:
+        if name in state:
+            raise LoaderError(f"tensor {name!r} appears in more than one safetensors file")
+        state[name] = tensor
+    return state
