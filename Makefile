@@ -72,8 +72,14 @@ validate: install ## sam validate --lint, cfn-lint (+ serverless rules), checkov
 build: install ## sam build, offline, for the Lambda runtime and architecture
 	@if [ -f template.yaml ]; then PATH="$(CURDIR)/$(TOOLS):$$PATH" $(TOOLS)/sam build --parallel; else echo "no template.yaml yet"; fi
 
+BENCH_INSTALLED := $(VENV)/.bench-installed
+
+$(BENCH_INSTALLED): $(INSTALLED) pyproject.toml requirements/constraints.txt
+	$(PY) -m pip install --quiet -c requirements/constraints.txt -e ".[bench]"
+	@touch $@
+
 .PHONY: bench
-bench: $(INSTALLED) ## Benchmarks (not tests): figures to bench/results/ and docs/performance.md
+bench: $(BENCH_INSTALLED) ## Benchmarks (not tests): figures to bench/results/ and docs/performance.md
 	$(PY) -m bench
 
 .PHONY: scale
