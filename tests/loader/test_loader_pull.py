@@ -321,3 +321,40 @@ def test_partial_files_are_discarded_when_not_verifying_sha256(s3: Any, bucket: 
     assert result.bytes_downloaded == 4 * part
     assert (result.path / "model.safetensors").read_bytes() == files["model.safetensors"]
     assert sorted(p.name for p in blobs.iterdir()) == [name]
+
+
+@pytest.mark.unit
+def test_auto_parts_grow_to_each_streams_share_up_to_the_cap() -> None:
+    """GIVEN big shards WHEN the part size is left to the loader THEN parts grow from 16 MiB toward
+    each stream's share, capped at 64 MiB; an explicit part size is kept as given."""
+    from model_cache_loader.api import DEFAULT_PART_SIZE
+    from model_cache_loader.transfer import AUTO_PART_MAX, plan_part_size
+
+    mib, gib = 1 << 20, 1 << 30
+    auto = {"concurrency": 32, "part_size": DEFAULT_PART_SIZE, "auto": True}
+    assert plan_part_size(gib, 2 * gib, **auto) == 64 * mib == AUTO_PART_MAX
+    assert plan_part_size(gib, 20 * gib, **auto) == AUTO_PART_MAX
+    assert plan_part_size(512 * mib, gib, **auto) == 32 * mib
+    assert plan_part_size(64 * mib, 256 * mib, **auto) == DEFAULT_PART_SIZE  # a small model keeps every stream busy
+    assert plan_part_size(10 * mib, 256 * mib, **auto) == 10 * mib  # one stream's share or less: whole
+    assert plan_part_size(gib, 2 * gib, concurrency=32, part_size=DEFAULT_PART_SIZE) == DEFAULT_PART_SIZE
+
+
+def test_every_finished_part_starts_its_writeback_before_the_fsync(
+    s3: Any, bucket: str, hf_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GIVEN a multi-part blob WHEN pulled THEN each part's byte range is handed to sync_file_range
+    (start writeback, do not wait) as soon as it is on disk, so the final fsync waits for little."""
+    from model_cache_loader import transfer
+
+    calls: list[tuple[int, int, int]] = []
+
+    def record(fd: int, offset: int, length: int, flags: int) -> int:
+        calls.append((offset, length, flags))
+        return 0
+
+    monkeypatch.setattr(transfer, "_SYNC_FILE_RANGE", record)
+    content = os.urandom(5 * 65_536 + 123)
+    seed_snapshot(s3, bucket, REPO, {"model.safetensors": content})
+    pull(REPO, bucket=bucket, cache_dir=hf_cache, part_size=65_536, concurrency=3)
+    assert sorted(calls) == [(start, min(65_536, len(content) - start), 2) for start in range(0, len(content), 65_536)]

@@ -158,6 +158,7 @@ class _Pull:
         verify: str,
         concurrency: int,
         part_size: int,
+        part_size_auto: bool,
         request_on_miss: bool,
         request_queue_url: str | None,
         s3_client: Any,
@@ -172,6 +173,7 @@ class _Pull:
         self.verify = verify
         self.concurrency = concurrency
         self.part_size = part_size
+        self.part_size_auto = part_size_auto
         self.request_on_miss = request_on_miss
         self.request_queue_url = request_queue_url
         self._s3 = s3_client
@@ -278,6 +280,7 @@ class _Pull:
             part_size=self.part_size,
             verify="sha256" if self.verify == "sha256-local" else self.verify,
             progress=self.progress,
+            part_size_auto=self.part_size_auto,
         )
         return downloader.run(list(jobs.values()))
 
@@ -358,7 +361,7 @@ def pull(
     fallback: Literal["hub", "error"] = "hub",
     verify: Literal["sha256", "crc64nvme", "size", "none", "sha256-local"] = "sha256",
     concurrency: int = DEFAULT_CONCURRENCY,
-    part_size: int = DEFAULT_PART_SIZE,
+    part_size: int | None = None,
     request_on_miss: bool = False,
     request_queue_url: str | None = None,
     s3_client: Any = None,
@@ -387,7 +390,8 @@ def pull(
     if verify not in VERIFY_CHOICES:
         raise UsageError(f"verify must be one of {VERIFY_CHOICES}, got {verify!r}")
     _positive("concurrency", concurrency)
-    _positive("part_size", part_size, MIN_PART_SIZE)
+    if part_size is not None:
+        _positive("part_size", part_size, MIN_PART_SIZE)
     queue_url = request_queue_url or os.environ.get(fallback_mod.REQUEST_QUEUE_ENV) or None
     job = _Pull(
         name,
@@ -398,7 +402,8 @@ def pull(
         fallback=fallback,
         verify=verify,
         concurrency=concurrency,
-        part_size=part_size,
+        part_size=part_size if part_size is not None else DEFAULT_PART_SIZE,
+        part_size_auto=part_size is None,
         request_on_miss=request_on_miss,
         request_queue_url=queue_url,
         s3_client=s3_client,

@@ -24,7 +24,7 @@ from model_cache_loader.api import (
     pull,
 )
 from model_cache_loader.errors import LoaderError
-from model_cache_loader.transfer import Progress
+from model_cache_loader.transfer import AUTO_PART_MAX, Progress
 
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1
@@ -98,7 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="default: sha256; crc64nvme checks S3's full-object CRC (needs awscrt, else sha256)",
     )
     p.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="parallel GETs")
-    p.add_argument("--part-size-mib", type=int, default=DEFAULT_PART_SIZE // 2**20, help="bytes per ranged GET, MiB")
+    p.add_argument(
+        "--part-size-mib",
+        type=int,
+        default=None,
+        help=f"bytes per ranged GET, MiB (default: {DEFAULT_PART_SIZE // 2**20}, growing to "
+        f"{AUTO_PART_MAX // 2**20} on big models so each stream gets its share in few requests)",
+    )
     p.add_argument("--request-on-miss", action="store_true", help="ask the pipeline to cache the model on a miss")
     p.add_argument("--emf", action="store_true", default=None, help="print CloudWatch EMF metrics to stdout")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress display")
@@ -144,7 +150,7 @@ def _pull(args: argparse.Namespace, progress: Progress) -> PullResult:
         fallback=args.fallback,
         verify=args.verify,
         concurrency=args.concurrency,
-        part_size=args.part_size_mib * 2**20,
+        part_size=args.part_size_mib * 2**20 if args.part_size_mib is not None else None,
         request_on_miss=args.request_on_miss,
         emit_emf=args.emf,
         progress=progress,

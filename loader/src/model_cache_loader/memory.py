@@ -128,10 +128,14 @@ class _FileState:
     entry: ManifestFile
     specs: list[TensorSpec]
     data_start: int
+    ranges: list[_Range]
     digest: Any = None
     crc: int | None = None
     hashed: int = 0
-    pending: list[_Pending] = field(default_factory=list)
+    received: set[int] = field(default_factory=set)
+    frontier: int = 0  # ranges[:frontier] are all received
+    handed: int = 0  # specs[:handed] are handed out
+    allocated: dict[int, _Pending] = field(default_factory=dict)
 
 
 def parse_header(raw: bytes, size: int, label: str) -> tuple[int, list[TensorSpec]]:
@@ -266,82 +270,95 @@ class TensorStream:
         started = time.monotonic()
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="model-cache-memory")
         try:
-            for entry in self.files:
-                yield from self._stream_file(pool, entry)
-                self.stats.files += 1
+            yield from self._stream(pool)
         finally:
             self._cancel.set()
             pool.shutdown(wait=True, cancel_futures=True)
             self.stats.seconds = time.monotonic() - started
 
-    # ---- one file --------------------------------------------------------------------------
-
-    def _stream_file(self, pool: ThreadPoolExecutor, entry: ManifestFile) -> Iterator[tuple[str, Any]]:
-        # Two small GETs (the length, then the header) rather than one guessed probe, which would
-        # fetch the first tensors' bytes twice.
+    def _open_file(self, entry: ManifestFile) -> _FileState:
+        """Read and check a file's header; its bytes are the first the file's digest covers.
+        Two small GETs (the length, then the header) rather than one guessed probe, which would
+        fetch the first tensors' bytes twice."""
         head = self._get_range(entry, 0, min(entry.size, 8))
         (length,) = struct.unpack("<Q", head) if len(head) == 8 else (0,)
         if length and 8 + length <= min(entry.size, MAX_HEADER + 8):
             head += self._get_range(entry, 8, 8 + length)
         data_start, specs = parse_header(bytes(head), entry.size, entry.path)
-        state = _FileState(entry, specs, data_start)
+        state = _FileState(entry, specs, data_start, ranges=plan_ranges(specs, self.part_size))
         check = self._check_for(entry)
         if check == "sha256":
             state.digest = hashlib.sha256()
         elif check == "crc64nvme":
             state.crc = 0
-        self._hash(state, memoryview(head)[:data_start])  # the header's bytes are the file's first bytes
+        self._hash(state, memoryview(head)[:data_start])
+        return state
 
-        ranges = plan_ranges(specs, self.part_size)
-        futures: dict[Future[None], int] = {}
-        received: set[int] = set()
-        next_range = 0
-        frontier = 0  # ranges[:frontier] are all received
-        handed = 0  # specs[:handed] are handed out
-        allocated: dict[int, _Pending] = {}
-        while handed < len(specs):
-            # Allocate and schedule, in file order, as far as the memory budget allows. A range that
-            # only continues a tensor already allocated needs nothing and is never held back, so
-            # every allocated tensor is eventually complete and the budget always frees up.
-            while next_range < len(ranges):
-                piece = ranges[next_range]
-                needed = sum(specs[i].end - specs[i].begin for i in piece.new_tensors)
+    def _stream(self, pool: ThreadPoolExecutor) -> Iterator[tuple[str, Any]]:
+        """Every file's ranges in one queue, in file order, so the streams stay busy across file
+        boundaries; tensors are handed out (and hashed) file by file, in order."""
+        states = list(pool.map(self._open_file, self.files))
+        queue = [(f, r) for f, state in enumerate(states) for r in range(len(state.ranges))]
+        futures: dict[Future[None], tuple[int, int]] = {}
+        queued = 0
+        current = 0
+        while current < len(states):
+            # Allocate and schedule, in order, as far as the memory budget allows. A range that only
+            # continues a tensor already allocated needs nothing and is never held back, so every
+            # allocated tensor is eventually complete and the budget always frees up.
+            while queued < len(queue):
+                file_index, range_index = queue[queued]
+                state = states[file_index]
+                piece = state.ranges[range_index]
+                needed = sum(state.specs[i].end - state.specs[i].begin for i in piece.new_tensors)
                 if needed and self._buffered and self._buffered + needed > self.memory_limit:
                     break
                 for i in piece.new_tensors:
-                    nbytes = specs[i].end - specs[i].begin
+                    nbytes = state.specs[i].end - state.specs[i].begin
                     storage = self._torch.empty(nbytes, dtype=self._torch.uint8)
-                    allocated[i] = _Pending(specs[i], storage, memoryview(storage.numpy()).cast("B"))
+                    state.allocated[i] = _Pending(state.specs[i], storage, memoryview(storage.numpy()).cast("B"))
                     self._hold(nbytes)
                 if piece.start == piece.end:
-                    received.add(next_range)
+                    state.received.add(range_index)
                 else:
-                    targets = [allocated[i] for i in piece.tensors]
-                    futures[pool.submit(self._fetch_into, entry, piece.start, piece.end, targets)] = next_range
-                next_range += 1
+                    targets = [state.allocated[i] for i in piece.tensors]
+                    future = pool.submit(self._fetch_into, state.entry, piece.start, piece.end, targets)
+                    futures[future] = (file_index, range_index)
+                queued += 1
             if futures:
                 finished, _ = wait(list(futures), return_when=FIRST_COMPLETED)
                 for future in finished:
-                    index = futures.pop(future)
+                    file_index, range_index = futures.pop(future)
                     future.result()  # a failed range fails the stream
-                    received.add(index)
-            while frontier in received:
-                frontier += 1
-            received_to = ranges[frontier - 1].end if frontier else data_start
-            # Hash what is received, in order, and hand out the tensors it completes.
+                    states[file_index].received.add(range_index)
+            # Hash what the current file has received, in order, and hand out the tensors it completes.
             progressed = False
-            while handed < len(specs) and handed in allocated and specs[handed].end <= received_to:
-                pending = allocated.pop(handed)
-                self._hash(state, pending.view)
-                self._release(pending.spec.end - pending.spec.begin)
-                self.stats.tensors += 1
-                handed += 1
+            while current < len(states):
+                state = states[current]
+                while state.frontier in state.received:
+                    state.frontier += 1
+                received_to = state.ranges[state.frontier - 1].end if state.frontier else state.data_start
+                while (
+                    state.handed < len(state.specs)
+                    and state.handed in state.allocated
+                    and state.specs[state.handed].end <= received_to
+                ):
+                    pending = state.allocated.pop(state.handed)
+                    self._hash(state, pending.view)
+                    self._release(pending.spec.end - pending.spec.begin)
+                    self.stats.tensors += 1
+                    state.handed += 1
+                    progressed = True
+                    dtype = getattr(self._torch, DTYPES[pending.spec.dtype][0])
+                    yield pending.spec.name, pending.storage.view(dtype).reshape(pending.spec.shape)
+                if state.handed < len(state.specs):
+                    break
+                self._finish(state)
+                self.stats.files += 1
+                current += 1
                 progressed = True
-                dtype = getattr(self._torch, DTYPES[pending.spec.dtype][0])
-                yield pending.spec.name, pending.storage.view(dtype).reshape(pending.spec.shape)
-            if not futures and not progressed and handed < len(specs) and next_range >= len(ranges):
-                raise LoaderError(f"{entry.path}: streaming stopped with {len(specs) - handed} tensors not received")
-        self._finish(state)
+            if not futures and not progressed and current < len(states) and queued >= len(queue):
+                raise LoaderError(f"{states[current].entry.path}: streaming stopped with tensors not received")
 
     def _check_for(self, entry: ManifestFile) -> str:
         if self.verify == "crc64nvme" and entry.crc64nvme is not None and crc64nvme_available():

@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import ctypes
 import errno
 import hashlib
 import http.client
@@ -36,6 +37,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import threading
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -70,6 +72,7 @@ log = logging.getLogger("model_cache_loader")
 # and its page-cache copy must stay in the core's L2 (1 MiB here) between the socket copy, the pwrite
 # and the hash; 128 KiB was no better (2.6-2.7), more calls per byte.
 READ_CHUNK = 256 * 1024
+AUTO_PART_MAX = 64 * 1024 * 1024
 PART_ATTEMPTS = 4
 VERIFY_MODES = ("sha256", "crc64nvme", "size", "none")
 DIGEST_MODES = ("sha256", "crc64nvme")
@@ -222,14 +225,21 @@ def s3_error(exc: Exception, *, bucket: str, key: str) -> LoaderError:
     )
 
 
-def plan_part_size(size: int, total: int, *, concurrency: int, part_size: int) -> int:
+def plan_part_size(size: int, total: int, *, concurrency: int, part_size: int, auto: bool = False) -> int:
     """Bytes per GET for a blob of `size` among `total` bytes to fetch over `concurrency` streams.
 
     A blob that fits in about one stream's share of the bytes gains nothing from being split, and
     fetched whole it arrives in order, so it is hashed in-stream with no read-back and costs one
     request. Bigger blobs are split into `part_size` ranges that complete roughly in order, so the
     hashing frontier keeps up with the download instead of trailing it.
+
+    With `auto`, `part_size` is the least part: parts grow to each stream's share of the bytes, up
+    to AUTO_PART_MAX, so every stream stays busy with fewer, longer requests. Measured side by side
+    on the 1 GiB-shard bench (2 GiB, `python -m bench peers`, 4 interleaved rounds): 64 MiB parts
+    pulled in 5.2-6.3 s where 16 MiB parts took 5.5-8.0 s, with early writeback in both.
     """
+    if auto:
+        part_size = max(part_size, min(total // max(concurrency, 1), AUTO_PART_MAX))
     whole_limit = max(part_size, int(1.5 * total / max(concurrency, 1)))
     return size if 0 < size <= whole_limit else part_size
 
@@ -244,6 +254,7 @@ class Downloader:
         part_size: int,
         verify: str,
         progress: Progress | None = None,
+        part_size_auto: bool = False,
     ) -> None:
         if verify not in VERIFY_MODES:
             raise ValueError(f"verify must be one of {VERIFY_MODES}, got {verify!r}")
@@ -251,6 +262,7 @@ class Downloader:
         self.bucket = bucket
         self.concurrency = concurrency
         self.part_size = part_size
+        self.part_size_auto = part_size_auto
         self.verify = verify
         self.progress = progress or Progress()
         self._cancel = threading.Event()
@@ -380,7 +392,9 @@ class Downloader:
         total = sum(job.size for job in jobs)
         for job in jobs:
             if not job.part_size:
-                job.part_size = plan_part_size(job.size, total, concurrency=self.concurrency, part_size=self.part_size)
+                job.part_size = plan_part_size(
+                    job.size, total, concurrency=self.concurrency, part_size=self.part_size, auto=self.part_size_auto
+                )
 
     def _check_free_space(self, jobs: list[BlobJob]) -> None:
         """Refuse, before any byte is allocated, a pull the cache's file system cannot hold (a manifest that
@@ -557,6 +571,7 @@ class Downloader:
         else:
             assert last_error is not None
             raise s3_error(last_error, bucket=self.bucket, key=job.key) from last_error
+        start_writeback(job.fd, start, end - start)
         try:
             os.write(job.journal_fd, f"{index}\n".encode())
         except OSError as exc:
@@ -712,6 +727,32 @@ def _write_at(job: BlobJob, chunk: memoryview, offset: int) -> None:
             offset += written
     except OSError as exc:
         raise _cache_write_error(job, job.tmp_path, exc) from exc
+
+
+def _load_sync_file_range() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_SYNC_FILE_RANGE = _load_sync_file_range()
+_SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writing the range's dirty pages back, do not wait
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Start writing a finished part back to disk now, so the blob's fsync (durability before the
+    rename) waits for the last parts only. Without it the kernel holds the dirty pages (below its
+    background threshold, 10% of RAM) until the fsync, which then writes the whole blob while the
+    pull waits: 1.0-1.5 s of a 2 GiB pull on the 1 GiB-shard bench, side by side. A hint: where
+    the call is missing or fails, the fsync does all the work, as before."""
+    if _SYNC_FILE_RANGE is not None and length > 0:
+        _SYNC_FILE_RANGE(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
 def _fsync_dir(directory: Path) -> None:
