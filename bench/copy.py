@@ -227,9 +227,11 @@ def hub_process(root: Path, bandwidth: int | None = None) -> Iterator[str]:
 @contextmanager
 def s3_process() -> Iterator[str]:
     port = free_port()
-    moto = Path(sys.executable).with_name("moto_server")
+    # moto with S3's cost model for ranged GETs (O(range)); stock moto reads the whole object for each.
     process = subprocess.Popen(
-        [str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [sys.executable, "-m", "model_cache.devtools.moto_ranges", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -151,19 +151,21 @@ def worker_loader(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def worker_seed(args: dict[str, Any]) -> dict[str, Any]:
-    """The seed's load_model_from_s3: list the prefix, download_file each object in turn into a folder."""
+    """The seed's load_model_from_s3: list the prefix, download_file each object in turn into a folder.
+    (bench.peers runs it on its own bucket and repo, as a whole process.)"""
     import boto3
 
+    bucket, repo, prefix = args.get("bucket", BUCKET), args.get("repo", REPO), args.get("prefix", PREFIX)
     s3 = boto3.client("s3", region_name=REGION)
     dest = Path(args["dest"])
     started, cpu_started = time.perf_counter(), time.process_time()
-    snapshot_prefix = _snapshot_prefix(s3)
+    snapshot_prefix = _snapshot_prefix(s3, bucket, repo, prefix)
     total = 0
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=snapshot_prefix):
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=snapshot_prefix):
         for obj in page.get("Contents", []):
             target = dest / obj["Key"][len(snapshot_prefix) :]
             target.parent.mkdir(parents=True, exist_ok=True)
-            s3.download_file(BUCKET, obj["Key"], str(target))
+            s3.download_file(bucket, obj["Key"], str(target))
             total += obj["Size"]
     return {"seconds": time.perf_counter() - started, "bytes": total, "cpu_seconds": time.process_time() - cpu_started}
 
@@ -192,11 +194,11 @@ def worker_aws_cp(args: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - started, "bytes": total, "cpu_seconds": time.process_time() - cpu_started}
 
 
-def _snapshot_prefix(s3: Any) -> str:
+def _snapshot_prefix(s3: Any, bucket: str = BUCKET, repo: str = REPO, prefix: str = PREFIX) -> str:
     from model_cache import layout
 
-    commit = s3.get_object(Bucket=BUCKET, Key=layout.ref_key(PREFIX, REPO, "main"))["Body"].read().decode()
-    return layout.snapshot_prefix(PREFIX, REPO, commit)
+    commit = s3.get_object(Bucket=bucket, Key=layout.ref_key(prefix, repo, "main"))["Body"].read().decode()
+    return layout.snapshot_prefix(prefix, repo, commit)
 
 
 WORKERS = {
@@ -383,7 +385,8 @@ def main() -> None:
     )
     os.environ.pop("AWS_PROFILE", None)
     try:
-        moto_cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)]
+        # moto with S3's cost model for ranged GETs (O(range)); stock moto reads the whole object for each.
+        moto_cmd = [sys.executable, "-m", "model_cache.devtools.moto_ranges", "-H", "127.0.0.1", "-p", str(moto_port)]
         with server(moto_cmd, moto_port) as moto_url:
             import boto3
 

@@ -100,6 +100,9 @@ def _scenario(hub: HubServer, s3: _CountingS3, bucket: str) -> dict[str, Any]:
 def run() -> dict[str, Any]:
     from moto.server import ThreadedMotoServer
 
+    from model_cache.devtools import moto_ranges
+
+    moto_ranges.install()  # ranged GETs at O(range), as on S3
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
