@@ -33,6 +33,7 @@ CORE = "layers/core/model_cache"
 LOADER = "loader/src/model_cache_loader"
 PIPELINE_TESTS = "tests/reliability/test_integrity_pipeline.py"
 LOADER_TESTS = "tests/reliability/test_integrity_loader.py"
+MEMORY_TESTS = "tests/loader/test_loader_memory.py"
 PYTEST_TIMEOUT_SECONDS = 180
 
 
@@ -712,6 +713,105 @@ MUTANTS: tuple[Mutant, ...] = (
         "            raise _cache_write_error(job, job.tmp_path, exc)",
         (f"{LOADER_TESTS}::test_a_blob_is_fsynced_before_its_rename",),
         "a crash cannot leave a zero-filled blob of the right size",
+    ),
+    # --- issue 14: to memory, the stand-in's cost model, the loader's data path -----------------
+    Mutant(
+        "memory: a file's sha256 not compared",
+        f"{LOADER}/memory.py",
+        "        if state.digest is not None and state.digest.hexdigest() != entry.sha256:",
+        "        if False:",
+        (f"{MEMORY_TESTS}::test_an_object_with_other_bytes_fails_its_file_and_load_returns_nothing",),
+        "a tensor streamed to memory comes from the bytes the manifest describes",
+    ),
+    Mutant(
+        "memory: a file's CRC64NVME not compared",
+        f"{LOADER}/memory.py",
+        "        if (\n            state.crc is not None",
+        "        if (\n            False",
+        (f"{MEMORY_TESTS}::test_an_object_with_other_bytes_fails_its_file_and_load_returns_nothing",),
+        "verify=crc64nvme to memory checks the manifest's CRC",
+    ),
+    Mutant(
+        "memory: the header's bytes left out of the digest",
+        f"{LOADER}/memory.py",
+        "        self._hash(state, memoryview(head)[:data_start])",
+        "        state.hashed += data_start",
+        (f"{MEMORY_TESTS}::test_every_tensor_equals_safetensors_loading_the_same_file",),
+        "the digest covers every byte of the file, header included",
+    ),
+    Mutant(
+        "memory: overlapping tensors accepted",
+        f"{LOADER}/memory.py",
+        "        if spec.begin != cursor:",
+        "        if spec.begin > cursor:",
+        (f"{MEMORY_TESTS}::test_a_header_that_does_not_describe_its_file_is_refused",),
+        "a header whose tensors overlap is refused before any allocation",
+    ),
+    Mutant(
+        "memory: shape not checked against the byte range",
+        f"{LOADER}/memory.py",
+        "    if count * DTYPES[dtype][1] != offsets[1] - offsets[0]:",
+        "    if False:",
+        (f"{MEMORY_TESTS}::test_a_header_that_does_not_describe_its_file_is_refused",),
+        "a tensor's shape and dtype account for exactly its bytes",
+    ),
+    Mutant(
+        "memory: the budget ignored",
+        f"{LOADER}/memory.py",
+        "                if needed and self._buffered and self._buffered + needed > self.memory_limit:",
+        "                if False:",
+        (f"{MEMORY_TESTS}::test_memory_held_is_bounded_by_the_limit_not_by_the_file",),
+        "memory held is bounded by the setting, not by the model",
+    ),
+    Mutant(
+        "memory: a range answered with other bytes accepted",
+        f"{LOADER}/memory.py",
+        '        if content_range != expected or int(response.get("ContentLength", -1)) != end - start:',
+        "        if False:",
+        (f"{MEMORY_TESTS}::test_an_object_of_another_size_is_refused_though_its_first_bytes_match",),
+        "an object that is not the manifest's size is refused, whatever its first bytes",
+    ),
+    Mutant(
+        "memory: a cut body not resumed",
+        f"{LOADER}/memory.py",
+        "                last_error = exc\n        assert last_error is not None",
+        "                raise\n        assert last_error is not None",
+        (f"{MEMORY_TESTS}::test_a_body_cut_mid_tensor_is_resumed_and_the_tensors_are_exact",),
+        "a cut body is resumed, never taken for complete",
+    ),
+    Mutant(
+        "stand-in: ranged GETs read the whole object again",
+        f"{CORE}/devtools/moto_ranges.py",
+        "            _state.lazy = _wants_single_range(self.headers)",
+        "            _state.lazy = False",
+        ("tests/integration/test_moto_ranges.py::test_a_ranged_get_reads_only_its_range",),
+        "the benchmarks' S3 charges O(range) for a ranged GET, as S3 does",
+    ),
+    Mutant(
+        "stand-in: a suffix range sliced from the start",
+        f"{CORE}/devtools/moto_ranges.py",
+        "        start, stop, _ = index.indices(self._length)",
+        "        start, stop = 0, (index.stop or 0) - (index.start or 0)",
+        ("tests/integration/test_moto_ranges.py::test_every_range_form_answers_as_stock_moto",),
+        "the O(range) server answers every range exactly as stock moto",
+    ),
+    Mutant(
+        "loader: finished parts not written back early",
+        f"{LOADER}/transfer.py",
+        "        start_writeback(job.fd, start, end - start)\n",
+        "",
+        ("tests/loader/test_loader_pull.py::test_every_finished_part_starts_its_writeback_before_the_fsync",),
+        "the fsync before the rename does not write the whole blob at the end",
+    ),
+    Mutant(
+        "peers: our hash object not written",
+        f"{CORE}/publish.py",
+        "    if plan.write_hash_file:\n        put_once(",
+        "    if False:\n        put_once(",
+        (
+            "tests/pipeline/test_published_snapshot_peers.py::test_ray_cloud_filesystem_downloads_our_snapshot_into_a_cache_huggingface_hub_reads",
+        ),
+        "Ray's CloudFileSystem finds the commit it names the snapshot by",
     ),
 )
 

@@ -107,6 +107,15 @@ def test_an_object_with_other_bytes_fails_its_file_and_load_returns_nothing(s3: 
         load_state_dict(REPO, bucket=bucket, verify=verify, part_size=64 * KIB)
 
 
+def test_an_object_of_another_size_is_refused_though_its_first_bytes_match(s3: Any, bucket: str) -> None:
+    # GIVEN an object that is the manifest's file with bytes appended (its tensors all match)
+    body = save(many_tensors(), metadata={"format": "pt"})
+    seed_snapshot(s3, bucket, REPO, {"model.safetensors": body}, object_override={"model.safetensors": body + b"x" * 9})
+    # WHEN loaded THEN S3's answer to the first range already names the other size, and nothing is returned
+    with pytest.raises(IntegrityError, match="not the one the manifest describes"):
+        load_state_dict(REPO, bucket=bucket, part_size=64 * KIB)
+
+
 def test_a_body_cut_mid_tensor_is_resumed_and_the_tensors_are_exact(s3_proxy: Any, s3: Any, bucket: str) -> None:
     # GIVEN the S3 proxy cuts the first ranged GET of the file 10,000 bytes into its body
     seed_many(s3, bucket)
