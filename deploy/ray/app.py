@@ -91,10 +91,13 @@ def load_model(model_id: str) -> LoadedModel:
     model: Any
     if gpu_available:
         # Half precision halves GPU memory; device_map="auto" (accelerate) places the layers.
-        model = AutoModelForCausalLM.from_pretrained(pulled.path, dtype=torch.float16, device_map="auto")
+        model = AutoModelForCausalLM.from_pretrained(
+            pulled.path, dtype=torch.float16, device_map="auto", use_safetensors=True
+        )
     else:
         # CPUs have no fast float16 kernels for most ops.
-        model = AutoModelForCausalLM.from_pretrained(pulled.path, dtype=torch.float32)
+        # use_safetensors: never unpickle a .bin checkpoint, whatever the snapshot holds.
+        model = AutoModelForCausalLM.from_pretrained(pulled.path, dtype=torch.float32, use_safetensors=True)
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(pulled.path)
     if tokenizer.pad_token is None:
@@ -171,9 +174,12 @@ class TextGenerator:
             )
         inference_seconds = time.monotonic() - started
         new_tokens = outputs[0][prompt_tokens:]
+        text = loaded.tokenizer.decode(new_tokens, skip_special_tokens=True)
         return {
+            # The seed's field: clients written for it read "response"; the rest are new beside it.
+            "response": text,
             "prompt": prompt,
-            "generated_text": loaded.tokenizer.decode(new_tokens, skip_special_tokens=True),
+            "generated_text": text,
             "generated_tokens": int(new_tokens.shape[-1]),
             "inference_time_seconds": round(inference_seconds, 4),
             "device_used": loaded.device_used,

@@ -130,6 +130,7 @@ def post(url: str, body: bytes, method: str = "POST") -> tuple[int, dict[str, An
 def assert_generated(answer: dict[str, Any], prompt: str) -> None:
     assert answer["prompt"] == prompt
     assert isinstance(answer["generated_text"], str)
+    assert answer["response"] == answer["generated_text"]  # the seed's field, kept for its clients
     assert answer["generated_tokens"] >= 1
     assert answer["inference_time_seconds"] > 0
     assert answer["load_seconds"] > 0
