@@ -66,15 +66,48 @@ class LoadedModel:
     load_seconds: float
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    path: str
+    source: str
+    commit: str
+    bytes_downloaded: int
+    reason: str | None
+
+
+def cache_enabled() -> bool:
+    return os.environ.get("USE_MODEL_CACHE", "true").strip().lower() not in ("false", "0", "no", "off")
+
+
+def fetch_snapshot(model_id: str) -> Snapshot:
+    """The model's local snapshot: through the loader when the cache is on; with the cache off,
+    straight from the Hub with huggingface_hub, so a cluster without the loader package still serves."""
+    if not cache_enabled():
+        from huggingface_hub import snapshot_download
+
+        repo_id, _, revision = model_id.partition("@")
+        path = snapshot_download(repo_id, revision=revision or None)
+        commit = os.path.basename(os.path.normpath(path))
+        return Snapshot(path=path, source="hub", commit=commit, bytes_downloaded=0, reason="USE_MODEL_CACHE=false")
+    from model_cache_loader import pull
+
+    pulled = pull(model_id)
+    return Snapshot(
+        path=str(pulled.path),
+        source=pulled.source,
+        commit=pulled.commit,
+        bytes_downloaded=pulled.bytes_downloaded,
+        reason=pulled.reason,
+    )
+
+
 def load_model(model_id: str) -> LoadedModel:
     """Resolve `model_id` through the loader, then load it with transformers for this pod's hardware."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from model_cache_loader import pull
-
     started = time.monotonic()
-    pulled = pull(model_id)
+    pulled = fetch_snapshot(model_id)
     pull_seconds = time.monotonic() - started
     source = MODEL_SOURCES.get(pulled.source, pulled.source)
     log.info(

@@ -292,6 +292,41 @@ def test_serve_config_passes_the_model_and_cache_settings_and_installs_the_loade
     assert plain["applications"][0]["runtime_env"]["env_vars"]["USE_MODEL_CACHE"] == "false"
 
 
+@pytest.mark.parametrize("gpu", ["0", "1"])
+@pytest.mark.parametrize("cache", [False, True])
+def test_every_rendered_serve_config_is_valid_for_rays_own_schema(rgd: dict[str, Any], gpu: str, cache: bool) -> None:
+    """KubeRay hands serveConfigV2 to Ray Serve's REST API, which parses it with
+    ray.serve.schema.ServeDeploySchema: validate with Ray's own model (the ray we test the app on),
+    not with our idea of it."""
+    from ray.serve.schema import ServeDeploySchema
+
+    # GIVEN each RayService variant, rendered  WHEN its serveConfigV2 is parsed by Ray's schema
+    rendered = render(rgd, **{"resources": {"worker": {"gpu": gpu}}, **(CACHED if cache else {})})
+    service = next(rendered.included[rid] for rid in RAYSERVICE_IDS if rid in rendered.included)
+    parsed = ServeDeploySchema.model_validate(yaml.safe_load(service["spec"]["serveConfigV2"]))
+    # THEN it is accepted, and says what the app needs
+    (application,) = parsed.applications
+    assert application.import_path == "app:deployment"
+    assert application.runtime_env["env_vars"]["USE_MODEL_CACHE"] == ("true" if cache else "false")
+    assert [d.name for d in application.deployments] == ["TextGenerator"]
+
+
+@pytest.mark.unit
+def test_rays_schema_refuses_what_a_broken_serve_config_would_say() -> None:
+    """The validation above can fail: Ray's schema refuses a missing import path and a negative replica
+    count (it ignores unknown fields, so those are our schemas' job)."""
+    from pydantic import ValidationError
+    from ray.serve.schema import ServeDeploySchema
+
+    good = {"applications": [{"name": "a", "import_path": "app:deployment", "route_prefix": "/a"}]}
+    ServeDeploySchema.model_validate(good)
+    with pytest.raises(ValidationError):
+        ServeDeploySchema.model_validate({"applications": [{"name": "a", "route_prefix": "/a"}]})
+    bad_replicas = {**good["applications"][0], "deployments": [{"name": "TextGenerator", "num_replicas": -3}]}
+    with pytest.raises(ValidationError):
+        ServeDeploySchema.model_validate({"applications": [bad_replicas]})
+
+
 def test_runtime_env_installs_what_the_app_requirements_list(rgd: dict[str, Any]) -> None:
     # GIVEN deploy/ray/requirements.txt and the serveConfigV2 pip list rendered with the defaults
     requirements_path = RGD_PATH.parents[1] / "ray" / "requirements.txt"

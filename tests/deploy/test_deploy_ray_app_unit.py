@@ -142,3 +142,33 @@ def test_a_bad_max_length_fails_the_replica_start_with_a_clear_error(
 def test_model_sources_are_reported_in_the_api_vocabulary(app_module: ModuleType) -> None:
     # GIVEN the loader's source names  THEN the API reports s3-cache | local | hub
     assert app_module.MODEL_SOURCES == {"s3": "s3-cache", "local": "local", "hub": "hub"}
+
+
+def test_with_the_cache_off_the_app_needs_no_loader(app_module: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GIVEN USE_MODEL_CACHE=false and no model_cache_loader importable WHEN the snapshot is fetched
+    THEN it comes from the Hub through huggingface_hub, at the pinned revision."""
+    import huggingface_hub
+
+    calls: list[tuple[str, str | None]] = []
+
+    def snapshot_download(repo_id: str, revision: str | None = None) -> str:
+        calls.append((repo_id, revision))
+        return f"/cache/models--org--name/snapshots/{'a' * 40}"
+
+    monkeypatch.setenv("USE_MODEL_CACHE", "false")
+    monkeypatch.setitem(sys.modules, "model_cache_loader", None)  # importing it now raises ImportError
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    snapshot = app_module.fetch_snapshot("org/name@v1")
+    assert calls == [("org/name", "v1")]
+    assert snapshot.source == "hub"
+    assert snapshot.commit == "a" * 40
+
+
+def test_with_the_cache_on_the_app_goes_through_the_loader(
+    app_module: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GIVEN USE_MODEL_CACHE=true WHEN the snapshot is fetched THEN the loader is what is asked."""
+    monkeypatch.setenv("USE_MODEL_CACHE", "true")
+    monkeypatch.setitem(sys.modules, "model_cache_loader", None)
+    with pytest.raises(ImportError):
+        app_module.fetch_snapshot("org/name")
