@@ -50,6 +50,36 @@ def measure_and_record(name: str, run: Callable[[], dict[str, Any]], render: Cal
     print(json.dumps(figures, indent=2, sort_keys=True))
 
 
+def publish_snapshot(
+    s3: Any, bucket: str, prefix: str, repo_id: str, commit: str, files: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Publish uploaded files (their manifest records) in the contract's order (ARCHITECTURE.md 3.1):
+    the `hash` object, manifests/{commit}.json, refs/main, then manifest.json. Returns the manifest."""
+    import time
+
+    from model_cache import layout
+
+    s3.put_object(Bucket=bucket, Key=layout.hash_key(prefix, repo_id, commit), Body=commit.encode())
+    manifest = {
+        "schema_version": 1,
+        "repo_id": repo_id,
+        "repo_type": "model",
+        "revision": "main",
+        "commit": commit,
+        "source": "https://huggingface.co",
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "bucket": bucket,
+        "prefix": layout.snapshot_prefix(prefix, repo_id, commit),
+        "total_size": sum(f["size"] for f in files),
+        "files": files,
+    }
+    body = json.dumps(manifest).encode()
+    s3.put_object(Bucket=bucket, Key=layout.manifest_key(prefix, repo_id, commit), Body=body)
+    s3.put_object(Bucket=bucket, Key=layout.ref_key(prefix, repo_id, "main"), Body=commit.encode())
+    s3.put_object(Bucket=bucket, Key=layout.root_manifest_key(prefix, repo_id), Body=body)
+    return manifest
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

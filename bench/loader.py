@@ -45,7 +45,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, free_port, results_path, write_results, write_section
+from bench.common import ROOT, free_port, publish_snapshot, results_path, write_results, write_section
 
 NAME = "loader"
 RESULTS = results_path(NAME)
@@ -326,25 +326,7 @@ def publish_model(s3: Any, total_bytes: int, shard_bytes: int) -> dict[str, Any]
 
     with ThreadPoolExecutor(4) as pool:
         files = sorted(pool.map(upload, contents), key=lambda f: f["path"])
-    s3.put_object(Bucket=BUCKET, Key=layout.hash_key(PREFIX, REPO, commit), Body=commit.encode())
-    manifest = {
-        "schema_version": 1,
-        "repo_id": REPO,
-        "repo_type": "model",
-        "revision": "main",
-        "commit": commit,
-        "source": "https://huggingface.co",
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "bucket": BUCKET,
-        "prefix": layout.snapshot_prefix(PREFIX, REPO, commit),
-        "total_size": sum(f["size"] for f in files),
-        "files": files,
-    }
-    body = json.dumps(manifest).encode()
-    s3.put_object(Bucket=BUCKET, Key=layout.manifest_key(PREFIX, REPO, commit), Body=body)
-    s3.put_object(Bucket=BUCKET, Key=layout.ref_key(PREFIX, REPO, "main"), Body=commit.encode())
-    s3.put_object(Bucket=BUCKET, Key=layout.root_manifest_key(PREFIX, REPO), Body=body)
-    return manifest
+    return publish_snapshot(s3, BUCKET, PREFIX, REPO, commit, files)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -39,25 +39,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, free_port, results_path, write_results, write_section
-from bench.loader import SERVER_PIDS, process_cpu_seconds, server
+from bench.common import ROOT, free_port, publish_snapshot, results_path, write_results, write_section
+from bench.loader import GIB, MIB, PREFIX, REGION, SERVER_PIDS, SMALL_FILES, process_cpu_seconds, server
 
 NAME = "peers"
 RESULTS = results_path(NAME)
-MIB = 1 << 20
-GIB = 1 << 30
 REPO = "bench-org/real-shards"
 BUCKET = "peers-bench"
-PREFIX = "models"
-REGION = "us-east-1"
 TENSOR_MIB = 32
-SMALL_FILES = {
-    "config.json": 700,
-    "generation_config.json": 150,
-    "tokenizer_config.json": 3_000,
-    "tokenizer.json": 2 * MIB,
-    "special_tokens_map.json": 400,
-}
 BIN = Path(sys.executable).parent
 
 
@@ -125,25 +114,7 @@ def publish(s3: Any, total: int, shard_size: int) -> dict[str, Any]:
                 "crc64nvme": crc64nvme_b64(checksums.crc64nvme(data)),
             }
         )
-    s3.put_object(Bucket=BUCKET, Key=layout.hash_key(PREFIX, REPO, commit), Body=commit.encode())
-    manifest = {
-        "schema_version": 1,
-        "repo_id": REPO,
-        "repo_type": "model",
-        "revision": "main",
-        "commit": commit,
-        "source": "https://huggingface.co",
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "bucket": BUCKET,
-        "prefix": layout.snapshot_prefix(PREFIX, REPO, commit),
-        "total_size": sum(f["size"] for f in files),
-        "files": files,
-    }
-    body = json.dumps(manifest).encode()
-    s3.put_object(Bucket=BUCKET, Key=layout.manifest_key(PREFIX, REPO, commit), Body=body)
-    s3.put_object(Bucket=BUCKET, Key=layout.ref_key(PREFIX, REPO, "main"), Body=commit.encode())
-    s3.put_object(Bucket=BUCKET, Key=layout.root_manifest_key(PREFIX, REPO), Body=body)
-    return manifest
+    return publish_snapshot(s3, BUCKET, PREFIX, REPO, commit, files)
 
 
 # ---------------------------------------------------------------------------------------------
