@@ -88,9 +88,7 @@ def test_rgd_is_a_kro_resource_graph_definition_for_rayservice(rgd: dict[str, An
     assert rgd["spec"]["schema"]["kind"] == "RayService"
     ids = [resource["id"] for resource in rgd["spec"]["resources"]]
     assert len(ids) == len(set(ids))
-    assert {"serveService", "rayIngress", "modelCacheServiceAccount", "modelCacheRole", "modelCachePodIdentity"} <= set(
-        ids
-    )
+    assert {"rayIngress", "modelCacheServiceAccount", "modelCacheRole", "modelCachePodIdentity"} <= set(ids)
     assert set(ids) >= RAYSERVICE_IDS
 
 
@@ -249,7 +247,7 @@ def test_exactly_one_rayservice_variant_renders_for_each_combination(
     cache_objects = {"modelCacheServiceAccount", "modelCacheRole", "modelCachePodIdentity"}
     assert (cache_objects <= set(rendered.included)) is cache
     assert not (cache_objects & set(rendered.included)) or cache
-    assert {"serveService", "rayIngress"} <= set(rendered.included)
+    assert "rayIngress" in rendered.included
 
     service = rendered.included[expected]
     head = service["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]
@@ -325,6 +323,28 @@ def test_rays_schema_refuses_what_a_broken_serve_config_would_say() -> None:
     bad_replicas = {**good["applications"][0], "deployments": [{"name": "TextGenerator", "num_replicas": -3}]}
     with pytest.raises(ValidationError):
         ServeDeploySchema.model_validate({"applications": [bad_replicas]})
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_the_ingress_reaches_kuberays_serve_service_and_nothing_exposes_the_dashboard(
+    rgd: dict[str, Any], cache: bool
+) -> None:
+    # GIVEN an instance, rendered
+    rendered = render(rgd, **(CACHED if cache else {}))
+    service = next(rendered.included[rid] for rid in RAYSERVICE_IDS if rid in rendered.included)
+    ingress = rendered.included["rayIngress"]
+    # THEN the Ingress has one path, the serve route, on the Service KubeRay keeps on the serving
+    # cluster (<RayService name>-serve-svc, which follows a zero-downtime upgrade)
+    (path,) = [p for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
+    assert path["path"] == f"/ray-serve/{REQUIRED_SAMPLE['name']}"
+    assert path["backend"]["service"] == {
+        "name": f"{service['metadata']['name']}-serve-svc",
+        "port": {"number": 8000},
+    }
+    # AND no Service or Ingress of ours carries the dashboard's port (its Jobs API runs code)
+    for rid, obj in rendered.included.items():
+        if obj["kind"] in ("Service", "Ingress"):
+            assert "8265" not in json.dumps(obj), rid
 
 
 def test_runtime_env_installs_what_the_app_requirements_list(rgd: dict[str, Any]) -> None:
