@@ -804,6 +804,14 @@ MUTANTS: tuple[Mutant, ...] = (
         "the fsync before the rename does not write the whole blob at the end",
     ),
     Mutant(
+        "deploy: the RGD's prefix pattern admits a wildcard",
+        "deploy/kro/ray-service.yaml",
+        'modelCachePrefix: string | default="models" pattern="^[A-Za-z0-9][A-Za-z0-9._-]*(/',
+        'modelCachePrefix: string | default="models" pattern="^[A-Za-z0-9*][A-Za-z0-9._*-]*(/',
+        ("tests/deploy/test_deploy_kro_rgd.py::test_the_instance_schema_refuses_a_prefix_that_would_widen_the_role",),
+        "an instance cannot widen its role's read grant past its cache prefix",
+    ),
+    Mutant(
         "peers: our hash object not written",
         f"{CORE}/publish.py",
         "    if plan.write_hash_file:\n        put_once(",

@@ -30,7 +30,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 RGD_PATH = REPO_ROOT / "deploy" / "kro" / "ray-service.yaml"
 
 SCALAR_TYPES = {"string", "integer", "boolean", "float", "number", "object"}
-KNOWN_MARKERS = {"required", "default", "description", "enum", "minimum", "maximum", "immutable"}
+# kro's SimpleSchema markers we use (pkg/simpleschema markers.go: `pattern` becomes the CRD's OpenAPI
+# pattern, which the API server checks on every instance before kro sees it).
+KNOWN_MARKERS = {"required", "default", "description", "enum", "minimum", "maximum", "immutable", "pattern"}
 _MARKER_RE = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
 
 # What an ACK controller reports once it has created the AWS resource.

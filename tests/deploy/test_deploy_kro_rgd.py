@@ -9,6 +9,7 @@ templates that yield strings, includeWhen/readyWhen that yield booleans, and the
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -26,6 +27,7 @@ from deploy_kro import (
     is_standalone,
     is_valid_type,
     load_rgd,
+    parse_field,
     references,
     render_instance,
     render_value,
@@ -345,6 +347,61 @@ def test_the_ingress_reaches_kuberays_serve_service_and_nothing_exposes_the_dash
     for rid, obj in rendered.included.items():
         if obj["kind"] in ("Service", "Ingress"):
             assert "8265" not in json.dumps(obj), rid
+
+
+HOSTILE_PREFIXES = ["*", "models/*", "*/models", "mod?els", "../other-team", "models/../x", "./models", "/models",
+                    "models/", "a//b", "", "models\n", "models/ x"]  # fmt: skip
+HOSTILE_BUCKETS = ["*", "cache-*", "my-bucket/*", "arn:aws:s3:::my-bucket", "my-bucket/models", "..", "A"]
+
+
+def schema_pattern(rgd: dict[str, Any], field: str) -> re.Pattern[str]:
+    definition = rgd["spec"]["schema"]["spec"][field]
+    return re.compile(parse_field(field, definition).markers["pattern"].strip('"'))
+
+
+@pytest.mark.parametrize("prefix", HOSTILE_PREFIXES)
+def test_the_instance_schema_refuses_a_prefix_that_would_widen_the_role(rgd: dict[str, Any], prefix: str) -> None:
+    """The prefix is pasted into the role's policy (arn:aws:s3:::bucket/<prefix>/*): a wildcard or a
+    '..' segment would let an instance read what is not its cache. The API server checks the CRD's
+    pattern before kro renders anything; the Backstage form checks the same pattern first."""
+    assert not schema_pattern(rgd, "modelCachePrefix").fullmatch(prefix)
+    assert not re.fullmatch(backstage_pattern("modelCachePrefix"), prefix)
+
+
+@pytest.mark.parametrize("bucket", HOSTILE_BUCKETS)
+def test_the_instance_schema_refuses_a_bucket_that_is_not_a_bucket_name(rgd: dict[str, Any], bucket: str) -> None:
+    assert not schema_pattern(rgd, "modelCacheBucket").fullmatch(bucket)
+    assert not re.fullmatch(backstage_pattern("modelCacheBucket"), bucket)
+
+
+def test_the_patterns_admit_the_prefixes_and_buckets_in_use(rgd: dict[str, Any]) -> None:
+    for prefix in ("models", "team-a/models", "org.x/v1_models"):
+        assert schema_pattern(rgd, "modelCachePrefix").fullmatch(prefix), prefix
+        assert re.fullmatch(backstage_pattern("modelCachePrefix"), prefix), prefix
+    for bucket in (BUCKET, "model-cache-123456789012-us-west-2"):
+        assert schema_pattern(rgd, "modelCacheBucket").fullmatch(bucket), bucket
+    assert schema_pattern(rgd, "modelCacheBucket").fullmatch("")  # the default, with the cache off
+
+
+def backstage_pattern(field: str) -> str:
+    template = yaml.safe_load((RGD_PATH.parents[1] / "backstage" / "template-ray-serve.yaml").read_text())
+
+    def find(node: Any) -> str | None:
+        if isinstance(node, dict):
+            if field in node and isinstance(node[field], dict) and "pattern" in node[field]:
+                return str(node[field]["pattern"])
+            for value in node.values():
+                if (found := find(value)) is not None:
+                    return found
+        elif isinstance(node, list):
+            for value in node:
+                if (found := find(value)) is not None:
+                    return found
+        return None
+
+    pattern = find(template)
+    assert pattern is not None, f"the Backstage form has no pattern for {field}"
+    return pattern
 
 
 def test_runtime_env_installs_what_the_app_requirements_list(rgd: dict[str, Any]) -> None:
