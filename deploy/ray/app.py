@@ -9,7 +9,8 @@ Environment (set by the RGD's serveConfigV2):
   MODEL_ID            Hugging Face repo id, optionally `@revision` (default microsoft/DialoGPT-medium)
   MAX_LENGTH          max_length for generate(), prompt included (default "100")
   USE_MODEL_CACHE, MODEL_CACHE_BUCKET, MODEL_CACHE_PREFIX, AWS_REGION
-                      read by the loader; HF_TOKEN (from a Secret) for gated models on the Hub path
+                      read by the loader; HF_TOKEN (from a Secret) for gated models, only in pods
+                      without the cache role (useModelCache: false)
 
 POST {"prompt": "..."} answers with the generated text and how the model got here; a bad request
 or a failed generation answers {"error": "..."} with a 4xx/5xx status.

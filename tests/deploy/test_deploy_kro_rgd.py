@@ -429,10 +429,15 @@ def test_rayservice_variants_differ_only_in_gpu_and_service_account(rgd: dict[st
     }
     allowed = ("serviceAccountName", "image", "nvidia.com/gpu", "tolerations", "groupName", "serveConfigV2")
     base = _flatten(templates["rayServiceCpu"])
+    cached_only = ".env[0]."  # the cached variants carry no HF_TOKEN (the next test)
     for rid, template in templates.items():
         leaves = _flatten(template)
         differing = {path for path in set(base) | set(leaves) if base.get(path) != leaves.get(path)}
-        unexpected = {path for path in differing if not any(marker in path for marker in allowed)}
+        unexpected = {
+            path
+            for path in differing
+            if not any(marker in path for marker in allowed) and not (rid.endswith("Cached") and cached_only in path)
+        }
         assert not unexpected, f"{rid} differs from rayServiceCpu at {sorted(unexpected)}"
         normalised = [
             line
@@ -443,6 +448,23 @@ def test_rayservice_variants_differ_only_in_gpu_and_service_account(rgd: dict[st
             line for line in templates["rayServiceCpu"]["spec"]["serveConfigV2"].splitlines() if "num_cpus" not in line
         ]
         assert normalised == reference, f"{rid}: serveConfigV2 drifted"
+
+
+@pytest.mark.parametrize("gpu", ["0", "1"])
+@pytest.mark.parametrize("cache", [False, True])
+def test_pods_that_read_the_cache_get_no_hub_token_and_no_deprecated_field_is_set(
+    rgd: dict[str, Any], gpu: str, cache: bool
+) -> None:
+    # GIVEN each variant, rendered
+    rendered = render(rgd, **{"resources": {"worker": {"gpu": gpu}}, **(CACHED if cache else {})})
+    service = next(rendered.included[rid] for rid in RAYSERVICE_IDS if rid in rendered.included)
+    text = json.dumps(service)
+    # THEN a pod with the S3 read role holds no HF_TOKEN (the Hub fallback then reads public repos
+    # only), and the cache-off pods keep it for gated models on the Hub path
+    assert ("HF_TOKEN" in text) is not cache
+    # AND KubeRay's deprecated RayService fields (ray.io/v1: "not used anymore", kuberay#1685) are unset
+    assert "serviceUnhealthySecondThreshold" not in service["spec"]
+    assert "deploymentUnhealthySecondThreshold" not in service["spec"]
 
 
 def test_ray_version_matches_the_ray_the_app_is_tested_on(rgd: dict[str, Any]) -> None:
