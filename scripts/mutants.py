@@ -812,6 +812,14 @@ MUTANTS: tuple[Mutant, ...] = (
         "an instance cannot widen its role's read grant past its cache prefix",
     ),
     Mutant(
+        "deploy: the role trusts any pod of any cluster",
+        "deploy/kro/ray-service.yaml",
+        '"aws:RequestTag/kubernetes-service-account": "${schema.spec.name}-ray-model-cache"',
+        '"aws:RequestTag/kubernetes-service-account": "*"',
+        ("tests/deploy/test_deploy_kro_rgd.py::test_trust_policy_lets_eks_pod_identity_assume_and_tag",),
+        "only the instance's own service account can assume its read role",
+    ),
+    Mutant(
         "peers: our hash object not written",
         f"{CORE}/publish.py",
         "    if plan.write_hash_file:\n        put_once(",

@@ -561,6 +561,18 @@ def test_trust_policy_lets_eks_pod_identity_assume_and_tag(rgd: dict[str, Any]) 
     assert statement["Effect"] == "Allow"
     assert statement["Principal"] == {"Service": "pods.eks.amazonaws.com"}
     assert sorted(statement["Action"]) == ["sts:AssumeRole", "sts:TagSession"]
+    # AND only the instance's own service account, namespace and cluster, by Pod Identity's session tags
+    rendered = render(rgd, **CACHED)
+    account = rendered.included["modelCacheServiceAccount"]["metadata"]
+    association = rendered.included["modelCachePodIdentity"]["spec"]
+    assert statement["Condition"] == {
+        "StringEquals": {
+            "aws:RequestTag/eks-cluster-name": association["clusterName"],
+            "aws:RequestTag/kubernetes-namespace": account["namespace"],
+            "aws:RequestTag/kubernetes-service-account": account["name"],
+        }
+    }
+    assert association["serviceAccount"] == account["name"]
 
 
 def test_pod_identity_association_ties_the_service_account_to_the_role(rgd: dict[str, Any]) -> None:
