@@ -129,6 +129,8 @@ def test_schema_keeps_the_seed_fields_and_adds_the_model_cache_ones(rgd: dict[st
         "maxLength": "string",
         "rayServeFile": "string",
         "replicas": "integer",
+        "serveReplicas.min": "integer",
+        "serveReplicas.max": "integer",
         "resources.head.cpu": "string",
         "resources.head.memory": "string",
         "resources.worker.cpu": "string",
@@ -307,6 +309,8 @@ def test_every_rendered_serve_config_is_valid_for_rays_own_schema(rgd: dict[str,
     # THEN it is accepted, and says what the app needs
     (application,) = parsed.applications
     assert application.import_path == "app:deployment"
+    (deployment,) = application.deployments
+    assert deployment.autoscaling_config == {"min_replicas": 1, "max_replicas": 2}
     assert application.runtime_env["env_vars"]["USE_MODEL_CACHE"] == ("true" if cache else "false")
     assert [d.name for d in application.deployments] == ["TextGenerator"]
 
