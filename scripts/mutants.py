@@ -659,7 +659,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "loader: a short body is an integrity error",
         f"{LOADER}/transfer.py",
-        '                    raise _ShortBody(f"the body ended {end - offset} bytes early")',
+        '                    raise ShortBody(f"the body ended {end - offset} bytes early")',
         '                    raise IntegrityError(f"the body ended {end - offset} bytes early")',
         (f"{LOADER_TESTS}::test_an_s3_body_cut_mid_get_resumes_from_the_first_missing_byte",),
         "a connection cut mid-body is retried, not fatal",
@@ -778,6 +778,14 @@ MUTANTS: tuple[Mutant, ...] = (
         "                raise\n        assert last_error is not None",
         (f"{MEMORY_TESTS}::test_a_body_cut_mid_tensor_is_resumed_and_the_tensors_are_exact",),
         "a cut body is resumed, never taken for complete",
+    ),
+    Mutant(
+        "memory: crc64nvme asked where none is recorded checks nothing",
+        f"{LOADER}/transfer.py",
+        '    if verify == "crc64nvme" and (crc64nvme is None or not crc64nvme_available()):',
+        '    if verify == "crc64nvme" and not crc64nvme_available():',
+        (f"{MEMORY_TESTS}::test_verify_crc64nvme_without_a_recorded_crc_checks_sha256",),
+        "a file with no recorded CRC is still verified, by sha256",
     ),
     Mutant(
         "stand-in: ranged GETs read the whole object again",

@@ -107,6 +107,17 @@ def test_an_object_with_other_bytes_fails_its_file_and_load_returns_nothing(s3: 
         load_state_dict(REPO, bucket=bucket, verify=verify, part_size=64 * KIB)
 
 
+def test_verify_crc64nvme_without_a_recorded_crc_checks_sha256(s3: Any, bucket: str) -> None:
+    # GIVEN a manifest that records no CRC64NVME, and an object with one byte changed
+    body = save(many_tensors(), metadata={"format": "pt"})
+    tampered = bytearray(body)
+    tampered[len(body) // 2] ^= 0x01
+    seed_snapshot(s3, bucket, REPO, {"model.safetensors": body}, object_override={"model.safetensors": bytes(tampered)})
+    # WHEN loaded asking for crc64nvme THEN the file is checked by sha256 instead, and fails
+    with pytest.raises(IntegrityError, match=r"sha256 .* is not the manifest's"):
+        load_state_dict(REPO, bucket=bucket, verify="crc64nvme", part_size=64 * KIB)
+
+
 def test_an_object_of_another_size_is_refused_though_its_first_bytes_match(s3: Any, bucket: str) -> None:
     # GIVEN an object that is the manifest's file with bytes appended (its tensors all match)
     body = save(many_tensors(), metadata={"format": "pt"})

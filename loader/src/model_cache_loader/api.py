@@ -27,13 +27,15 @@ from model_cache_loader.errors import (
 )
 from model_cache_loader.hfcache import RepoCache, default_cache_dir
 from model_cache_loader.manifest import Manifest, ManifestFile, parse_manifest
+
+# DEFAULT_PART_SIZE is part of this module's API (the CLI, the bench and callers read it from here).
+from model_cache_loader.transfer import DEFAULT_PART_SIZE as DEFAULT_PART_SIZE
 from model_cache_loader.transfer import Downloader, Progress, make_job, s3_error
 
 log = logging.getLogger("model_cache_loader")
 
 Source = Literal["s3", "local", "hub"]
 DEFAULT_CONCURRENCY = 32
-DEFAULT_PART_SIZE = 16 * 1024 * 1024
 MIN_PART_SIZE = 64 * 1024
 VERIFY_CHOICES = ("sha256", "crc64nvme", "size", "none", "sha256-local")
 FALLBACK_CHOICES = ("hub", "error")
@@ -157,8 +159,7 @@ class _Pull:
         fallback: str,
         verify: str,
         concurrency: int,
-        part_size: int,
-        part_size_auto: bool,
+        part_size: int | None,
         request_on_miss: bool,
         request_queue_url: str | None,
         s3_client: Any,
@@ -173,7 +174,6 @@ class _Pull:
         self.verify = verify
         self.concurrency = concurrency
         self.part_size = part_size
-        self.part_size_auto = part_size_auto
         self.request_on_miss = request_on_miss
         self.request_queue_url = request_queue_url
         self._s3 = s3_client
@@ -280,7 +280,6 @@ class _Pull:
             part_size=self.part_size,
             verify="sha256" if self.verify == "sha256-local" else self.verify,
             progress=self.progress,
-            part_size_auto=self.part_size_auto,
         )
         return downloader.run(list(jobs.values()))
 
@@ -402,8 +401,7 @@ def pull(
         fallback=fallback,
         verify=verify,
         concurrency=concurrency,
-        part_size=part_size if part_size is not None else DEFAULT_PART_SIZE,
-        part_size_auto=part_size is None,
+        part_size=part_size,
         request_on_miss=request_on_miss,
         request_queue_url=queue_url,
         s3_client=s3_client,

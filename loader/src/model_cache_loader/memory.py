@@ -4,15 +4,16 @@
 been verified; `stream_safetensors` yields each tensor as soon as its bytes have been received and
 hashed, for a caller that moves tensors on (to a GPU, into a model) one at a time.
 
-How it works, per file, in file order:
+How it works:
 
-- one ranged GET reads the safetensors header (8-byte length, JSON), which is checked before any
-  tensor is allocated: known dtypes, shapes that match their byte ranges, ranges inside the file
-  that tile the data region without gaps or overlaps;
-- the data region is fetched as ranged GETs of `part_size` on `concurrency` threads, each body
-  received straight into the storage of the tensors it covers (one copy, from the socket);
-- the main thread hashes the received prefix of the file in order (sha256, or CRC64NVME where asked
-  and recorded) and hands out the tensors that prefix completes.
+- two small ranged GETs read each file's safetensors header (its 8-byte length, then the JSON),
+  which is checked before any tensor is allocated: known dtypes, shapes that match their byte
+  ranges, ranges inside the file that tile the data region without gaps or overlaps;
+- the data regions of all files are fetched, in file order, as ranged GETs of `part_size` on
+  `concurrency` threads, each body received straight into the storage of the tensors it covers
+  (one copy, from the socket);
+- the main thread hashes each file's received prefix in order (sha256, or CRC64NVME where asked
+  and recorded) and hands out the tensors that prefix completes, file by file.
 
 Memory: bytes received but not yet handed out are bounded by `memory_limit` (a single tensor larger
 than the limit is fetched alone). What the caller keeps is the caller's.
@@ -26,7 +27,6 @@ tensors of that file already handed out came from a file that failed its check a
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import os
 import struct
@@ -36,9 +36,6 @@ from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Literal
-
-from botocore.exceptions import BotoCoreError, ClientError
-from urllib3.exceptions import HTTPError
 
 from model_cache_loader import layout
 from model_cache_loader.api import (
@@ -55,23 +52,20 @@ from model_cache_loader.errors import IntegrityError, LoaderError, NotCachedErro
 from model_cache_loader.manifest import ManifestFile
 from model_cache_loader.transfer import (
     PART_ATTEMPTS,
+    RETRIED_ERRORS,
     BodyReader,
-    crc64nvme_available,
+    ShortBody,
+    check_for,
+    crc64nvme_update,
     decode_crc64nvme,
+    is_final,
     s3_error,
 )
-
-try:
-    from awscrt.checksums import crc64nvme
-except ImportError:  # the optional `crc` extra; crc64nvme_available() then says no
-    crc64nvme = None
 
 DEFAULT_MEMORY_LIMIT = 1 << 30
 MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit
 SAFETENSORS_SUFFIX = ".safetensors"
 HASH_CHUNK = 4 << 20
-_RETRIED = (ClientError, BotoCoreError, OSError, http.client.HTTPException, HTTPError)
-_TRANSIENT_CODES = ("InternalError", "SlowDown", "503")
 
 # safetensors dtype -> (torch dtype attribute, bytes per element)
 DTYPES: dict[str, tuple[str, int]] = {
@@ -286,7 +280,7 @@ class TensorStream:
             head += self._get_range(entry, 8, 8 + length)
         data_start, specs = parse_header(bytes(head), entry.size, entry.path)
         state = _FileState(entry, specs, data_start, ranges=plan_ranges(specs, self.part_size))
-        check = self._check_for(entry)
+        check = check_for(self.verify, entry.crc64nvme)
         if check == "sha256":
             state.digest = hashlib.sha256()
         elif check == "crc64nvme":
@@ -360,20 +354,13 @@ class TensorStream:
             if not futures and not progressed and current < len(states) and queued >= len(queue):
                 raise LoaderError(f"{states[current].entry.path}: streaming stopped with tensors not received")
 
-    def _check_for(self, entry: ManifestFile) -> str:
-        if self.verify == "crc64nvme" and entry.crc64nvme is not None and crc64nvme_available():
-            return "crc64nvme"
-        if self.verify in ("crc64nvme", "sha256"):
-            return "sha256"
-        return "size"
-
     def _hash(self, state: _FileState, view: memoryview) -> None:
         for offset in range(0, len(view), HASH_CHUNK):
             chunk = view[offset : offset + HASH_CHUNK]
             if state.digest is not None:
                 state.digest.update(chunk)
             elif state.crc is not None:
-                state.crc = crc64nvme(chunk, state.crc)
+                state.crc = crc64nvme_update(chunk, state.crc)
         state.hashed += len(view)
 
     def _finish(self, state: _FileState) -> None:
@@ -455,7 +442,7 @@ class TensorStream:
                             raise IntegrityError(f"{entry.path}: internal range plan left a gap at {offset}")
                         received = body.readinto(view[offset - view_start :])
                         if not received:
-                            raise _ShortBody(f"the body ended {end - offset} bytes early")
+                            raise ShortBody(f"the body ended {end - offset} bytes early")
                         offset += received
                         self._count(received)
                 if not body.at_end():
@@ -464,11 +451,9 @@ class TensorStream:
                 return
             except IntegrityError:
                 raise
-            except (*_RETRIED, _ShortBody) as exc:
-                if isinstance(exc, ClientError):
-                    code = exc.response.get("Error", {}).get("Code", "")
-                    if code not in _TRANSIENT_CODES:
-                        raise s3_error(exc, bucket=self.bucket, key=entry.key) from exc
+            except RETRIED_ERRORS as exc:
+                if is_final(exc):
+                    raise s3_error(exc, bucket=self.bucket, key=entry.key) from exc
                 last_error = exc
         assert last_error is not None
         raise s3_error(last_error, bucket=self.bucket, key=entry.key) from last_error
@@ -476,10 +461,6 @@ class TensorStream:
     def _count(self, received: int) -> None:
         with self._lock:
             self.stats.bytes_downloaded += received
-
-
-class _ShortBody(Exception):
-    pass
 
 
 def stream_safetensors(

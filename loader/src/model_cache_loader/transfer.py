@@ -72,6 +72,7 @@ log = logging.getLogger("model_cache_loader")
 # and its page-cache copy must stay in the core's L2 (1 MiB here) between the socket copy, the pwrite
 # and the hash; 128 KiB was no better (2.6-2.7), more calls per byte.
 READ_CHUNK = 256 * 1024
+DEFAULT_PART_SIZE = 16 * 1024 * 1024
 AUTO_PART_MAX = 64 * 1024 * 1024
 PART_ATTEMPTS = 4
 VERIFY_MODES = ("sha256", "crc64nvme", "size", "none")
@@ -152,8 +153,19 @@ class _Cancelled(Exception):
     pass
 
 
-class _ShortBody(Exception):
+class ShortBody(Exception):
     """S3 closed the body before the bytes asked for: a transport fault, retried from where it stopped."""
+
+
+# What a ranged GET retries from the first byte not yet received: transport faults and a cut body.
+RETRIED_ERRORS = (ClientError, BotoCoreError, OSError, http.client.HTTPException, HTTPError, ShortBody)
+# S3 error codes that are worth another attempt; any other ClientError is final.
+TRANSIENT_S3_CODES = ("InternalError", "SlowDown", "503")
+
+
+def is_final(exc: BaseException) -> bool:
+    """A ClientError S3 will answer the same way again (denied, missing): not retried."""
+    return isinstance(exc, ClientError) and _client_error_code(exc) not in TRANSIENT_S3_CODES
 
 
 @dataclass
@@ -225,6 +237,21 @@ def s3_error(exc: Exception, *, bucket: str, key: str) -> LoaderError:
     )
 
 
+def crc64nvme_update(chunk: memoryview, crc: int) -> int:
+    """The running CRC64NVME after `chunk` (only called where check_for chose crc64nvme)."""
+    assert crc_checksums is not None
+    result: int = crc_checksums.crc64nvme(chunk, crc)
+    return result
+
+
+def check_for(verify: str, crc64nvme: str | None) -> str:
+    """How a file is checked under `verify`: crc64nvme only where awscrt is here and the manifest
+    recorded the file's CRC, else sha256 for either digest mode; size and none as asked."""
+    if verify == "crc64nvme" and (crc64nvme is None or not crc64nvme_available()):
+        return "sha256"
+    return verify
+
+
 def plan_part_size(size: int, total: int, *, concurrency: int, part_size: int, auto: bool = False) -> int:
     """Bytes per GET for a blob of `size` among `total` bytes to fetch over `concurrency` streams.
 
@@ -251,18 +278,17 @@ class Downloader:
         bucket: str,
         *,
         concurrency: int,
-        part_size: int,
+        part_size: int | None,
         verify: str,
         progress: Progress | None = None,
-        part_size_auto: bool = False,
     ) -> None:
+        """`part_size` None: parts sized by the model (plan_part_size's `auto`), from DEFAULT_PART_SIZE."""
         if verify not in VERIFY_MODES:
             raise ValueError(f"verify must be one of {VERIFY_MODES}, got {verify!r}")
         self.s3 = s3
         self.bucket = bucket
         self.concurrency = concurrency
         self.part_size = part_size
-        self.part_size_auto = part_size_auto
         self.verify = verify
         self.progress = progress or Progress()
         self._cancel = threading.Event()
@@ -337,8 +363,7 @@ class Downloader:
 
     def _plan_checks_quietly(self, jobs: list[BlobJob]) -> None:
         for job in jobs:
-            if not crc64nvme_available() or job.crc64nvme is None:
-                job.check = "sha256"
+            job.check = check_for(self.verify, job.crc64nvme)
 
     def _run_round(self, jobs: list[BlobJob], *, allow_resume: bool) -> list[BlobJob]:
         self._cancel.clear()
@@ -393,7 +418,11 @@ class Downloader:
         for job in jobs:
             if not job.part_size:
                 job.part_size = plan_part_size(
-                    job.size, total, concurrency=self.concurrency, part_size=self.part_size, auto=self.part_size_auto
+                    job.size,
+                    total,
+                    concurrency=self.concurrency,
+                    part_size=self.part_size or DEFAULT_PART_SIZE,
+                    auto=self.part_size is None,
                 )
 
     def _check_free_space(self, jobs: list[BlobJob]) -> None:
@@ -543,12 +572,12 @@ class Downloader:
                     if sha_in_stream:
                         self._hash_in_stream(job, chunk, offset)
                     elif crc is not None:
-                        crc = crc_checksums.crc64nvme(chunk, crc)
+                        crc = crc64nvme_update(chunk, crc)
                     offset += received
                     self._count(received)
                 if offset < end:
                     body.close()
-                    raise _ShortBody(f"the body ended {end - offset} bytes early")
+                    raise ShortBody(f"the body ended {end - offset} bytes early")
                 if not body.at_end():
                     body.close()
                     raise IntegrityError(
@@ -556,8 +585,8 @@ class Downloader:
                         f"{job.size}; nothing was kept"
                     )
                 break
-            except (ClientError, BotoCoreError, OSError, http.client.HTTPException, HTTPError, _ShortBody) as exc:
-                if isinstance(exc, ClientError) and _client_error_code(exc) not in ("InternalError", "SlowDown", "503"):
+            except RETRIED_ERRORS as exc:
+                if is_final(exc):
                     raise s3_error(exc, bucket=self.bucket, key=job.key) from exc
                 last_error = exc
                 log.info(
@@ -675,7 +704,7 @@ class Downloader:
                 part_crc, offset, end = 0, index * job.part_size, index * job.part_size + length
                 while offset < end:
                     chunk = _read_at(job, offset, end)
-                    part_crc = crc_checksums.crc64nvme(chunk, part_crc)
+                    part_crc = crc64nvme_update(chunk, part_crc)
                     offset += len(chunk)
             total = crc_checksums.combine_crc64nvme(total, part_crc, length)
         return total
