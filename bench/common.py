@@ -80,6 +80,23 @@ def publish_snapshot(
     return manifest
 
 
+def use_bench_environment(work: Path, region: str) -> None:
+    """Fake credentials and a region for the local servers (no profile can reach real AWS), and the
+    synthetic files' hash cache in the run's own work folder."""
+    import os
+
+    os.environ.update(
+        {
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_REGION": region,
+            "AWS_DEFAULT_REGION": region,
+            "MODEL_CACHE_SYNTHETIC_CACHE": str(work / "synthetic-hashes"),
+        }
+    )
+    os.environ.pop("AWS_PROFILE", None)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

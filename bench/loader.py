@@ -45,7 +45,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, free_port, publish_snapshot, results_path, write_results, write_section
+from bench.common import (
+    ROOT,
+    free_port,
+    publish_snapshot,
+    results_path,
+    use_bench_environment,
+    write_results,
+    write_section,
+)
 
 NAME = "loader"
 RESULTS = results_path(NAME)
@@ -356,16 +364,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-loader-"))
     moto_port, proxy_port = free_port(), free_port()
-    os.environ.update(
-        {
-            "AWS_ACCESS_KEY_ID": "bench",
-            "AWS_SECRET_ACCESS_KEY": "bench",
-            "AWS_REGION": REGION,
-            "AWS_DEFAULT_REGION": REGION,
-            "MODEL_CACHE_SYNTHETIC_CACHE": str(work / "synthetic-hashes"),
-        }
-    )
-    os.environ.pop("AWS_PROFILE", None)
+    use_bench_environment(work, REGION)
     try:
         # moto with S3's cost model for ranged GETs (O(range)); stock moto reads the whole object for each.
         moto_cmd = [sys.executable, "-m", "model_cache.devtools.moto_ranges", "-H", "127.0.0.1", "-p", str(moto_port)]

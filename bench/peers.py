@@ -39,7 +39,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, free_port, publish_snapshot, results_path, write_results, write_section
+from bench.common import (
+    ROOT,
+    free_port,
+    publish_snapshot,
+    results_path,
+    use_bench_environment,
+    write_results,
+    write_section,
+)
 from bench.loader import GIB, MIB, PREFIX, REGION, SERVER_PIDS, SMALL_FILES, process_cpu_seconds, server
 
 NAME = "peers"
@@ -342,16 +350,7 @@ def main() -> None:
     latency = float(os.environ.get("BENCH_PEERS_LATENCY_MS", "30")) / 1000
     cap = int(float(os.environ.get("BENCH_PEERS_CAP_MIBPS", "8")) * MIB)
     work = Path(tempfile.mkdtemp(prefix="bench-peers-"))
-    os.environ.update(
-        {
-            "AWS_ACCESS_KEY_ID": "bench",
-            "AWS_SECRET_ACCESS_KEY": "bench",
-            "AWS_REGION": REGION,
-            "AWS_DEFAULT_REGION": REGION,
-            "MODEL_CACHE_SYNTHETIC_CACHE": str(work / "synthetic-hashes"),
-        }
-    )
-    os.environ.pop("AWS_PROFILE", None)
+    use_bench_environment(work, REGION)
     try:
         print("the stand-in's cost of a ranged GET ...", flush=True)
         cost = cost_model_rows(int(float(os.environ.get("BENCH_PEERS_RANGE_OBJECT_GIB", "2")) * GIB))
