@@ -78,6 +78,10 @@ $(BENCH_INSTALLED): $(INSTALLED) pyproject.toml requirements/constraints.txt
 	$(PY) -m pip install --quiet -c requirements/constraints.txt -e ".[bench]"
 	@touch $@
 
+.PHONY: loader-wheel
+loader-wheel: $(INSTALLED) ## Build dist/model_cache_loader-<version>-py3-none-any.whl (for publish-loader and the Ray image)
+	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation ./loader -w dist
+
 .PHONY: bench
 bench: $(BENCH_INSTALLED) ## Benchmarks (not tests): figures to bench/results/ and docs/performance.md
 	$(PY) -m bench

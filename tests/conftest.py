@@ -153,6 +153,22 @@ def bucket(s3: Any) -> str:
     return name
 
 
+@pytest.fixture(scope="session")
+def loader_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The loader's wheel, built from loader/ as `make loader-wheel` builds it (into a temp dir)."""
+    import subprocess
+
+    out = tmp_path_factory.mktemp("loader-wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(out),
+         str(REPO_ROOT / "loader")],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    (wheel,) = out.glob("model_cache_loader-*-py3-none-any.whl")
+    return wheel
+
+
 @pytest.fixture
 def s3_proxy(aws: MotoEndpoint) -> Iterator[Any]:
     """An S3Proxy (model_cache.devtools.s3proxy) in front of the session's moto server: no latency, no

@@ -12,6 +12,7 @@ import json
 import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TextIO
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
@@ -20,6 +21,7 @@ from model_cache import errors, ids, layout
 from model_cache.cli_ops import OPS_SUBCOMMANDS
 from model_cache.cli_pipeline import PIPELINE_SUBCOMMANDS
 from model_cache.engine import DEFAULT_CONCURRENCY, sync
+from model_cache.loader_release import disk_request, publish_loader
 from model_cache.plan import DEFAULT_PART_SIZE
 from model_cache.progress import ConsoleProgress, human_bytes
 from model_cache.publish import get_bytes, get_json
@@ -185,6 +187,11 @@ def add_show_parser(subparsers: Any) -> None:
     parser.add_argument("--bucket", required=True)
     parser.add_argument("--prefix", default=layout.DEFAULT_PREFIX, help="key prefix (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the whole manifest")
+    parser.add_argument(
+        "--disk-request",
+        action="store_true",
+        help="print only the ephemeral-storage a pod needs for it (the RGD's modelDiskSize), e.g. 16Gi",
+    )
     parser.set_defaults(run=run_show)
 
 
@@ -212,6 +219,9 @@ def run_show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.json:
         out.write(json.dumps(manifest, indent=2) + "\n")
         return EXIT_OK
+    if args.disk_request:
+        out.write(disk_request(int(manifest["total_size"])) + "\n")
+        return EXIT_OK
     files = manifest["files"]
     out.write(f"{manifest['repo_id']}@{revision}\n")
     out.write(f"  commit      {manifest['commit']}\n")
@@ -226,6 +236,31 @@ def run_show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# publish-loader
+# ---------------------------------------------------------------------------------------------
+
+
+def add_publish_loader_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "publish-loader",
+        help="put the loader's wheel into the bucket for Ray pods (runtime_env py_modules), once per version",
+        description="Write WHEEL to s3://BUCKET/model-cache-loader/{version}/ as .whl and .zip (docs/deploy.md). "
+        "Publishing a version again is a no-op when the files are the same, an error when they differ.",
+    )
+    parser.add_argument("wheel", type=Path, metavar="WHEEL", help="dist/model_cache_loader-<version>-py3-none-any.whl")
+    parser.add_argument("--bucket", required=True, help="the cache bucket")
+    parser.set_defaults(run=run_publish_loader)
+
+
+def run_publish_loader(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    release = publish_loader(s3_client(), args.bucket, args.wheel)
+    state = "published" if release.written else "already published, same files"
+    err.write(f"model-cache: model-cache-loader {release.version} {state}: s3://{args.bucket}/{release.wheel_key}\n")
+    out.write(release.py_modules_uri + "\n")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
 # main
 # ---------------------------------------------------------------------------------------------
 
@@ -233,6 +268,7 @@ SUBCOMMANDS: dict[str, Callable[[Any], None]] = {
     "sync": add_sync_parser,
     "ls": add_ls_parser,
     "show": add_show_parser,
+    "publish-loader": add_publish_loader_parser,
     **PIPELINE_SUBCOMMANDS,
     **OPS_SUBCOMMANDS,
 }
