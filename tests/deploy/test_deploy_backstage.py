@@ -148,6 +148,7 @@ CACHE_ANSWERS = {
     "useModelCache": True,
     "modelCacheBucket": "ray-model-cache-123456789012",
     "clusterName": "platform-eks",
+    "awsAccountId": "123456789012",
 }
 
 
@@ -301,12 +302,15 @@ def test_the_longest_names_the_form_accepts_fit_aws_and_kubernetes_limits(
     template: dict[str, Any], rgd: dict[str, Any]
 ) -> None:
     # GIVEN the longest name and namespace the form accepts (one more character is refused)
-    name = "n" * 32
-    namespace = "s" * 19
-    accepted = form_data(template, **{**SAMPLE_ANSWERS, **CACHE_ANSWERS, "name": name, "namespace": namespace})
+    name = "n" * 28
+    namespace = "s" * 15
+    cluster = "c" * 16
+    answers = {**SAMPLE_ANSWERS, **CACHE_ANSWERS, "name": name, "namespace": namespace, "clusterName": cluster}
+    accepted = form_data(template, **answers)
     assert validate_form(template, accepted) == []
     assert validate_form(template, {**accepted, "name": name + "n"})
     assert validate_form(template, {**accepted, "namespace": namespace + "s"})
+    assert validate_form(template, {**accepted, "clusterName": cluster + "c"})
 
     # WHEN kro renders the instance scaffolded from them
     manifest = scaffold_manifest(template, accepted)
@@ -316,6 +320,7 @@ def test_the_longest_names_the_form_accepts_fit_aws_and_kubernetes_limits(
     role_name = rendered.included["modelCacheRole"]["spec"]["name"]
     assert namespace in role_name
     assert name in role_name
+    assert cluster in role_name
     assert len(role_name) <= IAM_ROLE_NAME_LIMIT
     for resource_id, obj in rendered.included.items():
         assert len(obj["metadata"]["name"]) <= KUBERNETES_NAME_LIMIT, resource_id

@@ -40,7 +40,9 @@ from deploy_kro import (
 pytestmark = pytest.mark.unit
 
 BUCKET = "ray-model-cache-123456789012"
-CACHED = {"useModelCache": True, "modelCacheBucket": BUCKET, "clusterName": "platform-eks"}
+ACCOUNT = "123456789012"
+CACHED = {"useModelCache": True, "modelCacheBucket": BUCKET, "clusterName": "platform-eks", "awsAccountId": ACCOUNT}
+LOADER_ZIP_KEY = "model-cache-loader/0.1.0/model_cache_loader-0.1.0-py3-none-any.zip"
 RAYSERVICE_IDS = {"rayServiceCpu", "rayServiceCpuCached", "rayServiceGpu", "rayServiceGpuCached"}
 # The instances every expression is evaluated against: the defaults, and every switch flipped.
 SAMPLE_SPECS: list[dict[str, Any]] = [
@@ -284,10 +286,10 @@ def test_serve_config_passes_the_model_and_cache_settings_and_installs_the_loade
     assert env_vars["MODEL_CACHE_BUCKET"] == BUCKET
     assert env_vars["MODEL_CACHE_PREFIX"] == "team-a/models"
     assert all(isinstance(value, str) for value in env_vars.values())
-    # AND the runtime_env installs the loader package next to transformers
-    pip = application["runtime_env"]["pip"]
-    assert any(requirement.startswith("model-cache-loader") for requirement in pip)
-    assert any(requirement.startswith("transformers") for requirement in pip)
+    # AND the loader comes from the cache bucket as a py_modules zip (no package index), with the
+    # pinned transformers beside it on the stock image
+    assert application["runtime_env"]["py_modules"] == [f"s3://{BUCKET}/{LOADER_ZIP_KEY}"]
+    assert "transformers==5.24.0" in application["runtime_env"]["pip"]["packages"]
 
     # AND with the cache off, the same app is told so
     plain = yaml.safe_load(render(rgd).included["rayServiceCpu"]["spec"]["serveConfigV2"])
@@ -416,11 +418,33 @@ def test_runtime_env_installs_what_the_app_requirements_list(rgd: dict[str, Any]
         for line in requirements_path.read_text().splitlines()
         if line.strip() and not line.lstrip().startswith("#")
     ]
-    for rid, service in [*render(rgd).included.items(), *render(rgd, **CACHED).included.items()]:
-        if rid in RAYSERVICE_IDS:
-            pip = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"][0]["runtime_env"]["pip"]
-            # THEN the pods install exactly what the app declares it needs
-            assert sorted(pip) == sorted(requirements), rid
+    for gpu in ("0", "1"):
+        for extra in ({}, CACHED):
+            rendered = render(rgd, **extra, resources={"worker": {"gpu": gpu}})
+            for rid, service in rendered.included.items():
+                if rid not in RAYSERVICE_IDS:
+                    continue
+                pip = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"][0]["runtime_env"]["pip"]
+                # THEN the stock-image pods install exactly what the app declares it needs, CPU torch on CPU pods
+                assert sorted(pip["packages"]) == sorted(requirements), rid
+                options = pip["pip_install_options"]
+                assert ("https://download.pytorch.org/whl/cpu" in options) is (gpu == "0"), rid
+                assert "--no-cache-dir" in options
+
+
+def test_pods_on_the_runtime_image_install_nothing_at_start(rgd: dict[str, Any]) -> None:
+    # GIVEN an instance on the runtime image (containers/ray-serve)  WHEN each variant renders
+    image = "123456789012.dkr.ecr.us-west-2.amazonaws.com/ray-serve-model-cache:0.1.0-cpu"
+    for gpu in ("0", "1"):
+        for extra in ({}, CACHED):
+            rendered = render(rgd, **extra, runtimeImage=image, resources={"worker": {"gpu": gpu}})
+            service = next(rendered.included[rid] for rid in RAYSERVICE_IDS if rid in rendered.included)
+            runtime_env = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"][0]["runtime_env"]
+            # THEN the replica pip-installs nothing, and every container runs that image
+            assert "pip" not in runtime_env
+            config = service["spec"]["rayClusterConfig"]
+            images = {value for path, value in walk_strings(config) if path.endswith(".image")}
+            assert images == {image}
 
 
 def test_rayservice_variants_differ_only_in_gpu_and_service_account(rgd: dict[str, Any]) -> None:
@@ -433,25 +457,40 @@ def test_rayservice_variants_differ_only_in_gpu_and_service_account(rgd: dict[st
     }
     allowed = ("serviceAccountName", "image", "nvidia.com/gpu", "tolerations", "groupName", "serveConfigV2")
     base = _flatten(templates["rayServiceCpu"])
-    cached_only = ".env[0]."  # the cached variants carry no HF_TOKEN (the next test)
+    # the cached variants carry no HF_TOKEN (the next test) and pull the model in an init container
+    cached_only = (
+        "headGroupSpec.template.spec.containers[0].env[0].",
+        "workerGroupSpecs[0].template.spec.containers[0].env[1].",
+        ".initContainers[",
+    )
     for rid, template in templates.items():
         leaves = _flatten(template)
         differing = {path for path in set(base) | set(leaves) if base.get(path) != leaves.get(path)}
         unexpected = {
             path
             for path in differing
-            if not any(marker in path for marker in allowed) and not (rid.endswith("Cached") and cached_only in path)
+            if not any(marker in path for marker in allowed)
+            and not (rid.endswith("Cached") and any(marker in path for marker in cached_only))
         }
         assert not unexpected, f"{rid} differs from rayServiceCpu at {sorted(unexpected)}"
+        # the GPU image and GPU torch (no CPU index), and the loader's py_modules when cached
+        if "Gpu" in rid:
+            assert leaves["spec.rayClusterConfig.workerGroupSpecs[0].template.spec.containers[0].image"].endswith(
+                '-gpu"}'
+            )
         normalised = [
-            line
+            line.replace("--extra-index-url, https://download.pytorch.org/whl/cpu, ", "")
             for line in template["spec"]["serveConfigV2"].splitlines()
-            if "num_gpus" not in line and "num_cpus" not in line
+            if "num_gpus" not in line and "num_cpus" not in line and "py_modules" not in line
         ]
         reference = [
-            line for line in templates["rayServiceCpu"]["spec"]["serveConfigV2"].splitlines() if "num_cpus" not in line
+            line.replace("--extra-index-url, https://download.pytorch.org/whl/cpu, ", "")
+            for line in templates["rayServiceCpu"]["spec"]["serveConfigV2"].splitlines()
+            if "num_cpus" not in line
         ]
         assert normalised == reference, f"{rid}: serveConfigV2 drifted"
+        assert ("py_modules" in template["spec"]["serveConfigV2"]) is rid.endswith("Cached")
+        assert ("whl/cpu" in template["spec"]["serveConfigV2"]) is ("Cpu" in rid)
 
 
 @pytest.mark.parametrize("gpu", ["0", "1"])
@@ -505,7 +544,8 @@ def assert_read_only_and_prefix_scoped(policy: dict[str, Any], bucket: str, pref
         assert set(actions) <= READ_ONLY_ACTIONS, f"not read-only: {actions}"
         if "s3:GetObject" in actions:
             assert actions == ["s3:GetObject"]
-            assert resources == [f"arn:aws:s3:::{bucket}/{prefix}/*"], resources
+            # the cached files, or the one loader release the pods run (its exact key, no wildcard)
+            assert resources in ([f"arn:aws:s3:::{bucket}/{prefix}/*"], [f"arn:aws:s3:::{bucket}/{LOADER_ZIP_KEY}"])
         if "s3:ListBucket" in actions:
             assert actions == ["s3:ListBucket"]
             assert resources == [f"arn:aws:s3:::{bucket}"], resources
@@ -571,6 +611,7 @@ def test_trust_policy_lets_eks_pod_identity_assume_and_tag(rgd: dict[str, Any]) 
     association = rendered.included["modelCachePodIdentity"]["spec"]
     assert statement["Condition"] == {
         "StringEquals": {
+            "aws:SourceAccount": ACCOUNT,
             "aws:RequestTag/eks-cluster-name": association["clusterName"],
             "aws:RequestTag/kubernetes-namespace": account["namespace"],
             "aws:RequestTag/kubernetes-service-account": account["name"],
@@ -620,6 +661,123 @@ def test_cached_pods_start_only_after_the_pod_identity_association(rgd: dict[str
                 for expression in find_expressions(text):
                     refs |= references(expression.source, ids)
             assert ("modelCachePodIdentity" in refs) is resource["id"].endswith("Cached")
+
+
+# ---------------------------------------------------------------------------------------------
+# The model on local disk before Ray starts
+# ---------------------------------------------------------------------------------------------
+
+
+def worker_pod(rendered: Rendered) -> dict[str, Any]:
+    service = next(rendered.included[rid] for rid in RAYSERVICE_IDS if rid in rendered.included)
+    spec: dict[str, Any] = service["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]
+    return spec
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {item["name"]: item.get("value", item.get("valueFrom")) for item in container.get("env", [])}
+
+
+@pytest.mark.parametrize("gpu", ["0", "1"])
+def test_cached_workers_pull_the_model_onto_their_volume_before_ray_starts(rgd: dict[str, Any], gpu: str) -> None:
+    # GIVEN a cached instance with its disk sized from the manifest  WHEN rendered
+    rendered = render(rgd, **CACHED, modelDiskSize="16Gi", resources={"worker": {"gpu": gpu}})
+    pod = worker_pod(rendered)
+    serve_config = yaml.safe_load(
+        next(rendered.included[rid] for rid in RAYSERVICE_IDS if rid in rendered.included)["spec"]["serveConfigV2"]
+    )
+
+    # THEN one init container runs the bucket's loader (the very zip py_modules names) into the volume
+    (init,) = pod["initContainers"]
+    assert init["image"] == pod["containers"][0]["image"]
+    env = env_of(init)
+    assert (
+        f"s3://{env['MODEL_CACHE_BUCKET']}/{env['MODEL_CACHE_LOADER_KEY']}"
+        in serve_config["applications"][0]["runtime_env"]["py_modules"]
+    )
+    assert env["HF_HUB_CACHE"] == "/models/hub"
+    assert "HF_TOKEN" not in env
+    assert "python -m model_cache_loader pull --fallback error" in init["args"][0]
+    assert init["volumeMounts"] == [{"name": "model-cache", "mountPath": "/models"}]
+    # AND the worker reads the same volume as its Hugging Face cache, its disk requested and capped
+    worker = pod["containers"][0]
+    assert env_of(worker)["HF_HUB_CACHE"] == "/models/hub"
+    assert worker["volumeMounts"] == [{"name": "model-cache", "mountPath": "/models"}]
+    assert worker["resources"]["requests"]["ephemeral-storage"] == "16Gi"
+    assert pod["volumes"] == [{"name": "model-cache", "emptyDir": {"sizeLimit": "16Gi"}}]
+
+
+def test_the_init_container_tolerates_a_miss_and_nothing_else(rgd: dict[str, Any]) -> None:
+    # GIVEN the init container's script  THEN exit 3 (not cached) lets the pod start, so the replica
+    # falls back to the Hub, and any other failure (no bucket, denied, bad bytes) stops the pod
+    script = worker_pod(render(rgd, **CACHED))["initContainers"][0]["args"][0]
+    assert '[ "$rc" -eq 0 ] || [ "$rc" -eq 3 ]' in script
+    assert "|| exit 1" in script
+
+
+def test_node_local_mode_shares_one_directory_per_node(rgd: dict[str, Any]) -> None:
+    # GIVEN nodeLocalModelCache  WHEN rendered, cached or not
+    for extra in ({}, CACHED):
+        pod = worker_pod(render(rgd, **extra, nodeLocalModelCache=True))
+        # THEN the volume is the node's directory, which must exist (never created root-owned)
+        assert pod["volumes"] == [
+            {"name": "model-cache", "hostPath": {"path": "/var/lib/s3-model-cache", "type": "Directory"}}
+        ]
+    # AND without it, nothing of the node is mounted
+    assert "hostPath" not in json.dumps(render(rgd, **CACHED).included)
+
+
+def test_the_loader_release_the_rgd_names_is_the_loader_in_the_repo(rgd: dict[str, Any]) -> None:
+    # GIVEN loader/pyproject.toml's version  THEN the RGD's py_modules key is that release's zip key
+    import tomllib
+
+    from model_cache.loader_release import release_keys
+
+    version = tomllib.loads((RGD_PATH.parents[2] / "loader" / "pyproject.toml").read_text())["project"]["version"]
+    assert release_keys(version)[1] == LOADER_ZIP_KEY
+    assert LOADER_ZIP_KEY in RGD_PATH.read_text()
+    assert "model-cache-loader[hub]" not in RGD_PATH.read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# The role: unique per cluster, bounded, trusted from one account
+# ---------------------------------------------------------------------------------------------
+
+
+def test_the_role_is_named_per_cluster_and_bounded(rgd: dict[str, Any]) -> None:
+    # GIVEN the same instance on two clusters of one account  WHEN rendered
+    first = render(rgd, **CACHED).included["modelCacheRole"]["spec"]
+    second = render(rgd, **{**CACHED, "clusterName": "platform-eks-2"}).included["modelCacheRole"]["spec"]
+    # THEN their IAM roles differ (one would otherwise hang on the other's readyWhen)
+    assert first["name"] != second["name"]
+    assert first["name"] == "platform-eks-team-ml-text-ml-mc"
+    # AND each is bounded by the stack's read-only boundary in the instance's account
+    assert first["permissionsBoundary"] == f"arn:aws:iam::{ACCOUNT}:policy/model-cache-ray-pods-boundary"
+
+
+HOSTILE_ACCOUNTS = ["*", "12345678901", "1234567890123", "12345678901*", "arn:aws:iam::123456789012:root"]
+HOSTILE_CLUSTERS = ["*", "prod-*", "a/b", "c" * 17, "-lead"]
+HOSTILE_BOUNDARIES = ["*", "boundary/*", "arn:aws:iam::aws:policy/AdministratorAccess", ""]
+
+
+@pytest.mark.parametrize("account", HOSTILE_ACCOUNTS)
+def test_the_instance_schema_refuses_an_account_that_is_not_one(rgd: dict[str, Any], account: str) -> None:
+    assert not schema_pattern(rgd, "awsAccountId").fullmatch(account)
+    assert not re.fullmatch(backstage_pattern("awsAccountId"), account)
+
+
+@pytest.mark.parametrize("cluster", HOSTILE_CLUSTERS)
+def test_the_instance_schema_refuses_a_cluster_name_that_would_widen_the_trust(
+    rgd: dict[str, Any], cluster: str
+) -> None:
+    assert not schema_pattern(rgd, "clusterName").fullmatch(cluster)
+    assert not re.fullmatch(backstage_pattern("clusterName"), cluster)
+
+
+@pytest.mark.parametrize("boundary", HOSTILE_BOUNDARIES)
+def test_the_instance_schema_refuses_a_boundary_that_is_not_a_policy_name(rgd: dict[str, Any], boundary: str) -> None:
+    # an ARN or a path here would bound the role by some other policy than the stack's
+    assert not schema_pattern(rgd, "permissionsBoundaryName").fullmatch(boundary)
 
 
 # ---------------------------------------------------------------------------------------------
