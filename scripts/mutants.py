@@ -828,6 +828,147 @@ MUTANTS: tuple[Mutant, ...] = (
         "only the instance's own service account can assume its read role",
     ),
     Mutant(
+        "deploy: a published loader version replaced by other files",
+        f"{CORE}/loader_release.py",
+        "            if published is None or wheel_files_digest(published) != files_digest:",
+        "            if published is None:",
+        ("tests/deploy/test_loader_release.py::test_a_version_is_never_replaced_by_other_code",),
+        "a pod that pinned a loader version never gets other code under it",
+    ),
+    Mutant(
+        "deploy: the loader release written without If-None-Match",
+        f"{CORE}/loader_release.py",
+        'put_bytes(s3, bucket, key, data, WHEEL_CONTENT_TYPE, create=True, metadata={"files-sha256": files_digest})',
+        'put_bytes(s3, bucket, key, data, WHEEL_CONTENT_TYPE, metadata={"files-sha256": files_digest})',
+        (
+            "tests/deploy/test_loader_release.py::test_a_version_is_never_replaced_by_other_code",
+            "tests/deploy/test_loader_release.py::test_publishing_a_rebuild_of_the_same_version_is_a_no_op",
+        ),
+        "publishing a version again never rewrites what pods already read",
+    ),
+    Mutant(
+        "deploy: a wheel whose METADATA names another version accepted",
+        f"{CORE}/loader_release.py",
+        "        if metadata_name not in names:",
+        "        if False:",
+        (
+            "tests/deploy/test_loader_release.py::test_a_file_that_is_not_this_loader_wheel_is_refused_and_nothing_is_written",
+        ),
+        "the key's version is the version of the code under it",
+    ),
+    Mutant(
+        "deploy: the init container swallows every failure",
+        "deploy/kro/ray-service.yaml",
+        """python -m model_cache_loader pull --fallback error --quiet || rc=$?
+                            [ "$rc" -eq 0 ] || [ "$rc" -eq 3 ]
+                        env:
+                          - {name: MODEL_ID, value: "${schema.spec.modelId}"}
+                          - {name: MODEL_CACHE_BUCKET, value: "${schema.spec.modelCacheBucket}"}
+                          - {name: MODEL_CACHE_PREFIX, value: "${schema.spec.modelCachePrefix}"}
+                          - {name: MODEL_CACHE_LOADER_KEY, value: "model-cache-loader/0.1.0/model_cache_loader-0.1.0-py3-none-any.zip"}
+                          - {name: AWS_REGION, value: "${schema.spec.awsRegion}"}
+                          - {name: HF_HUB_CACHE, value: /models/hub}
+                        volumeMounts:
+                          - {name: model-cache, mountPath: /models}
+                        resources:
+                          requests:
+                            cpu: ${schema.spec.resources.worker.cpu}
+                            memory: ${schema.spec.resources.worker.memory}
+                          limits:
+                            cpu: ${schema.spec.resources.worker.cpu}
+                            memory: ${schema.spec.resources.worker.memory}
+                    # emptyDir: the pod's own disk, sized by modelDiskSize. Node-local: a directory on the
+                    # node that every pod there shares (the loader's lock keeps one download per node); the
+                    # node must have it, writable by uid 1000 (docs/deploy.md).
+                    volumes: '${schema.spec.nodeLocalModelCache ? [{"name": "model-cache", "hostPath": {"path": "/var/lib/s3-model-cache", "type": "Directory"}}] : [{"name": "model-cache", "emptyDir": {"sizeLimit": schema.spec.modelDiskSize}}]}'
+                    containers:
+                      - name: ray-worker
+                        image: '${schema.spec.runtimeImage != "" ? schema.spec.runtimeImage : "rayproject/ray:2.60.0-py311"}'""",
+        """python -m model_cache_loader pull --fallback error --quiet || rc=$?
+                            [ "$rc" -eq 0 ] || true
+                        env:
+                          - {name: MODEL_ID, value: "${schema.spec.modelId}"}
+                          - {name: MODEL_CACHE_BUCKET, value: "${schema.spec.modelCacheBucket}"}
+                          - {name: MODEL_CACHE_PREFIX, value: "${schema.spec.modelCachePrefix}"}
+                          - {name: MODEL_CACHE_LOADER_KEY, value: "model-cache-loader/0.1.0/model_cache_loader-0.1.0-py3-none-any.zip"}
+                          - {name: AWS_REGION, value: "${schema.spec.awsRegion}"}
+                          - {name: HF_HUB_CACHE, value: /models/hub}
+                        volumeMounts:
+                          - {name: model-cache, mountPath: /models}
+                        resources:
+                          requests:
+                            cpu: ${schema.spec.resources.worker.cpu}
+                            memory: ${schema.spec.resources.worker.memory}
+                          limits:
+                            cpu: ${schema.spec.resources.worker.cpu}
+                            memory: ${schema.spec.resources.worker.memory}
+                    # emptyDir: the pod's own disk, sized by modelDiskSize. Node-local: a directory on the
+                    # node that every pod there shares (the loader's lock keeps one download per node); the
+                    # node must have it, writable by uid 1000 (docs/deploy.md).
+                    volumes: '${schema.spec.nodeLocalModelCache ? [{"name": "model-cache", "hostPath": {"path": "/var/lib/s3-model-cache", "type": "Directory"}}] : [{"name": "model-cache", "emptyDir": {"sizeLimit": schema.spec.modelDiskSize}}]}'
+                    containers:
+                      - name: ray-worker
+                        image: '${schema.spec.runtimeImage != "" ? schema.spec.runtimeImage : "rayproject/ray:2.60.0-py311"}'""",
+        ("tests/deploy/test_deploy_kro_rgd.py::test_the_init_container_tolerates_a_miss_and_nothing_else",),
+        "a pod whose model pull failed for a reason other than a miss does not start",
+    ),
+    Mutant(
+        "deploy: the role has no permissions boundary",
+        "deploy/kro/ray-service.yaml",
+        "          permissionsBoundary: arn:aws:iam::${schema.spec.awsAccountId}:policy/${schema.spec.permissionsBoundaryName}\n",
+        "",
+        ("tests/deploy/test_deploy_kro_rgd.py::test_the_role_is_named_per_cluster_and_bounded",),
+        "whatever an instance names, its role reads no more than the stack's boundary",
+    ),
+    Mutant(
+        "deploy: role names shared across clusters",
+        "deploy/kro/ray-service.yaml",
+        "          name: ${schema.spec.clusterName}-${schema.metadata.namespace}-${schema.spec.name}-mc",
+        "          name: ${schema.metadata.namespace}-${schema.spec.name}-mc",
+        ("tests/deploy/test_deploy_kro_rgd.py::test_the_role_is_named_per_cluster_and_bounded",),
+        "two clusters in one account never fight over one role",
+    ),
+    Mutant(
+        "deploy: the role trusts Pod Identity from any account",
+        "deploy/kro/ray-service.yaml",
+        '                      "aws:SourceAccount": "${schema.spec.awsAccountId}",\n',
+        "",
+        ("tests/deploy/test_deploy_kro_rgd.py::test_trust_policy_lets_eks_pod_identity_assume_and_tag",),
+        "the read role is assumed by Pod Identity of its own account only",
+    ),
+    Mutant(
+        "deploy: the account id pattern admits a wildcard",
+        "deploy/kro/ray-service.yaml",
+        'awsAccountId: string | default="" pattern="^$|^[0-9]{12}$"',
+        'awsAccountId: string | default="" pattern="^$|^[0-9*]{1,12}$"',
+        ("tests/deploy/test_deploy_kro_rgd.py::test_the_instance_schema_refuses_an_account_that_is_not_one",),
+        "the trust policy's account is an account",
+    ),
+    Mutant(
+        "deploy: the upstream RayService schema admits unknown spec fields",
+        "tests/deploy/schemas/RayService.json",
+        '  "spec": {\n   "additionalProperties": false,',
+        '  "spec": {\n   "additionalProperties": true,',
+        ("tests/deploy/test_deploy_upstream_schemas.py::test_an_unknown_field_is_refused",),
+        "a field KubeRay does not define fails the tests, not the cluster",
+    ),
+    Mutant(
+        "deploy: the runtime image's torch is not the tested one",
+        "containers/ray-serve/Dockerfile",
+        "ARG TORCH_VERSION=2.13.0",
+        "ARG TORCH_VERSION=2.12.0",
+        ("tests/deploy/test_ray_runtime.py::test_the_image_is_the_tested_ray_with_the_tested_torch_and_loader",),
+        "the image runs the torch the tests ran",
+    ),
+    Mutant(
+        "deploy: the stock-image pods install a transformers the tests did not run",
+        "deploy/kro/ray-service.yaml",
+        'pip: {packages: [torch==2.13.0, transformers==5.24.0, accelerate==1.16.0, boto3==1.44.8, huggingface_hub==2.4.0, filelock==4.3.1], pip_install_options: [--extra-index-url, https://download.pytorch.org/whl/cpu, --disable-pip-version-check, --no-cache-dir]}" : ""}\n                  py_modules',
+        'pip: {packages: [torch==2.13.0, transformers>=5.24.0, accelerate==1.16.0, boto3==1.44.8, huggingface_hub==2.4.0, filelock==4.3.1], pip_install_options: [--extra-index-url, https://download.pytorch.org/whl/cpu, --disable-pip-version-check, --no-cache-dir]}" : ""}\n                  py_modules',
+        ("tests/deploy/test_ray_runtime.py::test_the_rgd_stock_pip_list_is_the_app_requirements",),
+        "a replica on the stock image installs exactly the tested versions",
+    ),
+    Mutant(
         "peers: our hash object not written",
         f"{CORE}/publish.py",
         "    if plan.write_hash_file:\n        put_once(",

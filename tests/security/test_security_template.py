@@ -373,7 +373,8 @@ def sub_text(value: Any) -> str:
 
 def test_every_s3_object_grant_is_under_the_cache_or_work_prefix() -> None:
     """GIVEN every Allow of an S3 object action  THEN each resource is an object key under `${CachePrefix}/` or
-    `${WorkPrefix}/` of the cache bucket (or the replica bucket, for the replication role): no `${Bucket}/*`."""
+    `${WorkPrefix}/` of the cache bucket (or the replica bucket, for the replication role), or, for reads by the
+    Ray pods' boundary, the loader's releases (`model-cache-loader/`, model_cache.loader_release): no `${Bucket}/*`."""
     outside = []
     for statement in all_statements():
         if statement.effect != "Allow" or not any(a.startswith("s3:") and "Bucket" not in a for a in statement.actions):
@@ -384,6 +385,8 @@ def test_every_s3_object_grant_is_under_the_cache_or_work_prefix() -> None:
             text = sub_text(resource)
             if text.startswith("arn:${AWS::Partition}:s3:::${Bucket}") and text.endswith("${Bucket}"):
                 continue  # the bucket itself (ListBucket), checked by the prefix-condition test
+            if statement.actions == ["s3:GetObject"] and text.endswith("${Bucket}/model-cache-loader/*"):
+                continue  # the loader's releases, read-only, beside the cache prefix
             if not re.search(r"\$\{Bucket\}/\$\{(CachePrefix|GatedPrefix|WorkPrefix)\}/", text):
                 outside.append((statement.where, statement.body.get("Sid"), text))
     assert outside == []
