@@ -275,7 +275,12 @@ def test_the_rendered_rayservice_serves_from_the_cache_and_from_the_hub(
     init_seconds = time.monotonic() - started
     # THEN it pulled the model from S3, with the loader from the bucket
     pulled = resolve_event(first)
-    assert (pulled["source"], pulled["files"], pulled["bytes"], pulled["commit"]) == ("s3", len(files), model_bytes, commit)
+    assert (pulled["source"], pulled["files"], pulled["bytes"], pulled["commit"]) == (
+        "s3",
+        len(files),
+        model_bytes,
+        commit,
+    )
     assert (volume / "hub" / f"models--{MODEL_ID.replace('/', '--')}" / "snapshots" / commit).is_dir()
 
     # WHEN the rendered serveConfigV2 is deployed as it is, on a Ray whose environment is the worker's
