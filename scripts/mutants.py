@@ -47,6 +47,34 @@ class Mutant:
     guards: str
 
 
+# The CPU cached variant's init container, from its exit test to the worker image: the shortest text
+# that makes the exit test of that one variant unique (the GPU variant has the same script).
+_CPU_INIT_TAIL = """
+                        env:
+                          - {name: MODEL_ID, value: "${schema.spec.modelId}"}
+                          - {name: MODEL_CACHE_BUCKET, value: "${schema.spec.modelCacheBucket}"}
+                          - {name: MODEL_CACHE_PREFIX, value: "${schema.spec.modelCachePrefix}"}
+                          - {name: MODEL_CACHE_LOADER_KEY, value: "model-cache-loader/0.1.0/model_cache_loader-0.1.0-py3-none-any.zip"}
+                          - {name: AWS_REGION, value: "${schema.spec.awsRegion}"}
+                          - {name: HF_HUB_CACHE, value: /models/hub}
+                        volumeMounts:
+                          - {name: model-cache, mountPath: /models}
+                        resources:
+                          requests:
+                            cpu: ${schema.spec.resources.worker.cpu}
+                            memory: ${schema.spec.resources.worker.memory}
+                          limits:
+                            cpu: ${schema.spec.resources.worker.cpu}
+                            memory: ${schema.spec.resources.worker.memory}
+                    # emptyDir: the pod's own disk, sized by modelDiskSize. Node-local: a directory on the
+                    # node that every pod there shares (the loader's lock keeps one download per node); the
+                    # node must have it, writable by uid 1000 (docs/deploy.md).
+                    volumes: '${schema.spec.nodeLocalModelCache ? [{"name": "model-cache", "hostPath": {"path": "/var/lib/s3-model-cache", "type": "Directory"}}] : [{"name": "model-cache", "emptyDir": {"sizeLimit": schema.spec.modelDiskSize}}]}'
+                    containers:
+                      - name: ray-worker
+                        image: '${schema.spec.runtimeImage != "" ? schema.spec.runtimeImage : "rayproject/ray:2.60.0-py311"}'"""
+
+
 MUTANTS: tuple[Mutant, ...] = (
     # --- publish order and refs (ARCHITECTURE.md 3.1) ------------------------------------------
     Mutant(
@@ -859,56 +887,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "deploy: the init container swallows every failure",
         "deploy/kro/ray-service.yaml",
-        """python -m model_cache_loader pull --fallback error --quiet || rc=$?
-                            [ "$rc" -eq 0 ] || [ "$rc" -eq 3 ]
-                        env:
-                          - {name: MODEL_ID, value: "${schema.spec.modelId}"}
-                          - {name: MODEL_CACHE_BUCKET, value: "${schema.spec.modelCacheBucket}"}
-                          - {name: MODEL_CACHE_PREFIX, value: "${schema.spec.modelCachePrefix}"}
-                          - {name: MODEL_CACHE_LOADER_KEY, value: "model-cache-loader/0.1.0/model_cache_loader-0.1.0-py3-none-any.zip"}
-                          - {name: AWS_REGION, value: "${schema.spec.awsRegion}"}
-                          - {name: HF_HUB_CACHE, value: /models/hub}
-                        volumeMounts:
-                          - {name: model-cache, mountPath: /models}
-                        resources:
-                          requests:
-                            cpu: ${schema.spec.resources.worker.cpu}
-                            memory: ${schema.spec.resources.worker.memory}
-                          limits:
-                            cpu: ${schema.spec.resources.worker.cpu}
-                            memory: ${schema.spec.resources.worker.memory}
-                    # emptyDir: the pod's own disk, sized by modelDiskSize. Node-local: a directory on the
-                    # node that every pod there shares (the loader's lock keeps one download per node); the
-                    # node must have it, writable by uid 1000 (docs/deploy.md).
-                    volumes: '${schema.spec.nodeLocalModelCache ? [{"name": "model-cache", "hostPath": {"path": "/var/lib/s3-model-cache", "type": "Directory"}}] : [{"name": "model-cache", "emptyDir": {"sizeLimit": schema.spec.modelDiskSize}}]}'
-                    containers:
-                      - name: ray-worker
-                        image: '${schema.spec.runtimeImage != "" ? schema.spec.runtimeImage : "rayproject/ray:2.60.0-py311"}'""",
-        """python -m model_cache_loader pull --fallback error --quiet || rc=$?
-                            [ "$rc" -eq 0 ] || true
-                        env:
-                          - {name: MODEL_ID, value: "${schema.spec.modelId}"}
-                          - {name: MODEL_CACHE_BUCKET, value: "${schema.spec.modelCacheBucket}"}
-                          - {name: MODEL_CACHE_PREFIX, value: "${schema.spec.modelCachePrefix}"}
-                          - {name: MODEL_CACHE_LOADER_KEY, value: "model-cache-loader/0.1.0/model_cache_loader-0.1.0-py3-none-any.zip"}
-                          - {name: AWS_REGION, value: "${schema.spec.awsRegion}"}
-                          - {name: HF_HUB_CACHE, value: /models/hub}
-                        volumeMounts:
-                          - {name: model-cache, mountPath: /models}
-                        resources:
-                          requests:
-                            cpu: ${schema.spec.resources.worker.cpu}
-                            memory: ${schema.spec.resources.worker.memory}
-                          limits:
-                            cpu: ${schema.spec.resources.worker.cpu}
-                            memory: ${schema.spec.resources.worker.memory}
-                    # emptyDir: the pod's own disk, sized by modelDiskSize. Node-local: a directory on the
-                    # node that every pod there shares (the loader's lock keeps one download per node); the
-                    # node must have it, writable by uid 1000 (docs/deploy.md).
-                    volumes: '${schema.spec.nodeLocalModelCache ? [{"name": "model-cache", "hostPath": {"path": "/var/lib/s3-model-cache", "type": "Directory"}}] : [{"name": "model-cache", "emptyDir": {"sizeLimit": schema.spec.modelDiskSize}}]}'
-                    containers:
-                      - name: ray-worker
-                        image: '${schema.spec.runtimeImage != "" ? schema.spec.runtimeImage : "rayproject/ray:2.60.0-py311"}'""",
+        '[ "$rc" -eq 0 ] || [ "$rc" -eq 3 ]' + _CPU_INIT_TAIL,
+        '[ "$rc" -eq 0 ] || true' + _CPU_INIT_TAIL,
         ("tests/deploy/test_deploy_kro_rgd.py::test_the_init_container_tolerates_a_miss_and_nothing_else",),
         "a pod whose model pull failed for a reason other than a miss does not start",
     ),

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -151,6 +152,41 @@ def bucket(s3: Any) -> str:
     s3.create_bucket(Bucket=name)
     s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
     return name
+
+
+@contextmanager
+def local_ray_serve(**init_options: Any) -> Iterator[str]:
+    """A local Ray (2 CPUs, no dashboard) with Serve's HTTP proxy on a free loopback port; yields its URL.
+
+    Its processes inherit os.environ as it is now, as a pod's Ray inherits the container's variables.
+    Ray gets its own short temp dir: /tmp/ray is shared with anyone else running Ray on this machine,
+    and its socket paths must stay short.
+    """
+    import shutil
+    import socket
+
+    import ray
+    from ray import serve
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ray_temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        _temp_dir=ray_temp,
+        log_to_driver=False,
+        **init_options,
+    )
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()  # type: ignore[no-untyped-call]
+        ray.shutdown()
+        shutil.rmtree(ray_temp, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

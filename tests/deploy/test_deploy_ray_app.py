@@ -11,10 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import shutil
-import socket
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -23,7 +20,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import seed_snapshot, shared_test_module
+from conftest import local_ray_serve, seed_snapshot, shared_test_module
 
 from model_cache.devtools.modelgen import TINY_MODEL, repo_dir
 
@@ -55,34 +52,10 @@ def app_module() -> Iterator[ModuleType]:
 
 @pytest.fixture(scope="module")
 def serve_url(app_module: ModuleType) -> Iterator[str]:
-    """A local Ray (2 CPUs, no dashboard) with Serve's HTTP proxy on a free loopback port.
-
-    app.py goes to the replicas as the job's working_dir, as the RayService ships it (Ray takes a
-    local directory only at the job level). Ray gets its own short temp dir: /tmp/ray is shared
-    with anyone else running Ray on this machine, and its socket paths must stay short.
-    """
-    import ray
-    from ray import serve
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    ray_temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        _temp_dir=ray_temp,
-        log_to_driver=False,
-        runtime_env={"working_dir": str(APP_DIR)},
-    )
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        serve.shutdown()  # type: ignore[no-untyped-call]
-        ray.shutdown()
-        shutil.rmtree(ray_temp, ignore_errors=True)
+    """A local Ray with Serve on a loopback port. app.py goes to the replicas as the job's
+    working_dir, as the RayService ships it (Ray takes a local directory only at the job level)."""
+    with local_ray_serve(runtime_env={"working_dir": str(APP_DIR)}) as url:
+        yield url
 
 
 def pod_env(aws_url: str, hub_url: str, bucket: str, cache_dir: Path) -> dict[str, str]:

@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -32,7 +29,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import REPO_ROOT, seed_snapshot, shared_test_module
+from conftest import REPO_ROOT, local_ray_serve, seed_snapshot, shared_test_module
 from deploy_kro import load_rgd, render_instance
 
 from model_cache.devtools import modelgen
@@ -147,57 +144,6 @@ def medium_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         server.stop()
 
 
-@pytest.fixture(scope="module")
-def pod_environment() -> Iterator[Callable[[dict[str, str]], None]]:
-    """Sets the process environment a local Ray inherits (raylet, runtime-env agent, replicas), as a
-    pod's container variables reach its Ray; restores it afterwards."""
-    saved = dict(os.environ)
-
-    def apply(env: dict[str, str]) -> None:
-        os.environ.update(env)
-
-    try:
-        yield apply
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
-@pytest.fixture(scope="module")
-def local_ray(pod_environment: Callable[[dict[str, str]], None]) -> Iterator[Callable[[dict[str, str]], str]]:
-    """Starts a local Ray once, with the pod environment given by the first caller; returns Serve's URL."""
-    import ray
-    from ray import serve
-
-    state: dict[str, str] = {}
-    ray_temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
-
-    def start(env: dict[str, str]) -> str:
-        if "url" not in state:
-            pod_environment(env)
-            with socket.socket() as probe:
-                probe.bind(("127.0.0.1", 0))
-                port = probe.getsockname()[1]
-            ray.init(
-                num_cpus=2,
-                include_dashboard=False,
-                _node_ip_address="127.0.0.1",
-                _temp_dir=ray_temp,
-                log_to_driver=False,
-            )
-            serve.start(http_options={"host": "127.0.0.1", "port": port})
-            state["url"] = f"http://127.0.0.1:{port}"
-        return state["url"]
-
-    try:
-        yield start
-    finally:
-        if "url" in state:
-            serve.shutdown()  # type: ignore[no-untyped-call]
-            ray.shutdown()
-        shutil.rmtree(ray_temp, ignore_errors=True)
-
-
 def deploy_serve_config(serve_config_v2: str) -> float:
     """serveConfigV2 as KubeRay hands it to Serve; returns the seconds until the app is RUNNING."""
     from ray import serve
@@ -241,8 +187,8 @@ def test_the_rendered_rayservice_serves_from_the_cache_and_from_the_hub(
     bucket: str,
     medium_hub: Any,
     loader_wheel: Path,
-    local_ray: Callable[[dict[str, str]], str],
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     record_property: Callable[[str, Any], None],
 ) -> None:
@@ -284,57 +230,66 @@ def test_the_rendered_rayservice_serves_from_the_cache_and_from_the_hub(
     assert (volume / "hub" / f"models--{MODEL_ID.replace('/', '--')}" / "snapshots" / commit).is_dir()
 
     # WHEN the rendered serveConfigV2 is deployed as it is, on a Ray whose environment is the worker's
-    url = local_ray({**container_env(worker, volume), **endpoints})
-    route = yaml.safe_load(cached["spec"]["serveConfigV2"])["applications"][0]["route_prefix"]
-    hub.requests.clear()
-    ready_local = deploy_serve_config(cached["spec"]["serveConfigV2"])
-    answer = post_prompt(url + route, "Once upon a time")
+    for name, value in {**container_env(worker, volume), **endpoints}.items():
+        monkeypatch.setenv(name, value)
+    with local_ray_serve() as url:
+        route = yaml.safe_load(cached["spec"]["serveConfigV2"])["applications"][0]["route_prefix"]
+        hub.requests.clear()
+        ready_local = deploy_serve_config(cached["spec"]["serveConfigV2"])
+        answer = post_prompt(url + route, "Once upon a time")
 
-    # THEN the replica answers in the seed's shape, from what the init container put on the volume
-    assert isinstance(answer["response"], str)
-    assert answer["response"] == answer["generated_text"]
-    assert answer["model_source"] == "local"
-    assert answer["model_commit"] == commit
-    assert [request.path for request in hub.requests] == []
-    # AND the loader it ran is the release Ray fetched from the bucket into its py_modules
-    session = Path(ray._private.worker._global_node.get_session_dir_path())
-    assert list((session / "runtime_resources" / "py_modules_files").glob("*/model_cache_loader/__init__.py"))
+        # THEN the replica answers in the seed's shape, from what the init container put on the volume
+        assert isinstance(answer["response"], str)
+        assert answer["response"] == answer["generated_text"]
+        assert answer["model_source"] == "local"
+        assert answer["model_commit"] == commit
+        assert [request.path for request in hub.requests] == []
+        # AND the loader it ran is the release Ray fetched from the bucket into its py_modules
+        node = ray._private.worker._global_node
+        assert node is not None
+        session = Path(node.get_session_dir_path())
+        assert list((session / "runtime_resources" / "py_modules_files").glob("*/model_cache_loader/__init__.py"))
 
-    # WHEN a second pod on the same node (node-local volume) starts  THEN its init container copies nothing
-    second = run_init_container(cached, volume, endpoints, tmp_path)
-    reused = resolve_event(second)
-    assert (reused["source"], reused["files"], reused["bytes"], reused["commit"]) == ("local", len(files), 0, commit)
+        # WHEN a second pod on the same node (node-local volume) starts  THEN its init container copies nothing
+        second = run_init_container(cached, volume, endpoints, tmp_path)
+        reused = resolve_event(second)
+        assert (reused["source"], reused["files"], reused["bytes"], reused["commit"]) == (
+            "local",
+            len(files),
+            0,
+            commit,
+        )
 
-    # WHEN the replica restarts on an empty volume (no init container ran)  THEN it pulls from S3 itself
-    serve.delete(APP_NAME)
-    shutil.rmtree(volume / "hub")
-    ready_s3 = deploy_serve_config(cached["spec"]["serveConfigV2"])
-    from_s3 = post_prompt(url + route, "Hello")
-    assert from_s3["model_source"] == "s3-cache"
-    assert from_s3["model_commit"] == commit
-    assert [request.path for request in hub.requests] == []
-    serve.delete(APP_NAME)
+        # WHEN the replica restarts on an empty volume (no init container ran)  THEN it pulls from S3 itself
+        serve.delete(APP_NAME)
+        shutil.rmtree(volume / "hub")
+        ready_s3 = deploy_serve_config(cached["spec"]["serveConfigV2"])
+        from_s3 = post_prompt(url + route, "Hello")
+        assert from_s3["model_source"] == "s3-cache"
+        assert from_s3["model_commit"] == commit
+        assert [request.path for request in hub.requests] == []
+        serve.delete(APP_NAME)
 
-    # WHEN the cache is switched off: the same RGD's cache-off config, a Hub capped at 25 MB/s per
-    # connection as the only source, and an empty volume
-    plain = rendered_service(instance(bucket, app_uri, cache=False))
-    assert "py_modules" not in plain["spec"]["serveConfigV2"]
-    shutil.rmtree(volume / "hub", ignore_errors=True)
-    hub.faults.add(MODEL_ID, kind="bandwidth", bytes_per_second=HUB_CAP_BYTES_PER_SECOND)
-    ready_hub = deploy_serve_config(plain["spec"]["serveConfigV2"])
-    from_hub = post_prompt(url + route, "Once upon a time")
+        # WHEN the cache is switched off: the same RGD's cache-off config, a Hub capped at 25 MB/s per
+        # connection as the only source, and an empty volume
+        plain = rendered_service(instance(bucket, app_uri, cache=False))
+        assert "py_modules" not in plain["spec"]["serveConfigV2"]
+        shutil.rmtree(volume / "hub", ignore_errors=True)
+        hub.faults.add(MODEL_ID, kind="bandwidth", bytes_per_second=HUB_CAP_BYTES_PER_SECOND)
+        ready_hub = deploy_serve_config(plain["spec"]["serveConfigV2"])
+        from_hub = post_prompt(url + route, "Once upon a time")
 
-    # THEN the replica still answers in the seed's shape, with the model from the Hub
-    assert isinstance(from_hub["response"], str)
-    assert from_hub["model_source"] == "hub"
-    assert any(MODEL_ID in request.path for request in hub.requests)
+        # THEN the replica still answers in the seed's shape, with the model from the Hub
+        assert isinstance(from_hub["response"], str)
+        assert from_hub["model_source"] == "hub"
+        assert any(MODEL_ID in request.path for request in hub.requests)
 
     record(
         capsys,
         record_property,
         model_bytes=model_bytes,
         init_pull_s3_seconds=round(init_seconds, 2),
-        # the first deploy also builds the runtime env (working_dir and py_modules from S3, pip venv)
+        # the first deploy also builds the runtime env (working_dir and py_modules from S3, the pip venv)
         first_ready_after_init_seconds=round(ready_local, 2),
         ready_s3_seconds=round(ready_s3, 2),
         ready_hub_seconds=round(ready_hub, 2),
