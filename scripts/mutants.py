@@ -893,6 +893,16 @@ MUTANTS: tuple[Mutant, ...] = (
         "a pod whose model pull failed for a reason other than a miss does not start",
     ),
     Mutant(
+        "deploy: the pods' boundary admits the whole bucket",
+        "template.yaml",
+        'Sid: BoundaryReadCacheAndLoaderReleases\n            Effect: Allow\n            Action: s3:GetObject\n            Resource:\n              - !Sub ["arn:${AWS::Partition}:s3:::${Bucket}/${CachePrefix}/*"',
+        'Sid: BoundaryReadCacheAndLoaderReleases\n            Effect: Allow\n            Action: s3:GetObject\n            Resource:\n              - !Sub ["arn:${AWS::Partition}:s3:::${Bucket}/*"',
+        (
+            "tests/security/test_security_template.py::test_the_boundary_refuses_what_an_instance_names_outside_the_cache",
+        ),
+        "an instance that names another prefix of the bucket reads nothing there",
+    ),
+    Mutant(
         "deploy: the role has no permissions boundary",
         "deploy/kro/ray-service.yaml",
         "          permissionsBoundary: arn:aws:iam::${schema.spec.awsAccountId}:policy/${schema.spec.permissionsBoundaryName}\n",

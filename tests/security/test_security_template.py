@@ -553,3 +553,95 @@ def test_only_listed_or_tagged_principals_may_send_requests() -> None:
     assert (
         listed["StringNotEquals"] == tagged_only["StringNotEquals"] == {"aws:PrincipalTag/model-cache-sender": "true"}
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# The Ray pods' permissions boundary against what a kro RayService instance may ask for
+# ---------------------------------------------------------------------------------------------
+
+STACK_BUCKET = "model-cache-123456789012"
+
+
+def boundary_allows(action: str, resource: str, prefixes: list[str]) -> bool:
+    """Whether RayPodsPermissionsBoundary allows this S3 request (the stack's bucket and prefix `models`)."""
+    import fnmatch
+
+    def concrete(text: str) -> str:
+        return (
+            text.replace("${AWS::Partition}", "aws")
+            .replace("${Bucket}", STACK_BUCKET)
+            .replace("${CachePrefix}", "models")
+        )
+
+    for statement in statements_of(
+        template()["Resources"]["RayPodsPermissionsBoundary"]["Properties"]["PolicyDocument"], "boundary"
+    ):
+        if statement.effect != "Allow" or action not in statement.actions:
+            continue
+        if not any(fnmatch.fnmatchcase(resource, concrete(sub_text(each))) for each in statement.resources):
+            continue
+        allowed = [
+            concrete(sub_text(each))
+            for each in as_list(statement.body.get("Condition", {}).get("StringLike", {}).get("s3:prefix", []))
+        ]
+        if prefixes and not all(
+            any(fnmatch.fnmatchcase(prefix, pattern) for pattern in allowed) for prefix in prefixes
+        ):
+            continue
+        return True
+    return False
+
+
+def role_grants(bucket: str, prefix: str) -> list[tuple[str, str, list[str]]]:
+    """(action, resource, s3:prefix values) the kro RayService's role asks for, rendered for this instance."""
+    from conftest import shared_test_module
+
+    kro = shared_test_module("deploy_kro", "tests/deploy/deploy_kro.py")
+    spec = {
+        "name": "text-ml",
+        "ingressHostname": "h",
+        "rayServeFile": "s3://x/app.zip",
+        "useModelCache": True,
+        "modelCacheBucket": bucket,
+        "modelCachePrefix": prefix,
+        "clusterName": "c",
+        "awsAccountId": "123456789012",
+    }
+    role = kro.render_instance(kro.load_rgd(), spec).included["modelCacheRole"]
+    grants = []
+    for document in role["spec"]["inlinePolicies"].values():
+        for statement in json.loads(document)["Statement"]:
+            prefixes = as_list(statement.get("Condition", {}).get("StringLike", {}).get("s3:prefix", []))
+            for action in as_list(statement["Action"]):
+                for resource in as_list(statement["Resource"]):
+                    grants.append((action, resource, prefixes))
+    return grants
+
+
+def test_the_boundary_lets_an_instance_of_the_stacks_cache_read_everything_it_asks_for() -> None:
+    # GIVEN an instance naming the stack's bucket and prefix  THEN every grant of its role is inside the boundary
+    grants = role_grants(STACK_BUCKET, "models")
+    assert grants
+    assert [grant for grant in grants if not boundary_allows(*grant)] == []
+
+
+@pytest.mark.parametrize(
+    ("bucket", "prefix"),
+    [("other-team-bucket", "models"), (STACK_BUCKET, "team-b/secrets"), (STACK_BUCKET, "gated")],
+)
+def test_the_boundary_refuses_what_an_instance_names_outside_the_cache(bucket: str, prefix: str) -> None:
+    # GIVEN an instance naming another bucket, or another prefix of the stack's bucket (a pattern-valid name)
+    grants = role_grants(bucket, prefix)
+    # THEN nothing of that other place gets through the boundary: only the loader's release of the
+    # stack's own bucket is readable, and from another bucket not even that
+    through = [grant for grant in grants if boundary_allows(*grant)]
+    if bucket == STACK_BUCKET:
+        assert through == [
+            (
+                "s3:GetObject",
+                f"arn:aws:s3:::{STACK_BUCKET}/model-cache-loader/0.1.0/model_cache_loader-0.1.0-py3-none-any.zip",
+                [],
+            )
+        ]
+    else:
+        assert through == []
