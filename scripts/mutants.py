@@ -866,8 +866,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "deploy: the loader release written without If-None-Match",
         f"{CORE}/loader_release.py",
-        'put_bytes(s3, bucket, key, data, WHEEL_CONTENT_TYPE, create=True, metadata={"files-sha256": files_digest})',
-        'put_bytes(s3, bucket, key, data, WHEEL_CONTENT_TYPE, metadata={"files-sha256": files_digest})',
+        "put_bytes(s3, bucket, key, data, WHEEL_CONTENT_TYPE, create=True)",
+        "put_bytes(s3, bucket, key, data, WHEEL_CONTENT_TYPE)",
         (
             "tests/deploy/test_loader_release.py::test_a_version_is_never_replaced_by_other_code",
             "tests/deploy/test_loader_release.py::test_publishing_a_rebuild_of_the_same_version_is_a_no_op",

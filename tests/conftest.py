@@ -282,17 +282,24 @@ def hub_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
-def hub_server(hub_root: Path) -> Iterator[Any]:
-    """The Hub double on a free loopback port, for the whole session."""
+@contextmanager
+def running_hub(root: Path) -> Iterator[Any]:
+    """The Hub double serving `root` on a free loopback port, stopped on exit."""
     from model_cache.devtools.hub import HubServer
 
-    server = HubServer(hub_root, host="127.0.0.1", port=0)
+    server = HubServer(root, host="127.0.0.1", port=0)
     server.start()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def hub_server(hub_root: Path) -> Iterator[Any]:
+    """The Hub double on a free loopback port, for the whole session."""
+    with running_hub(hub_root) as server:
+        yield server
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import REPO_ROOT, local_ray_serve, seed_snapshot, shared_test_module
+from conftest import REPO_ROOT, local_ray_serve, running_hub, seed_snapshot, shared_test_module
 from deploy_kro import load_rgd, render_instance
 
 from model_cache.devtools import modelgen
@@ -39,7 +39,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1200)]
 
 APP_NAME = "text_generation"
 HUB_CAP_BYTES_PER_SECOND = 25_000_000
-# A real Llama-shaped model of about 200 MB in two shards: big enough that where the bytes come from
+# A real Llama-shaped model of about 180 MB in two shards: big enough that where the bytes come from
 # shows in the time to ready, small enough for the suite (transformers loads it in seconds on CPU).
 MODEL_ID = "bench-org/medium-llm"
 MODEL_SHAPE = {"hidden_size": 640, "num_layers": 12, "shards": 2}
@@ -132,16 +132,10 @@ def app_zip(target: Path) -> Path:
 @pytest.fixture(scope="module")
 def medium_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A Hub double of its own serving the medium model (the session's serves only tiny ones)."""
-    from model_cache.devtools.hub import HubServer
-
     root = tmp_path_factory.mktemp("medium-hub")
     modelgen.write_tiny_model(modelgen.repo_dir(root, MODEL_ID), seed=3, **MODEL_SHAPE)
-    server = HubServer(root, host="127.0.0.1", port=0)
-    server.start()
-    try:
+    with running_hub(root) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def deploy_serve_config(serve_config_v2: str) -> float:

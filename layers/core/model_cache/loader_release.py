@@ -106,7 +106,7 @@ def publish_loader(s3: Any, bucket: str, wheel: Path) -> LoaderRelease:
     keys = release_keys(version)
     for key in keys:
         try:
-            put_bytes(s3, bucket, key, data, WHEEL_CONTENT_TYPE, create=True, metadata={"files-sha256": files_digest})
+            put_bytes(s3, bucket, key, data, WHEEL_CONTENT_TYPE, create=True)
             written = True
         except Conflict:
             published = get_bytes(s3, bucket, key)
@@ -120,7 +120,7 @@ def publish_loader(s3: Any, bucket: str, wheel: Path) -> LoaderRelease:
 
 def disk_request(total_size: int, headroom: float = 0.1) -> str:
     """The ephemeral-storage a pod needs for a snapshot of `total_size` bytes, as a Kubernetes quantity:
-    the bytes plus 10% (the loader's part files while it works) plus 1 GiB for logs and Ray, in whole Gi."""
+    the bytes plus 10% slack plus 1 GiB for logs and Ray's own files, rounded up to whole Gi."""
     if total_size < 0:
         raise errors.InvalidRequest(f"a snapshot size cannot be negative ({total_size})")
     gib = 2**30
