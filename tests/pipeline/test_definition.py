@@ -19,6 +19,9 @@ LAMBDA_TRANSIENT = {
     "Lambda.AWSLambdaException",
     "Lambda.SdkClientException",
     "Lambda.TooManyRequestsException",
+    # A timeout or an out-of-memory end: the runtime's payload has no errorType (Step Functions
+    # Developer Guide, "Handling errors in Step Functions workflows").
+    "Lambda.Unknown",
 }
 DOMAIN_ERRORS = {
     name for name, value in inspect.getmembers(errors, inspect.isclass) if issubclass(value, errors.ModelCacheError)
@@ -152,3 +155,61 @@ def test_dashboard_body_is_json_once_substituted(template: dict[str, Any]) -> No
     assert used <= set(variables) | {"AWS::Region", "ModelCacheStateMachine"}
     widgets = json.loads(re.sub(r"\$\{[^}]+\}", "x", body))["widgets"]
     assert {widget["properties"]["title"] for widget in widgets} >= {"Executions", "Failures"}
+
+
+NAMED_IAM_PROPERTIES = {
+    # The properties that give an IAM resource a custom name (CloudFormation's "Acknowledging IAM
+    # resources": a template with any of them needs CAPABILITY_NAMED_IAM, CAPABILITY_IAM is refused).
+    "AWS::IAM::Role": "RoleName",
+    "AWS::IAM::ManagedPolicy": "ManagedPolicyName",
+    "AWS::IAM::User": "UserName",
+    "AWS::IAM::Group": "GroupName",
+    "AWS::IAM::InstanceProfile": "InstanceProfileName",
+}
+
+
+@pytest.mark.unit
+def test_samconfig_acknowledges_the_capabilities_the_template_needs(template: dict[str, Any]) -> None:
+    import tomllib
+
+    # GIVEN the template's IAM resources and the capabilities samconfig.toml passes to sam deploy
+    named = [
+        name
+        for name, resource in template["Resources"].items()
+        if NAMED_IAM_PROPERTIES.get(resource["Type"]) in resource.get("Properties", {})
+    ]
+    capabilities = tomllib.loads((REPO_ROOT / "samconfig.toml").read_text())["default"]["deploy"]["parameters"][
+        "capabilities"
+    ].split()
+    # THEN a template that names an IAM resource is deployed with CAPABILITY_NAMED_IAM
+    assert named, "the template names no IAM resource: CAPABILITY_IAM would do"
+    assert "CAPABILITY_NAMED_IAM" in capabilities, f"{named} carry custom names"
+    # AND the transforms SAM expands (AWS::Serverless) need no CAPABILITY_AUTO_EXPAND with sam deploy
+    assert set(capabilities) <= {"CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"}
+
+
+@pytest.mark.unit
+def test_declared_minimum_versions_have_the_features_the_code_uses() -> None:
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    # GIVEN the code's use of CRC64NVME and ChecksumType (botocore 1.36.0, January 2025)
+    sources = "\n".join(
+        path.read_text()
+        for folder in ("layers/core/model_cache", "loader/src")
+        for path in (REPO_ROOT / folder).rglob("*.py")
+    )
+    assert "CRC64NVME" in sources
+    assert "ChecksumType" in sources
+    for pyproject in ("pyproject.toml", "loader/pyproject.toml"):
+        declared = tomllib.loads((REPO_ROOT / pyproject).read_text())["project"]["dependencies"]
+        floors = {
+            requirement.name: min(Version(spec.version) for spec in requirement.specifier if spec.operator == ">=")
+            for requirement in map(Requirement, declared)
+            if requirement.name in ("boto3", "botocore")
+        }
+        # THEN each package's floor for boto3 and botocore is at least the version that brought them
+        assert set(floors) == {"boto3", "botocore"}, pyproject
+        assert all(floor >= Version("1.36") for floor in floors.values()), (pyproject, floors)

@@ -190,3 +190,21 @@ def test_gated_repo_with_the_token_secret_is_cached_and_the_token_appears_nowher
     assert modelgen.GATED_TOKEN not in json.dumps(stack.history(execution_arn), default=str)
     assert modelgen.GATED_TOKEN not in json.dumps([call.event for call in router.invocations])
     assert modelgen.GATED_TOKEN not in manifest
+
+
+def test_a_lambda_timeout_is_reported_as_lambda_unknown_and_retried(
+    router: Router, aws: MotoEndpoint, bucket: str, s3: Any
+) -> None:
+    # GIVEN a stack whose publish Lambda runs out of time once (the runtime's payload has no errorType)
+    stack = create_stack(aws, router, bucket)
+    router.lambda_timeouts["publish"] = 1
+    # WHEN a request runs through the state machine
+    execution = stack.run({"repo_id": modelgen.TINY_MODEL})
+    history = stack.history(execution["executionArn"])
+    # THEN Step Functions reported the timeout as Lambda.Unknown, as AWS names it ...
+    failed = [event["taskFailedEventDetails"]["error"] for event in history if "taskFailedEventDetails" in event]
+    assert failed == ["Lambda.Unknown"]
+    # AND the Retry that names it ran publish again, so the model is published
+    assert execution["status"] == "SUCCEEDED", failure_of(execution)
+    assert [call.error for call in router.calls("publish")] == ["Task timed out", None]
+    assert s3.head_object(Bucket=bucket, Key=layout.root_manifest_key(stack.prefix, modelgen.TINY_MODEL))

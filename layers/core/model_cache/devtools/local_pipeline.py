@@ -64,6 +64,10 @@ FUNCTION_FOLDERS = {
 REQUEST_FOLDER = "request"
 REQUEST_MAX_RECEIVE_COUNT = 3  # template.yaml MaxReceiveCount default
 COPIER_TIMEOUT_SECONDS = 900
+TIMED_OUT = "Task timed out"  # Invocation.error of an invocation ended as a Lambda timeout
+# The error Step Functions reports for a Lambda invocation that failed without an error type: a timeout
+# or an out-of-memory end (Step Functions Developer Guide, "Handling errors": Lambda.Unknown).
+LAMBDA_UNKNOWN = "Lambda.Unknown"
 
 
 class LocalPipelineError(RuntimeError):
@@ -307,6 +311,9 @@ class Router:
     # as ECS reports a task that could not start (image pull, secrets, ENI) or was stopped (maintenance).
     fargate_stops: list[dict[str, str]] = field(default_factory=list)
     task_outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)  # task ARN -> how it stopped
+    # Invocations to end as the Lambda runtime ends one that ran out of time, by handler folder: the
+    # handler never runs and the payload has only an errorMessage (no errorType), as AWS returns it.
+    lambda_timeouts: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     modules: dict[str, ModuleType] = field(default_factory=dict)
 
@@ -320,8 +327,20 @@ class Router:
                 self.modules[folder] = load_function_module(folder)
             return self.modules[folder]
 
+    def take_timeout(self, folder: str) -> bool:
+        with self.lock:
+            pending = self.lambda_timeouts.get(folder, 0)
+            if pending:
+                self.lambda_timeouts[folder] = pending - 1
+                self.invocations.append(Invocation(folder, None, TIMED_OUT))
+            return pending > 0
+
     def run_handler(self, folder: str, event: Any) -> tuple[str, bool]:
         """Call the handler as the Lambda runtime does: (response payload JSON, errored)."""
+        if self.take_timeout(folder):
+            return json.dumps(
+                {"errorMessage": f"{time.strftime('%Y-%m-%dT%H:%M:%S')}Z Task timed out after 900.00 seconds"}
+            ), True
         module = self.handler_module(folder)
         context = LambdaContext(function_name=f"model-cache-{folder}")
         started = time.monotonic()
@@ -502,6 +521,33 @@ def patch_map_run_failure_threshold(patcher: Patcher) -> None:
     patcher.setattr(DistributedIterationComponent, "_map_run", map_run)
 
 
+def patch_lambda_unknown(patcher: Patcher) -> None:
+    """Name a Lambda failure without an `errorType` `Lambda.Unknown`, as Step Functions does.
+
+    The Lambda runtime answers a timed-out or out-of-memory invocation with FunctionError "Unhandled"
+    and a payload holding only `errorMessage`; Step Functions reports that as `Lambda.Unknown`. moto's
+    engine names it "Exception", which no Retry in a real definition would name.
+    """
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_lambda import (
+        StateTaskServiceLambda,
+    )
+
+    original: Any = StateTaskServiceLambda._from_error
+
+    def from_error(self: Any, env: Any, ex: Exception) -> Any:
+        if isinstance(ex, lambda_eval_utils.LambdaFunctionErrorException):
+            try:
+                payload = json.loads(ex.payload)
+            except ValueError:
+                payload = None
+            if not isinstance(payload, dict) or "errorType" not in payload:
+                ex.payload = json.dumps({**(payload if isinstance(payload, dict) else {}), "errorType": LAMBDA_UNKNOWN})
+        return original(self, env, ex)
+
+    patcher.setattr(StateTaskServiceLambda, "_from_error", from_error)
+
+
 def install_routes(patcher: Patcher, moto: MotoLike) -> Router:
     """Patch moto (running in this process) so Lambda and ECS run our code; point its engine at the server."""
     from moto.awslambda.models import LambdaFunction
@@ -564,6 +610,7 @@ def install_routes(patcher: Patcher, moto: MotoLike) -> Router:
 
     patch_ecs_sync_failures(patcher, router)
     patch_map_run_failure_threshold(patcher)
+    patch_lambda_unknown(patcher)
 
     patcher.setattr(LambdaFunction, "_invoke_lambda", invoke_lambda)
     patcher.setattr(EC2ContainerServiceBackend, "run_task", run_task)
