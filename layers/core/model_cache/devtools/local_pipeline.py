@@ -542,7 +542,8 @@ def patch_lambda_unknown(patcher: Patcher) -> None:
             except ValueError:
                 payload = None
             if not isinstance(payload, dict) or "errorType" not in payload:
-                ex.payload = json.dumps({**(payload if isinstance(payload, dict) else {}), "errorType": LAMBDA_UNKNOWN})
+                named = {**(payload if isinstance(payload, dict) else {}), "errorType": LAMBDA_UNKNOWN}
+                ex = lambda_eval_utils.LambdaFunctionErrorException(ex.function_error, json.dumps(named))
         return original(self, env, ex)
 
     patcher.setattr(StateTaskServiceLambda, "_from_error", from_error)
