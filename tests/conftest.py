@@ -34,6 +34,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 EVENTS_DIR = REPO_ROOT / "events"
 SCHEMA_PATH = REPO_ROOT / "schemas" / "manifest.schema.json"
 REGION = "us-east-1"
+AUTHORIZER: Any = None  # the session moto server's s3_authz.Authorizer
 LOOPBACK = ["127.0.0.1", "localhost", "::1"]
 
 # Set before any test module imports boto3 clients or huggingface_hub constants, so that nothing
@@ -59,6 +60,15 @@ os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"  # until a test starts the Hub 
 _SESSION_HF_HOME = tempfile.mkdtemp(prefix="model-cache-test-hf-home-")
 os.environ["HF_HOME"] = _SESSION_HF_HOME
 os.environ["HF_HUB_CACHE"] = os.path.join(_SESSION_HF_HOME, "hub")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if AUTHORIZER is not None:
+        counts = AUTHORIZER.counts
+        terminalreporter.write_line(
+            f"S3 authorization (AWS's rules): {counts['authorized']} authorizations granted, "
+            f"{counts['refused']} refused in this run"
+        )
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -98,13 +108,17 @@ def moto_server() -> Iterator[MotoEndpoint]:
     """moto's real HTTP server on a free loopback port; AWS_ENDPOINT_URL points every boto3 client at it."""
     from moto.server import ThreadedMotoServer
 
-    from model_cache.devtools import moto_ranges
+    from model_cache.devtools import moto_ranges, s3_authz
 
     # S3's cost model for ranged GETs (O(range)), as the benchmarks measure against; the answers
     # themselves are stock moto's (tests/integration/test_moto_ranges.py).
     moto_ranges.install()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
+    # S3's and IAM's authorization (ARCHITECTURE.md 4): tests set the world up as the deployer; the
+    # pipeline's code runs as the template's roles (model_cache.devtools.s3_authz).
+    global AUTHORIZER
+    AUTHORIZER = s3_authz.enforce(server)
     host, port = server.get_host_and_port()
     endpoint = MotoEndpoint(url=f"http://{host}:{port}", host=host, port=port)
     previous = os.environ.get("AWS_ENDPOINT_URL")

@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 from model_cache import errors, ids, layout
 from model_cache.hubapi import HubFile
 from model_cache.publish import get_bytes, get_json
-from model_cache.transfer import iter_object, list_objects, s3_error, version_or_none
+from model_cache.transfer import is_missing, iter_object, list_objects, s3_error, version_or_none
 from model_cache.verify import FileHasher
 
 DriftKind = Literal[
@@ -134,7 +134,7 @@ def _check_file(s3: Any, bucket: str, entry: dict[str, Any], listed: dict[str, i
     try:
         head = s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+        if is_missing(s3, bucket, key, exc):
             report.drift.append(Drift("missing", key, f"{entry['path']} disappeared while being checked"))
             return
         raise s3_error(exc, bucket, f"checking {key}") from exc

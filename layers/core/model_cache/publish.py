@@ -18,7 +18,7 @@ from model_cache import manifest as manifest_mod
 from model_cache.hubapi import head_commit
 from model_cache.manifest import FileRecord
 from model_cache.plan import Plan
-from model_cache.transfer import precondition_failed, s3_error
+from model_cache.transfer import is_missing, precondition_failed, s3_error
 
 DEFAULT_BRANCH = layout.DEFAULT_REVISION
 PREVIOUS_COMMIT_METADATA = "previous-commit"  # on a ref the pipeline moved: the commit it moved off (gc's clock)
@@ -60,7 +60,7 @@ def get_with_etag(s3: Any, bucket: str, key: str) -> tuple[bytes | None, str | N
     try:
         response = s3.get_object(Bucket=bucket, Key=key)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+        if is_missing(s3, bucket, key, exc):
             return None, None
         raise s3_error(exc, bucket, f"reading {key}") from exc
     data: bytes = response["Body"].read()

@@ -21,7 +21,7 @@ from model_cache import ids, layout
 from model_cache.hubapi import HubFile
 from model_cache.plan import CopySource
 from model_cache.publish import get_bytes, get_json
-from model_cache.transfer import s3_error, version_or_none
+from model_cache.transfer import is_missing, s3_error, version_or_none
 
 HEAD_CONCURRENCY = 8  # within the default client's connection pool
 
@@ -84,7 +84,9 @@ def _checked_source(s3: Any, bucket: str, entry: dict[str, Any]) -> CopySource |
     try:
         head = s3.head_object(Bucket=bucket, Key=entry["key"], ChecksumMode="ENABLED", **pinned)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "NoSuchVersion", "404", "NotFound", "405"):
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchVersion", "405") or is_missing(
+            s3, bucket, entry["key"], exc
+        ):
             return None  # gone (gc, or removed by hand): fetch it from the Hub
         raise s3_error(exc, bucket, f"checking {entry['key']} for reuse") from exc
     if head.get("ContentLength") != entry["size"]:

@@ -80,6 +80,32 @@ def list_keys(s3: Any, bucket: str, prefix: str) -> list[str]:
     return [item["Key"] for item in list_objects(s3, bucket, prefix)]
 
 
+MISSING_CODES = ("NoSuchKey", "404", "NotFound")
+DENIED_CODES = ("AccessDenied", "403", "Forbidden")
+
+
+def is_missing(s3: Any, bucket: str, key: str, exc: ClientError) -> bool:
+    """Whether a failed GET or HEAD of `key` means the key does not exist.
+
+    S3 answers a missing key with 404 only to a caller that has s3:ListBucket on the bucket, and with
+    403 to any other (GetObject and HeadObject API references, "Permissions"); a ListBucket conditioned
+    on s3:prefix does not count there, since the read carries no prefix. Our roles list only their own
+    prefixes, so on a 403 the caller asks the listing it may make: one ListObjectsV2 of exactly this
+    name. The key is missing only when that listing is allowed and does not hold it; a refused listing
+    or a listed key leaves the 403 what it is, a denial.
+    """
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    if code in MISSING_CODES:
+        return True
+    if code not in DENIED_CODES:
+        return False
+    try:
+        listed = s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
+    except ClientError:
+        return False
+    return not any(item.get("Key") == key for item in listed.get("Contents", []))
+
+
 def s3_error(exc: ClientError, bucket: str, what: str) -> errors.ModelCacheError:
     """The domain error for an S3 ClientError, naming the bucket and the fix."""
     code = exc.response.get("Error", {}).get("Code", "")
@@ -996,7 +1022,7 @@ def _key_exists(s3: Any, bucket: str, key: str) -> bool:
     try:
         s3.head_object(Bucket=bucket, Key=key)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+        if is_missing(s3, bucket, key, exc):
             return False
         raise s3_error(exc, bucket, f"checking {key}") from exc
     return True

@@ -107,8 +107,28 @@ def read_object(s3: Any, bucket: str, key: str) -> bytes:
     try:
         body: bytes = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     except (ClientError, BotoCoreError) as exc:
+        if isinstance(exc, ClientError) and _listing_lacks(s3, bucket, key, exc):
+            raise NotCachedError(
+                f"s3://{bucket}/{key} does not exist: the model is not cached at this revision"
+            ) from exc
         raise s3_error(exc, bucket=bucket, key=key) from exc
     return body
+
+
+def _listing_lacks(s3: Any, bucket: str, key: str, exc: ClientError) -> bool:
+    """A 403 on a read is a miss when the pod's listing, which it may make, does not hold the key.
+
+    S3 answers a missing key 404 only to a caller with s3:ListBucket on the whole bucket and 403 to
+    one whose ListBucket is conditioned on s3:prefix, as the pods' is (GetObject API reference,
+    "Permissions"). One ListObjectsV2 of exactly this name tells a miss from a denial.
+    """
+    if exc.response.get("Error", {}).get("Code") not in ("AccessDenied", "403", "Forbidden"):
+        return False
+    try:
+        listed = s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
+    except (ClientError, BotoCoreError):
+        return False
+    return not any(item.get("Key") == key for item in listed.get("Contents", []))
 
 
 def resolve_commit(s3: Any, bucket: str, prefix: str, repo_id: str, revision: str) -> str:

@@ -47,6 +47,9 @@ from typing import Any, Protocol
 
 import boto3
 
+from model_cache.devtools import s3_authz, stack_iam
+from model_cache.devtools.s3_authz import Principal
+
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 MIB = 1024 * 1024
@@ -232,6 +235,7 @@ class LocalAws:
         # werkzeug logs one line per request, which would drown any console output.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         self._server.start()
+        self.authorizer = s3_authz.enforce(self._server)  # S3's and IAM's authorization rules
         self.host, self.port = self._server.get_host_and_port()
         self.url = f"http://{self.host}:{self.port}"
         return self
@@ -314,6 +318,9 @@ class Router:
     # Invocations to end as the Lambda runtime ends one that ran out of time, by handler folder: the
     # handler never runs and the payload has only an errorMessage (no errorType), as AWS returns it.
     lambda_timeouts: dict[str, int] = field(default_factory=dict)
+    # The role each function and copier task definition runs as (rendered from template.yaml).
+    function_principals: dict[str, Principal] = field(default_factory=dict)
+    copier_principals: dict[str, Principal] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     modules: dict[str, ModuleType] = field(default_factory=dict)
 
@@ -335,8 +342,12 @@ class Router:
                 self.invocations.append(Invocation(folder, None, TIMED_OUT))
             return pending > 0
 
-    def run_handler(self, folder: str, event: Any) -> tuple[str, bool]:
-        """Call the handler as the Lambda runtime does: (response payload JSON, errored)."""
+    def run_handler(self, folder: str, event: Any, principal: Principal | None = None) -> tuple[str, bool]:
+        """Call the handler as the Lambda runtime does, with its role's credentials: (payload JSON, errored)."""
+        with s3_authz.acting_as(principal):
+            return self._run_handler(folder, event)
+
+    def _run_handler(self, folder: str, event: Any) -> tuple[str, bool]:
         if self.take_timeout(folder):
             return json.dumps(
                 {"errorMessage": f"{time.strftime('%Y-%m-%dT%H:%M:%S')}Z Task timed out after 900.00 seconds"}
@@ -570,7 +581,7 @@ def install_routes(patcher: Patcher, moto: MotoLike) -> Router:
             for name, value in (self.environment_vars or {}).items():
                 if os.environ.get(name) != value:
                     patcher.setenv(name, str(value))
-        body, errored = router.run_handler(folder, event)
+        body, errored = router.run_handler(folder, event, router.function_principals.get(self.function_name))
         return body, errored, ""
 
     original_run_task = EC2ContainerServiceBackend.run_task
@@ -587,6 +598,10 @@ def install_routes(patcher: Patcher, moto: MotoLike) -> Router:
                 continue
             overrides = task.overrides or {}
             env = dict(os.environ)
+            # ECS hands the task role's credentials to the container (the copier's own AWS calls).
+            copier_role = router.copier_principals.get(task.task_definition_arn)
+            if copier_role is not None:
+                env.update(copier_role.credentials())
             for container in overrides.get("containerOverrides", []):
                 for variable in container.get("environment", []):
                     env[variable["name"]] = variable["value"]
@@ -642,6 +657,8 @@ class Stack:
     suffix: str = ""
     request_queue_url: str | None = None
     request_dlq_url: str | None = None
+    stack_name: str = ""
+    iam: stack_iam.StackIam | None = None
 
     def client(self, service: str) -> Any:
         return _client(service, self.moto.url)
@@ -727,7 +744,29 @@ def _create_function(stack: Stack, folder: str, environment: dict[str, str] | No
         spec["Environment"] = {"Variables": environment}
     arn = str(stack.client("lambda").create_function(**spec)["FunctionArn"])
     stack.router.functions[name] = folder
+    if stack.iam is not None:
+        stack.router.function_principals[name] = stack.iam.roles[stack_iam.FUNCTION_ROLES[folder]]
     return arn
+
+
+def _deploy_iam(stack: Stack, resources: dict[str, Any], parameters: dict[str, Any]) -> None:
+    """Render the template's roles and bucket policy for this stack, register each role with the
+    world's authorizer, and put the bucket policy on the bucket, as CloudFormation would."""
+    authorizer = s3_authz.active()
+    stack.iam = stack_iam.render_stack_iam(
+        repo_root() / "template.yaml",
+        stack_name=stack.stack_name,
+        bucket=stack.bucket,
+        parameters=parameters,
+        resources=resources,
+    )
+    for principal in stack.iam.roles.values():
+        authorizer.register(principal)
+    # moto's engine signs its S3 integrations (units.json, the refresh's models list) with one fixed
+    # key; on AWS the state machine's role makes them.
+    authorizer.register(stack.iam.roles[stack_iam.STATE_MACHINE_ROLE], access_key_id=s3_authz.STEP_FUNCTIONS_ENGINE_KEY)
+    if stack.iam.bucket_policy is not None:
+        stack.client("s3").put_bucket_policy(Bucket=stack.bucket, Policy=json.dumps(stack.iam.bucket_policy))
 
 
 def create_stack(
@@ -742,10 +781,18 @@ def create_stack(
     gated_prefix: str = "",
     prefix: str = "models",
     work_prefix: str = "_model-cache-work",
+    kms_key_arn: str = "",
+    operator_arns: tuple[str, ...] = (s3_authz.ADMIN_ARN,),
+    hf_token_secret_arn: str = "",
 ) -> Stack:
-    """IAM role, Lambda functions, ECS cluster + task definition, VPC bits, the state machine."""
+    """The template's resources in moto: Lambda functions, ECS cluster + task definition, VPC bits, the
+    state machine; and its IAM: each function, the copier and the state machine run as the role the
+    template gives them, under the bucket policy it puts on the bucket. `operator_arns` are the
+    template's OperatorPrincipalArns (the test harness sets the world up as an operator); with
+    `kms_key_arn` the bucket's default encryption is that customer managed key (EncryptionMode SSE-KMS)."""
     stack = Stack(moto=moto, router=router, bucket=bucket, prefix=prefix, work_prefix=work_prefix)
     stack.suffix = uuid.uuid4().hex[:8]
+    stack.stack_name = f"mc-{stack.suffix}"
     stack.role_arn = stack.client("iam").create_role(
         RoleName=f"model-cache-local-{stack.suffix}",
         AssumeRolePolicyDocument=json.dumps(
@@ -761,8 +808,12 @@ def create_stack(
             }
         ),
     )["Role"]["Arn"]
-    for key, folder in FUNCTION_FOLDERS.items():
-        stack.function_arns[key] = _create_function(stack, folder)
+    machine_name = f"{stack.stack_name}-model-cache"
+    machine_arn = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{machine_name}"
+    function_names = {
+        f"{folder.title().replace('_', '')}Function": f"mc-{folder.replace('_', '-')}-{stack.suffix}"
+        for folder in (*FUNCTION_FOLDERS.values(), REQUEST_FOLDER, "gc")
+    }
 
     ec2 = stack.client("ec2")
     vpc_id = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
@@ -773,7 +824,8 @@ def create_stack(
         "GroupId"
     ]
     ecs = stack.client("ecs")
-    cluster_arn = ecs.create_cluster(clusterName=f"copier-{stack.suffix}")["cluster"]["clusterArn"]
+    cluster_name = f"copier-{stack.suffix}"
+    cluster_arn = ecs.create_cluster(clusterName=cluster_name)["cluster"]["clusterArn"]
     task_definition_arn = ecs.register_task_definition(
         family=f"copier-{stack.suffix}",
         requiresCompatibilities=["FARGATE"],
@@ -784,6 +836,57 @@ def create_stack(
             {"name": "copier", "image": "model-cache-copier:local", "essential": True, "cpu": 2048, "memory": 8192}
         ],
     )["taskDefinition"]["taskDefinitionArn"]
+
+    if kms_key_arn:
+        stack.client("s3").put_bucket_encryption(
+            Bucket=bucket,
+            ServerSideEncryptionConfiguration={
+                "Rules": [
+                    {
+                        "ApplyServerSideEncryptionByDefault": {
+                            "SSEAlgorithm": "aws:kms",
+                            "KMSMasterKeyID": kms_key_arn,
+                        },
+                        "BucketKeyEnabled": True,
+                    }
+                ]
+            },
+        )
+    parameters = {
+        "CachePrefix": prefix,
+        "WorkPrefix": work_prefix,
+        "GatedPrefix": gated_prefix,
+        "EncryptionMode": "SSE-KMS" if kms_key_arn else "SSE-S3",
+        "KmsKeyArn": kms_key_arn,
+        "HfTokenSecretArn": hf_token_secret_arn,
+        "OperatorPrincipalArns": ",".join(operator_arns),
+        "CopierImageUri": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/model-cache-copier:local",
+        "CopierVpcId": vpc_id,
+        "CopierSubnetIds": subnet_id,
+    }
+    resources = {
+        **function_names,
+        **{
+            f"{name}.Arn": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{value}"
+            for name, value in function_names.items()
+        },
+        "ModelCacheStateMachine": machine_arn,
+        "ModelCacheStateMachine.Name": machine_name,
+        "CopierCluster": cluster_name,
+        "CopierCluster.Arn": cluster_arn,
+        "CopierTaskDefinition": task_definition_arn,
+        "CopierSecurityGroup.GroupId": group_id,
+        "CopierLogGroup.Arn": f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/ecs/{stack.stack_name}/copier",
+        "RequestQueue": f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{stack.stack_name}-requests",
+        "RequestQueue.Arn": f"arn:aws:sqs:{REGION}:{ACCOUNT}:{stack.stack_name}-requests",
+        "RequestDeadLetterQueue": f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{stack.stack_name}-requests-dlq",
+        "RequestDeadLetterQueue.Arn": f"arn:aws:sqs:{REGION}:{ACCOUNT}:{stack.stack_name}-requests-dlq",
+    }
+    _deploy_iam(stack, resources, parameters)
+    assert stack.iam is not None
+    router.copier_principals[task_definition_arn] = stack.iam.roles[stack_iam.COPIER_ROLE]
+    for key, folder in FUNCTION_FOLDERS.items():
+        stack.function_arns[key] = _create_function(stack, folder)
 
     substitutions = {
         **stack.function_arns,
@@ -804,7 +907,7 @@ def create_stack(
     }
     definition = render_asl(asl_path().read_text(), substitutions)
     stack.state_machine_arn = stack.sfn.create_state_machine(
-        name=f"model-cache-{stack.suffix}", definition=definition, roleArn=stack.role_arn, type="STANDARD"
+        name=machine_name, definition=definition, roleArn=stack.role_arn, type="STANDARD"
     )["stateMachineArn"]
     return stack
 

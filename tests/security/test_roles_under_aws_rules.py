@@ -1,0 +1,265 @@
+"""Issue 22's table, re-run under AWS's rules: every principal runs the real task code with exactly its role.
+
+Each row of the review that evaluated the roles on AWS is a test here. The roles, the boundary and
+the bucket policy are rendered from template.yaml (and the kro RGD) for the stack the test deploys
+(model_cache.devtools.stack_iam); the code signs with that role's keys (s3_authz.acting_as, or the
+role's keys in a subprocess's environment), and the world in front of moto decides as S3 and IAM do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from conftest import REGION, MotoEndpoint, shared_test_module, unique_name
+
+from model_cache import layout, publish, refresh, tracked
+from model_cache.devtools import modelgen, s3_authz, stack_iam
+from model_cache.devtools.local_pipeline import Router, Stack, create_stack, executing_state_machines, install_routes
+from model_cache.devtools.s3_authz import Principal
+from model_cache.transfer import _key_exists, s3_client
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+TINY = modelgen.TINY_MODEL
+OPERATOR_ARN = f"arn:aws:iam::{s3_authz.ACCOUNT}:role/model-cache-operators"
+
+
+@pytest.fixture
+def router(aws: MotoEndpoint, hf_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Router]:
+    with executing_state_machines(aws):
+        yield install_routes(monkeypatch, aws)
+
+
+@pytest.fixture
+def versioned_bucket(s3: Any) -> str:
+    name = unique_name("model-cache-roles")
+    s3.create_bucket(Bucket=name)
+    s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    return name
+
+
+def role(stack: Stack, name: str) -> Principal:
+    assert stack.iam is not None
+    return stack.iam.roles[name]
+
+
+def published(stack: Stack, repo_id: str = TINY) -> dict[str, Any]:
+    """Cache `repo_id` through the state machine (every task under its own role); its root manifest."""
+    execution = stack.run({"repo_id": repo_id})
+    assert execution["status"] == "SUCCEEDED", (execution.get("error"), execution.get("cause", "")[:500])
+    s3 = boto3.client("s3", region_name=REGION)
+    key = layout.root_manifest_key(stack.prefix, repo_id)
+    manifest: dict[str, Any] = json.loads(s3.get_object(Bucket=stack.bucket, Key=key)["Body"].read())
+    return manifest
+
+
+def denied(call: Any, **kwargs: Any) -> bool:
+    try:
+        call(**kwargs)
+    except ClientError as exc:
+        return exc.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    return False
+
+
+def test_publish_reads_a_commits_missing_manifest_as_absent_and_publishes_it(
+    router: Router, aws: MotoEndpoint, bucket: str
+) -> None:
+    # GIVEN a stack and a commit never published
+    stack = create_stack(aws, router, bucket)
+    missing = layout.manifest_key(stack.prefix, TINY, "a" * 40)
+    # WHEN Publish's role reads manifests/{commit}.json (its first-publish check)
+    with s3_authz.acting_as(role(stack, "PublishFunctionRole")):
+        found = publish.get_json(s3_client(), bucket, missing)
+    # THEN it is absent, not AccessDenied, and the whole first publish succeeds under the roles
+    assert found is None
+    assert published(stack)["repo_id"] == TINY
+
+
+def test_plan_checks_a_reusable_file_by_its_pinned_version(
+    router: Router, aws: MotoEndpoint, versioned_bucket: str
+) -> None:
+    # GIVEN a snapshot published into a versioned bucket (its manifest pins each file's version)
+    stack = create_stack(aws, router, versioned_bucket)
+    entry = next(item for item in published(stack)["files"] if item.get("version_id") and item.get("crc64nvme"))
+    # WHEN Plan's role checks it for reuse by a refresh (a HEAD with versionId)
+    with s3_authz.acting_as(role(stack, "PlanFunctionRole")):
+        source = refresh._checked_source(s3_client(), versioned_bucket, entry)
+    # THEN the pinned version is found and offered as the copy source
+    assert source is not None
+    assert source.version_id == entry["version_id"]
+
+
+def test_copy_unit_sees_a_missing_destination_and_copies_from_a_pinned_source(
+    router: Router, aws: MotoEndpoint, versioned_bucket: str
+) -> None:
+    stack = create_stack(aws, router, versioned_bucket)
+    entry = next(item for item in published(stack)["files"] if item.get("version_id"))
+    for copier, commit in (("CopyUnitFunctionRole", "b" * 40), ("CopierTaskRole", "d" * 40)):
+        destination = layout.file_key(stack.prefix, TINY, commit, entry["path"])
+        with s3_authz.acting_as(role(stack, copier)):
+            client = s3_client()
+        # WHEN the copy role looks for its destination, then copies the pinned version of the source
+        assert _key_exists(client, versioned_bucket, destination) is False
+        source = {"Bucket": versioned_bucket, "Key": entry["key"], "VersionId": entry["version_id"]}
+        client.copy_object(Bucket=versioned_bucket, Key=destination, CopySource=source)
+        # THEN the copy holds the verified bytes
+        assert _key_exists(client, versioned_bucket, destination) is True
+
+
+def test_tracked_models_reads_the_cached_refs_and_manifests(router: Router, aws: MotoEndpoint, bucket: str) -> None:
+    # GIVEN one model cached
+    stack = create_stack(aws, router, bucket)
+    published(stack)
+    # WHEN the scheduled refresh's TrackedModels role lists what to refresh
+    with s3_authz.acting_as(role(stack, "TrackedModelsFunctionRole")):
+        models = tracked.tracked_models(s3_client(), bucket, stack.prefix, "")
+    # THEN the cached model is there
+    assert [(model["repo_id"], model["revision"]) for model in models] == [(TINY, "main")]
+
+
+def test_the_request_lambda_takes_a_missing_ref_for_not_cached(
+    router: Router, aws: MotoEndpoint, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from model_cache.request_message import cached_result_stands, parse_request
+
+    # GIVEN a stack with nothing cached
+    stack = create_stack(aws, router, bucket)
+    monkeypatch.setenv("MODEL_CACHE_BUCKET", bucket)
+    monkeypatch.setenv("MODEL_CACHE_PREFIX", stack.prefix)
+    # WHEN the request Lambda's role asks whether a finished execution's result stands
+    with s3_authz.acting_as(role(stack, "RequestFunctionRole")):
+        stands = cached_result_stands(parse_request(TINY))
+    # THEN a missing ref means "run again" (False), not an AccessDenied that sends the message to the DLQ
+    assert stands is False
+
+
+def rgd_pod_role(stack: Stack) -> Principal:
+    """The kro RayService's pod role for this stack's bucket, bounded by the stack's boundary."""
+    kro = shared_test_module("deploy_kro", "tests/deploy/deploy_kro.py")
+    spec = {
+        "name": "text-ml",
+        "ingressHostname": "h",
+        "rayServeFile": "s3://x/app.zip",
+        "useModelCache": True,
+        "modelCacheBucket": stack.bucket,
+        "modelCachePrefix": stack.prefix,
+        "clusterName": "c",
+        "awsAccountId": s3_authz.ACCOUNT,
+    }
+    rendered = kro.render_instance(kro.load_rgd(), spec).included["modelCacheRole"]["spec"]
+    assert stack.iam is not None
+    return s3_authz.active().register(
+        Principal(
+            f"arn:aws:iam::{s3_authz.ACCOUNT}:role/{rendered['name']}",
+            [json.loads(document) for document in rendered["inlinePolicies"].values()],
+            boundary=stack.iam.managed_policies[stack_iam.PODS_BOUNDARY],
+        )
+    )
+
+
+def loader_pull(who: Principal, stack: Stack, repo_id: str, cache: str) -> subprocess.CompletedProcess[str]:
+    """`model-cache-loader pull` as the init container runs it, with the pod role's keys."""
+    env = {
+        **os.environ,
+        **who.credentials(),
+        "MODEL_CACHE_BUCKET": stack.bucket,
+        "MODEL_CACHE_PREFIX": stack.prefix,
+        "HF_HUB_CACHE": cache,
+    }
+    command = [sys.executable, "-m", "model_cache_loader", "pull", repo_id, "--fallback", "error"]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_a_pod_with_the_rgd_role_under_the_boundary_pulls_and_misses_cleanly(
+    router: Router, aws: MotoEndpoint, versioned_bucket: str, tmp_path: Any
+) -> None:
+    # GIVEN a model cached in a versioned bucket (every file GET pinned to its version_id)
+    stack = create_stack(aws, router, versioned_bucket)
+    published(stack)
+    pod = rgd_pod_role(stack)
+    # WHEN the init container pulls it with the RGD's role under the stack's boundary
+    pulled = loader_pull(pod, stack, TINY, str(tmp_path / "hub"))
+    # THEN it is pulled from S3
+    assert pulled.returncode == 0, pulled.stderr[-2000:]
+    # AND a model that is not cached is a miss (exit 3, the pod starts and falls back), not a denial (5)
+    missing = loader_pull(pod, stack, "test-org/never-cached", str(tmp_path / "hub2"))
+    assert missing.returncode == 3, missing.stderr[-2000:]
+    # AND the pod can write nothing
+    with s3_authz.acting_as(pod):
+        client = s3_client()
+    assert denied(client.put_object, Bucket=versioned_bucket, Key=f"{stack.prefix}/x", Body=b"x")
+
+
+@pytest.fixture
+def customer_key(aws: MotoEndpoint) -> str:
+    kms = boto3.client("kms", region_name=REGION, endpoint_url=aws.url)
+    return str(kms.create_key(Description="model cache")["KeyMetadata"]["Arn"])
+
+
+def test_with_a_customer_kms_key_the_pipeline_refresh_and_gc_work(
+    router: Router, aws: MotoEndpoint, bucket: str, customer_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from model_cache import gc
+
+    # GIVEN a stack whose bucket encrypts with a customer managed key (EncryptionMode SSE-KMS, KmsKeyArn)
+    stack = create_stack(aws, router, bucket, kms_key_arn=customer_key)
+    # WHEN a model is cached: the Distributed Map reads units.json, every task reads and writes SSE-KMS
+    published(stack)
+    # AND the scheduled refresh lists it, and gc reads the manifests and writes its marker
+    with s3_authz.acting_as(role(stack, "TrackedModelsFunctionRole")):
+        client = s3_client()
+        models = tracked.tracked_models(client, bucket, stack.prefix, "")
+        listed = tracked.write_tracked_list(
+            client, bucket, stack.prefix, "", work_prefix=stack.work_prefix, run_id="kms"
+        )
+    with s3_authz.acting_as(role(stack, "GcFunctionRole")):
+        report = gc.collect(
+            s3_client(), bucket, prefix=stack.prefix, keep=1, older_than_days=0, work_prefix=stack.work_prefix
+        )
+    # THEN all of it succeeded under the roles, and the published snapshot is kept
+    assert [model["repo_id"] for model in models] == [TINY]
+    assert listed["count"] == 1
+    assert report.deleted_snapshots == 0
+    assert [decision.action for decision in report.decisions] == ["keep"]
+    # AND no role reads the key's data without the grant: the pods' policy without KMS is refused
+    plain_pod = s3_authz.active().register(
+        Principal(
+            f"arn:aws:iam::{s3_authz.ACCOUNT}:role/pod-without-kms",
+            [{"Statement": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"], "Resource": "*"}]}],
+        )
+    )
+    with s3_authz.acting_as(plain_pod):
+        assert denied(s3_client().get_object, Bucket=bucket, Key=layout.root_manifest_key(stack.prefix, TINY))
+
+
+def test_operators_may_write_the_cache_and_no_one_else_outside_the_pipeline(
+    router: Router, aws: MotoEndpoint, bucket: str
+) -> None:
+    # GIVEN a stack whose OperatorPrincipalArns names the operators' role
+    stack = create_stack(aws, router, bucket, operator_arns=(OPERATOR_ARN,))
+    administrator = s3_authz.ADMINISTRATOR_ACCESS
+    operator = s3_authz.active().register(Principal(OPERATOR_ARN, [administrator]))
+    team_admin = s3_authz.active().register(
+        Principal(f"arn:aws:iam::{s3_authz.ACCOUNT}:role/data-platform-admin", [administrator])
+    )
+    key = layout.ref_key(stack.prefix, TINY, "main")
+    release = "model-cache-loader/0.1.0/model_cache_loader-0.1.0-py3-none-any.zip"
+    # WHEN an operator writes under the cache prefix and the loader release (sync --force, publish-loader)
+    with s3_authz.acting_as(operator):
+        client = s3_client()
+    client.put_object(Bucket=bucket, Key=key, Body=b"c" * 40)
+    client.put_object(Bucket=bucket, Key=release, Body=b"zip")
+    # THEN that works; an account administrator who is not an operator is refused both, and deletes
+    with s3_authz.acting_as(team_admin):
+        other = s3_client()
+    assert denied(other.put_object, Bucket=bucket, Key=key, Body=b"d" * 40)
+    assert denied(other.put_object, Bucket=bucket, Key=release, Body=b"evil")
+    assert denied(other.delete_object, Bucket=bucket, Key=key)
