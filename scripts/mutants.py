@@ -45,6 +45,8 @@ class Mutant:
     new: str
     tests: tuple[str, ...]
     guards: str
+    # Set for the test run instead of a text replacement (path and old empty): the grants group.
+    env: tuple[tuple[str, str], ...] = ()
 
 
 # The CPU cached variant's init container, from its exit test to the worker image: the shortest text
@@ -971,6 +973,43 @@ MUTANTS: tuple[Mutant, ...] = (
 )
 
 
+# --- least privilege, proved one way: every S3 and KMS grant of every role is needed by a test ---------
+# Generated from the policies rendered out of template.yaml (model_cache.devtools.stack_iam.grants):
+# each entry takes one action away from one Allow statement of one role (or of the pods' policy and
+# boundary) in the offline world, and the tests that run the pipeline and the loader under those roles
+# must then fail. Only S3 and KMS are enforced offline, so only their grants are entries.
+GRANT_TESTS = (
+    "tests/security/test_roles_under_aws_rules.py",
+    "tests/pipeline/test_state_machine.py",
+    "tests/operations/test_refresh_state_machine.py",
+)
+
+
+def grant_mutants() -> tuple[Mutant, ...]:
+    from model_cache.devtools import stack_iam
+
+    # Every optional statement rendered: a customer KMS key, a gated prefix, operators.
+    iam = stack_iam.render_stack_iam(
+        REPO_ROOT / "template.yaml",
+        stack_name="mutants",
+        bucket="model-cache-mutants",
+        parameters={**stack_iam.SAMPLE_PARAMETERS, "GatedPrefix": "gated-models", "EncryptionMode": "SSE-KMS"},
+        resources=stack_iam.resource_values("mutants", "mutants"),
+    )
+    return tuple(
+        Mutant(
+            f"grant: {grant.owner} without {grant.action} ({grant.sid})",
+            "",
+            "",
+            "",
+            GRANT_TESTS,
+            "least privilege: no grant is there that no test needs",
+            env=((stack_iam.WITHOUT_GRANT_ENV, grant.spec),),
+        )
+        for grant in stack_iam.grants(iam)
+    )
+
+
 def tracked_files() -> list[str]:
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
@@ -998,6 +1037,8 @@ def scratch_copy(files: list[str], into: Path) -> None:
 
 def apply(mutant: Mutant, tree: Path) -> str | None:
     """Apply the replacement in `tree`; None when done, else why it could not be."""
+    if mutant.env and not mutant.old:
+        return None  # the change is the environment of the test run
     target = tree / mutant.path
     text = target.read_text()
     count = text.count(mutant.old)
@@ -1007,9 +1048,12 @@ def apply(mutant: Mutant, tree: Path) -> str | None:
     return None
 
 
-def run_tests(tree: Path, tests: tuple[str, ...], *, first_failure: bool) -> tuple[int, str]:
+def run_tests(
+    tree: Path, tests: tuple[str, ...], *, first_failure: bool, extra_env: tuple[tuple[str, str], ...] = ()
+) -> tuple[int, str]:
     env = {
         **os.environ,
+        **dict(extra_env),
         "PYTHONPATH": os.pathsep.join([str(tree / "layers/core"), str(tree / "loader/src")]),
         "PYTHONDONTWRITEBYTECODE": "1",
     }
@@ -1024,7 +1068,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="run the entries whose name contains this text")
     parser.add_argument("--list", action="store_true", help="print the entries and stop")
     args = parser.parse_args(argv)
-    chosen = [mutant for mutant in MUTANTS if args.only in mutant.name]
+    chosen = [mutant for mutant in (*MUTANTS, *grant_mutants()) if args.only in mutant.name]
     if args.list:
         for mutant in chosen:
             print(f"{mutant.name}  ({mutant.path}): {mutant.guards}")
@@ -1050,7 +1094,7 @@ def main(argv: list[str] | None = None) -> int:
             if problem is not None:
                 verdict = f"error: {problem}"
             else:
-                code, _ = run_tests(tree, mutant.tests, first_failure=True)
+                code, _ = run_tests(tree, mutant.tests, first_failure=True, extra_env=mutant.env)
                 verdict = {0: "SURVIVED", 1: "killed"}.get(code, f"error: pytest exit {code}")
             seconds = time.monotonic() - started
             shown_tests = ", ".join(test.replace("tests/", "").split("::")[-1] for test in mutant.tests)

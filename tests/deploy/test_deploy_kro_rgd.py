@@ -527,7 +527,7 @@ def test_ray_version_matches_the_ray_the_app_is_tested_on(rgd: dict[str, Any]) -
 # IAM and Pod Identity
 # ---------------------------------------------------------------------------------------------
 
-READ_ONLY_ACTIONS = {"s3:GetObject", "s3:ListBucket"}
+READ_ONLY_ACTIONS = {"s3:GetObject", "s3:GetObjectVersion", "s3:ListBucket"}
 
 
 def assert_read_only_and_prefix_scoped(policy: dict[str, Any], bucket: str, prefix: str) -> None:
@@ -543,9 +543,12 @@ def assert_read_only_and_prefix_scoped(policy: dict[str, Any], bucket: str, pref
         resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
         assert set(actions) <= READ_ONLY_ACTIONS, f"not read-only: {actions}"
         if "s3:GetObject" in actions:
-            assert actions == ["s3:GetObject"]
-            # the cached files, or the one loader release the pods run (its exact key, no wildcard)
-            assert resources in ([f"arn:aws:s3:::{bucket}/{prefix}/*"], [f"arn:aws:s3:::{bucket}/{LOADER_ZIP_KEY}"])
+            # the cached files, read by version too (the loader pins each GET to the manifest's version_id),
+            # or the one loader release the pods run (its exact key, no wildcard, current version only)
+            assert (actions, resources) in (
+                (["s3:GetObject", "s3:GetObjectVersion"], [f"arn:aws:s3:::{bucket}/{prefix}/*"]),
+                (["s3:GetObject"], [f"arn:aws:s3:::{bucket}/{LOADER_ZIP_KEY}"]),
+            ), (actions, resources)
         if "s3:ListBucket" in actions:
             assert actions == ["s3:ListBucket"]
             assert resources == [f"arn:aws:s3:::{bucket}"], resources

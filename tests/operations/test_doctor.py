@@ -13,13 +13,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import shared_test_module, unique_name
+from conftest import REPO_ROOT, shared_test_module, unique_name
 
 from model_cache import cli
+from model_cache.devtools import stack_iam
 
 pytestmark = pytest.mark.integration
 
-policy_eval = shared_test_module("policy_eval", "tests/security/policy_eval.py")
 security = shared_test_module("test_security_template", "tests/security/test_security_template.py")
 
 
@@ -28,31 +28,21 @@ def as_the_stack_creates_it(s3: Any) -> str:
     name = unique_name("doctor")
     s3.create_bucket(Bucket=name)
     resources = security.template()["Resources"]
-    render = policy_eval.Deployment(
-        values={
-            "NoncurrentVersionExpirationDays": 30,
-            "AbortIncompleteMultipartUploadDays": 7,
-            "WorkPrefix": "_model-cache-work",
-            "CachePrefix": "models",
-            "CacheBucket.Arn": f"arn:aws:s3:::{name}",
-            **{f"{role}.Arn": f"arn:aws:iam::123456789012:role/{role}" for role in _writer_roles()},
-        },
-        conditions={"HasSharedPrincipals": False, "HasSharedOrganization": False, "HasGatedPrefix": False},
-    ).render
+    iam = stack_iam.render_stack_iam(
+        REPO_ROOT / "template.yaml",
+        stack_name="doctor",
+        bucket=name,
+        parameters=stack_iam.SAMPLE_PARAMETERS,
+        resources=stack_iam.resource_values("doctor", "doctor"),
+    )
+    render = iam.deployment.render
     properties = resources["CacheBucket"]["Properties"]
     s3.put_bucket_versioning(Bucket=name, VersioningConfiguration=properties["VersioningConfiguration"])
     s3.put_public_access_block(Bucket=name, PublicAccessBlockConfiguration=properties["PublicAccessBlockConfiguration"])
     rules = [_lifecycle_rule(render(rule)) for rule in properties["LifecycleConfiguration"]["Rules"]]
     s3.put_bucket_lifecycle_configuration(Bucket=name, LifecycleConfiguration={"Rules": rules})
-    policy = render(resources["CacheBucketPolicy"]["Properties"]["PolicyDocument"])
-    s3.put_bucket_policy(Bucket=name, Policy=json.dumps(policy))
+    s3.put_bucket_policy(Bucket=name, Policy=json.dumps(iam.bucket_policy))
     return name
-
-
-def _writer_roles() -> list[str]:
-    return [f"{name}FunctionRole" for name in ("Plan", "CopyUnit", "Finalize", "Publish", "Cleanup", "Gc")] + [
-        "CopierTaskRole"
-    ]
 
 
 def _lifecycle_rule(rule: dict[str, Any]) -> dict[str, Any]:

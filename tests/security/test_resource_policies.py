@@ -10,58 +10,54 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from policy_eval import Deployment, Request, denied
+from conftest import REPO_ROOT
 from test_security_template import template
+
+from model_cache.devtools import stack_iam
+from model_cache.devtools.iam_policy import Request, matching
 
 pytestmark = pytest.mark.unit
 
 ACCOUNT = "123456789012"
 BUCKET = "model-cache-bucket-abc"
 ROLES = ["Plan", "CopyUnit", "Finalize", "Publish", "Cleanup", "Gc"]
-QUEUE = f"arn:aws:sqs:us-east-1:{ACCOUNT}:model-cache-RequestQueue-abc"
+STACK = "model-cache"
+QUEUE = stack_iam.resource_values(STACK, "abc")["RequestQueue.Arn"]
 TLS = {"aws:SecureTransport": "true"}
 
 
+def deployment(sender_arns: list[str]) -> stack_iam.StackIam:
+    """template.yaml rendered for a stack with a gated prefix and these sender ARNs (model_cache.devtools.stack_iam)."""
+    return stack_iam.render_stack_iam(
+        REPO_ROOT / "template.yaml",
+        stack_name=STACK,
+        bucket=BUCKET,
+        parameters={
+            **stack_iam.SAMPLE_PARAMETERS,
+            "GatedPrefix": "gated-models",
+            "RequestSenderPrincipalArns": ",".join(sender_arns),
+        },
+        resources=stack_iam.resource_values(STACK, "abc"),
+    )
+
+
 def role_arn(name: str) -> str:
-    return f"arn:aws:iam::{ACCOUNT}:role/model-cache-{name}-ABC123"
+    return stack_iam.role_arn(STACK, name)
 
 
-def deployment(sender_arns: list[str]) -> Deployment:
-    values: dict[str, Any] = {
-        "AWS::Partition": "aws",
-        "AWS::Region": "us-east-1",
-        "AWS::AccountId": ACCOUNT,
-        "CacheBucket.Arn": f"arn:aws:s3:::{BUCKET}",
-        "CachePrefix": "models",
-        "GatedPrefix": "gated-models",
-        "WorkPrefix": "_model-cache-work",
-        "RequestQueue.Arn": QUEUE,
-        "RequestDeadLetterQueue.Arn": QUEUE + "-dlq",
-        "RequestSenderPrincipalArns": sender_arns,
-        "CopierTaskRole.Arn": role_arn("CopierTaskRole"),
-        "SharedReadPrincipalArns": [],
-        "SharedReadOrganizationId": "",
-    }
-    for name in ROLES:
-        values[f"{name}FunctionRole.Arn"] = role_arn(f"{name}FunctionRole")
-    conditions = {
-        "HasSharedPrincipals": False,
-        "HasSharedOrganization": False,
-        "HasSenderArns": bool(sender_arns),
-        "HasGatedPrefix": True,
-    }
-    return Deployment(values=values, conditions=conditions)
+def denied(policy: dict[str, Any], request: Request) -> list[str]:
+    """The Sids of the policy's Deny statements that match the request (IAM's evaluation logic)."""
+    return matching([policy], request, "Deny", ACCOUNT)
 
 
 def bucket_policy() -> dict[str, Any]:
-    rendered: dict[str, Any] = deployment([]).render(
-        template()["Resources"]["CacheBucketPolicy"]["Properties"]["PolicyDocument"]
-    )
+    rendered = deployment([]).bucket_policy
+    assert rendered is not None
     return rendered
 
 
 def queue_policy(sender_arns: list[str]) -> dict[str, Any]:
-    rendered: dict[str, Any] = deployment(sender_arns).render(
+    rendered: dict[str, Any] = deployment(sender_arns).deployment.render(
         template()["Resources"]["RequestQueuesPolicy"]["Properties"]["PolicyDocument"]
     )
     return rendered

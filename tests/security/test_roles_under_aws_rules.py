@@ -39,10 +39,10 @@ def router(aws: MotoEndpoint, hf_endpoint: str, monkeypatch: pytest.MonkeyPatch)
 
 
 @pytest.fixture
-def versioned_bucket(s3: Any) -> str:
+def unversioned_bucket(s3: Any) -> str:
+    """A bucket that never had versioning (the `bucket` fixture's is versioned): no version ids anywhere."""
     name = unique_name("model-cache-roles")
     s3.create_bucket(Bucket=name)
-    s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
     return name
 
 
@@ -70,9 +70,10 @@ def denied(call: Any, **kwargs: Any) -> bool:
 
 
 def test_publish_reads_a_commits_missing_manifest_as_absent_and_publishes_it(
-    router: Router, aws: MotoEndpoint, bucket: str
+    router: Router, aws: MotoEndpoint, unversioned_bucket: str
 ) -> None:
-    # GIVEN a stack and a commit never published
+    # GIVEN a stack on an unversioned bucket and a commit never published
+    bucket = unversioned_bucket
     stack = create_stack(aws, router, bucket)
     missing = layout.manifest_key(stack.prefix, TINY, "a" * 40)
     # WHEN Publish's role reads manifests/{commit}.json (its first-publish check)
@@ -83,35 +84,33 @@ def test_publish_reads_a_commits_missing_manifest_as_absent_and_publishes_it(
     assert published(stack)["repo_id"] == TINY
 
 
-def test_plan_checks_a_reusable_file_by_its_pinned_version(
-    router: Router, aws: MotoEndpoint, versioned_bucket: str
-) -> None:
+def test_plan_checks_a_reusable_file_by_its_pinned_version(router: Router, aws: MotoEndpoint, bucket: str) -> None:
     # GIVEN a snapshot published into a versioned bucket (its manifest pins each file's version)
-    stack = create_stack(aws, router, versioned_bucket)
+    stack = create_stack(aws, router, bucket)
     entry = next(item for item in published(stack)["files"] if item.get("version_id") and item.get("crc64nvme"))
     # WHEN Plan's role checks it for reuse by a refresh (a HEAD with versionId)
     with s3_authz.acting_as(role(stack, "PlanFunctionRole")):
-        source = refresh._checked_source(s3_client(), versioned_bucket, entry)
+        source = refresh._checked_source(s3_client(), bucket, entry)
     # THEN the pinned version is found and offered as the copy source
     assert source is not None
     assert source.version_id == entry["version_id"]
 
 
 def test_copy_unit_sees_a_missing_destination_and_copies_from_a_pinned_source(
-    router: Router, aws: MotoEndpoint, versioned_bucket: str
+    router: Router, aws: MotoEndpoint, bucket: str
 ) -> None:
-    stack = create_stack(aws, router, versioned_bucket)
+    stack = create_stack(aws, router, bucket)
     entry = next(item for item in published(stack)["files"] if item.get("version_id"))
     for copier, commit in (("CopyUnitFunctionRole", "b" * 40), ("CopierTaskRole", "d" * 40)):
         destination = layout.file_key(stack.prefix, TINY, commit, entry["path"])
         with s3_authz.acting_as(role(stack, copier)):
             client = s3_client()
         # WHEN the copy role looks for its destination, then copies the pinned version of the source
-        assert _key_exists(client, versioned_bucket, destination) is False
-        source = {"Bucket": versioned_bucket, "Key": entry["key"], "VersionId": entry["version_id"]}
-        client.copy_object(Bucket=versioned_bucket, Key=destination, CopySource=source)
+        assert _key_exists(client, bucket, destination) is False
+        source = {"Bucket": bucket, "Key": entry["key"], "VersionId": entry["version_id"]}
+        client.copy_object(Bucket=bucket, Key=destination, CopySource=source)
         # THEN the copy holds the verified bytes
-        assert _key_exists(client, versioned_bucket, destination) is True
+        assert _key_exists(client, bucket, destination) is True
 
 
 def test_tracked_models_reads_the_cached_refs_and_manifests(router: Router, aws: MotoEndpoint, bucket: str) -> None:
@@ -178,13 +177,20 @@ def loader_pull(who: Principal, stack: Stack, repo_id: str, cache: str) -> subpr
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
 
 
-def test_a_pod_with_the_rgd_role_under_the_boundary_pulls_and_misses_cleanly(
-    router: Router, aws: MotoEndpoint, versioned_bucket: str, tmp_path: Any
+def managed_policy_pod_role(stack: Stack) -> Principal:
+    """A pod role with the stack's PodReadOnlyPolicy attached, bounded by the stack's boundary."""
+    assert stack.iam is not None
+    return s3_authz.active().register(stack_iam.pod_principal(stack.iam, f"ray-pods-{stack.suffix}"))
+
+
+@pytest.mark.parametrize("pod_role", [rgd_pod_role, managed_policy_pod_role], ids=["kro RGD role", "PodReadOnlyPolicy"])
+def test_a_pod_role_under_the_boundary_pulls_and_misses_cleanly(
+    router: Router, aws: MotoEndpoint, bucket: str, tmp_path: Any, pod_role: Any
 ) -> None:
     # GIVEN a model cached in a versioned bucket (every file GET pinned to its version_id)
-    stack = create_stack(aws, router, versioned_bucket)
+    stack = create_stack(aws, router, bucket)
     published(stack)
-    pod = rgd_pod_role(stack)
+    pod = pod_role(stack)
     # WHEN the init container pulls it with the RGD's role under the stack's boundary
     pulled = loader_pull(pod, stack, TINY, str(tmp_path / "hub"))
     # THEN it is pulled from S3
@@ -195,7 +201,7 @@ def test_a_pod_with_the_rgd_role_under_the_boundary_pulls_and_misses_cleanly(
     # AND the pod can write nothing
     with s3_authz.acting_as(pod):
         client = s3_client()
-    assert denied(client.put_object, Bucket=versioned_bucket, Key=f"{stack.prefix}/x", Body=b"x")
+    assert denied(client.put_object, Bucket=bucket, Key=f"{stack.prefix}/x", Body=b"x")
 
 
 @pytest.fixture
@@ -204,15 +210,25 @@ def customer_key(aws: MotoEndpoint) -> str:
     return str(kms.create_key(Description="model cache")["KeyMetadata"]["Arn"])
 
 
-def test_with_a_customer_kms_key_the_pipeline_refresh_and_gc_work(
-    router: Router, aws: MotoEndpoint, bucket: str, customer_key: str, monkeypatch: pytest.MonkeyPatch
+def test_with_a_customer_kms_key_the_pipeline_refresh_gc_requests_and_pods_work(
+    router: Router, aws: MotoEndpoint, bucket: str, customer_key: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
     from model_cache import gc
+    from model_cache.request_message import cached_result_stands, parse_request
 
     # GIVEN a stack whose bucket encrypts with a customer managed key (EncryptionMode SSE-KMS, KmsKeyArn)
     stack = create_stack(aws, router, bucket, kms_key_arn=customer_key)
     # WHEN a model is cached: the Distributed Map reads units.json, every task reads and writes SSE-KMS
-    published(stack)
+    manifest = published(stack)
+    # AND an older snapshot no ref names lies beside it, for gc to take away (its marker is an SSE-KMS write)
+    admin = boto3.client("s3", region_name=REGION)
+    stale = "e" * 40
+    admin.put_object(Bucket=bucket, Key=layout.file_key(stack.prefix, TINY, stale, "config.json"), Body=b"{}")
+    admin.put_object(
+        Bucket=bucket,
+        Key=layout.manifest_key(stack.prefix, TINY, stale),
+        Body=json.dumps({**manifest, "commit": stale}).encode(),
+    )
     # AND the scheduled refresh lists it, and gc reads the manifests and writes its marker
     with s3_authz.acting_as(role(stack, "TrackedModelsFunctionRole")):
         client = s3_client()
@@ -222,13 +238,20 @@ def test_with_a_customer_kms_key_the_pipeline_refresh_and_gc_work(
         )
     with s3_authz.acting_as(role(stack, "GcFunctionRole")):
         report = gc.collect(
-            s3_client(), bucket, prefix=stack.prefix, keep=1, older_than_days=0, work_prefix=stack.work_prefix
+            s3_client(), bucket, prefix=stack.prefix, keep=0, older_than_days=0, work_prefix=stack.work_prefix
         )
-    # THEN all of it succeeded under the roles, and the published snapshot is kept
+    monkeypatch.setenv("MODEL_CACHE_BUCKET", bucket)
+    monkeypatch.setenv("MODEL_CACHE_PREFIX", stack.prefix)
+    with s3_authz.acting_as(role(stack, "RequestFunctionRole")):
+        stands = cached_result_stands(parse_request(f"{TINY}@{manifest['commit']}"))
+    pulled = loader_pull(managed_policy_pod_role(stack), stack, TINY, str(tmp_path / "hub"))
+    # THEN all of it succeeded under the roles: the published snapshot is kept, the stale one deleted
     assert [model["repo_id"] for model in models] == [TINY]
     assert listed["count"] == 1
-    assert report.deleted_snapshots == 0
-    assert [decision.action for decision in report.decisions] == ["keep"]
+    assert report.deleted_snapshots == 1
+    assert sorted(decision.commit for decision in report.decisions if decision.action == "delete") == [stale]
+    assert stands is True
+    assert pulled.returncode == 0, pulled.stderr[-2000:]
     # AND no role reads the key's data without the grant: the pods' policy without KMS is refused
     plain_pod = s3_authz.active().register(
         Principal(

@@ -385,7 +385,9 @@ def test_every_s3_object_grant_is_under_the_cache_or_work_prefix() -> None:
             text = sub_text(resource)
             if text.startswith("arn:${AWS::Partition}:s3:::${Bucket}") and text.endswith("${Bucket}"):
                 continue  # the bucket itself (ListBucket), checked by the prefix-condition test
-            if statement.actions == ["s3:GetObject"] and text.endswith("${Bucket}/model-cache-loader/*"):
+            if set(statement.actions) <= {"s3:GetObject", "s3:GetObjectVersion"} and text.endswith(
+                "${Bucket}/model-cache-loader/*"
+            ):
                 continue  # the loader's releases, read-only, beside the cache prefix
             if not re.search(r"\$\{Bucket\}/\$\{(CachePrefix|GatedPrefix|WorkPrefix)\}/", text):
                 outside.append((statement.where, statement.body.get("Sid"), text))
@@ -442,7 +444,8 @@ def test_the_tls_deny_covers_the_bucket_and_its_objects_exactly() -> None:
 
 def test_only_the_pipeline_roles_may_write_under_the_cache_prefix() -> None:
     """GIVEN the bucket policy  THEN a Deny for every principal covers every write and delete under the cache
-    prefix unless the principal is one of the roles that write it (and only those)."""
+    prefix and of the loader release unless the principal is one of the roles that write it (and only those) or
+    matches OperatorPrincipalArns (only when the parameter is set)."""
     policy = template()["Resources"]["CacheBucketPolicy"]["Properties"]["PolicyDocument"]
     [deny] = [
         s for s in statements_of(policy, "CacheBucketPolicy") if s.body.get("Sid") == "OnlyThePipelineWritesTheCache"
@@ -453,7 +456,11 @@ def test_only_the_pipeline_roles_may_write_under_the_cache_prefix() -> None:
     assert deny.resources == [
         {"Fn::Sub": "${CacheBucket.Arn}/${CachePrefix}/*"},
         {"Fn::If": ["HasGatedPrefix", {"Fn::Sub": "${CacheBucket.Arn}/${GatedPrefix}/*"}, {"Ref": "AWS::NoValue"}]},
+        {"Fn::Sub": "${CacheBucket.Arn}/model-cache-loader/*"},
     ]
+    assert deny.body["Condition"]["ArnNotLike"] == {
+        "Fn::If": ["HasOperators", {"aws:PrincipalArn": {"Ref": "OperatorPrincipalArns"}}, {"Ref": "AWS::NoValue"}]
+    }
     writers = deny.body["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]
     assert sorted(role["Fn::GetAtt"][0] for role in writers) == sorted(
         [

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from model_cache.devtools import local_pipeline, modelgen
+from model_cache.devtools import local_pipeline, modelgen, s3_authz
 
 DEMO_DIR_ENV = "MODEL_CACHE_DEMO_DIR"
 SYNTHETIC_MB_ENV = "MODEL_CACHE_DEMO_SYNTHETIC_MB"
@@ -161,8 +161,9 @@ def stage_start_servers(world: DemoWorld) -> None:
     os.environ.update(
         {
             "AWS_ENDPOINT_URL": world.aws.url,
-            "AWS_ACCESS_KEY_ID": "demo",
-            "AWS_SECRET_ACCESS_KEY": "demo",
+            # The deployer's keys (an operator of the stack); the pipeline's tasks run as their own roles.
+            "AWS_ACCESS_KEY_ID": s3_authz.ADMIN_ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": s3_authz.ADMIN_ACCESS_KEY,
             "AWS_DEFAULT_REGION": REGION,
             "AWS_REGION": REGION,
             **HANDLER_ENVIRONMENT,

@@ -730,7 +730,7 @@ def _zip_of(folder: str) -> bytes:
 
 
 def _create_function(stack: Stack, folder: str, environment: dict[str, str] | None = None) -> str:
-    name = f"mc-{folder.replace('_', '-')}-{stack.suffix}"
+    name = stack_iam.function_name(folder, stack.suffix)
     spec: dict[str, Any] = {
         "FunctionName": name,
         "Runtime": "python3.12",
@@ -809,12 +809,6 @@ def create_stack(
         ),
     )["Role"]["Arn"]
     machine_name = f"{stack.stack_name}-model-cache"
-    machine_arn = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{machine_name}"
-    function_names = {
-        f"{folder.title().replace('_', '')}Function": f"mc-{folder.replace('_', '-')}-{stack.suffix}"
-        for folder in (*FUNCTION_FOLDERS.values(), REQUEST_FOLDER, "gc")
-    }
-
     ec2 = stack.client("ec2")
     vpc_id = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
     # As for any Fargate VPC (and moto's awsvpc task model needs the ENI's DNS name).
@@ -824,8 +818,7 @@ def create_stack(
         "GroupId"
     ]
     ecs = stack.client("ecs")
-    cluster_name = f"copier-{stack.suffix}"
-    cluster_arn = ecs.create_cluster(clusterName=cluster_name)["cluster"]["clusterArn"]
+    cluster_arn = ecs.create_cluster(clusterName=f"copier-{stack.suffix}")["cluster"]["clusterArn"]
     task_definition_arn = ecs.register_task_definition(
         family=f"copier-{stack.suffix}",
         requiresCompatibilities=["FARGATE"],
@@ -853,6 +846,7 @@ def create_stack(
             },
         )
     parameters = {
+        **stack_iam.SAMPLE_PARAMETERS,
         "CachePrefix": prefix,
         "WorkPrefix": work_prefix,
         "GatedPrefix": gated_prefix,
@@ -860,28 +854,16 @@ def create_stack(
         "KmsKeyArn": kms_key_arn,
         "HfTokenSecretArn": hf_token_secret_arn,
         "OperatorPrincipalArns": ",".join(operator_arns),
-        "CopierImageUri": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/model-cache-copier:local",
         "CopierVpcId": vpc_id,
         "CopierSubnetIds": subnet_id,
     }
-    resources = {
-        **function_names,
-        **{
-            f"{name}.Arn": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{value}"
-            for name, value in function_names.items()
-        },
-        "ModelCacheStateMachine": machine_arn,
-        "ModelCacheStateMachine.Name": machine_name,
-        "CopierCluster": cluster_name,
-        "CopierCluster.Arn": cluster_arn,
-        "CopierTaskDefinition": task_definition_arn,
-        "CopierSecurityGroup.GroupId": group_id,
-        "CopierLogGroup.Arn": f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/ecs/{stack.stack_name}/copier",
-        "RequestQueue": f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{stack.stack_name}-requests",
-        "RequestQueue.Arn": f"arn:aws:sqs:{REGION}:{ACCOUNT}:{stack.stack_name}-requests",
-        "RequestDeadLetterQueue": f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{stack.stack_name}-requests-dlq",
-        "RequestDeadLetterQueue.Arn": f"arn:aws:sqs:{REGION}:{ACCOUNT}:{stack.stack_name}-requests-dlq",
-    }
+    resources = stack_iam.resource_values(
+        stack.stack_name,
+        stack.suffix,
+        cluster_arn=cluster_arn,
+        task_definition_arn=task_definition_arn,
+        security_group_id=group_id,
+    )
     _deploy_iam(stack, resources, parameters)
     assert stack.iam is not None
     router.copier_principals[task_definition_arn] = stack.iam.roles[stack_iam.COPIER_ROLE]

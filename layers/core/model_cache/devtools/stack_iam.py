@@ -8,6 +8,7 @@ machine gets the role SAM creates for it (`<LogicalId>Role`), holding the inline
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -31,6 +32,54 @@ COPIER_ROLE = "CopierTaskRole"
 STATE_MACHINE_ROLE = "ModelCacheStateMachineRole"
 POD_READ_ONLY_POLICY = "PodReadOnlyPolicy"
 PODS_BOUNDARY = "RayPodsPermissionsBoundary"
+# `make mutants` takes one grant away from the rendered policies ("Role|Sid|action"), to prove a test needs it.
+WITHOUT_GRANT_ENV = "MODEL_CACHE_WORLD_WITHOUT"
+ENFORCED_SERVICES = ("s3:", "kms:")  # the actions the offline world decides (model_cache.devtools.s3_authz)
+
+
+# The parameters without a default, as a deployment of the stack would give them.
+SAMPLE_PARAMETERS = {
+    "CopierImageUri": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/model-cache-copier:local",
+    "CopierVpcId": "vpc-0123456789abcdef0",
+    "CopierSubnetIds": "subnet-0123456789abcdef0",
+    "KmsKeyArn": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/00000000-0000-0000-0000-000000000000",
+}
+FUNCTION_FOLDERS = ("plan", "copy_unit", "finalize", "publish", "cleanup", "tracked_models", "request", "gc")
+
+
+def function_name(folder: str, suffix: str) -> str:
+    return f"mc-{folder.replace('_', '-')}-{suffix}"
+
+
+def resource_values(
+    stack_name: str,
+    suffix: str,
+    *,
+    cluster_arn: str = f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/copier",
+    task_definition_arn: str = f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/copier:1",
+    security_group_id: str = "sg-0123456789abcdef0",
+) -> dict[str, Any]:
+    """The Ref and GetAtt values of the resources the roles name, for a stack of this name."""
+    machine_name = f"{stack_name}-model-cache"
+    functions = {
+        f"{folder.title().replace('_', '')}Function": function_name(folder, suffix) for folder in FUNCTION_FOLDERS
+    }
+    queue = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{stack_name}-requests"
+    return {
+        **functions,
+        **{f"{name}.Arn": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{value}" for name, value in functions.items()},
+        "ModelCacheStateMachine": f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{machine_name}",
+        "ModelCacheStateMachine.Name": machine_name,
+        "CopierCluster": cluster_arn.rsplit("/", 1)[-1],
+        "CopierCluster.Arn": cluster_arn,
+        "CopierTaskDefinition": task_definition_arn,
+        "CopierSecurityGroup.GroupId": security_group_id,
+        "CopierLogGroup.Arn": f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/ecs/{stack_name}/copier",
+        "RequestQueue": queue,
+        "RequestQueue.Arn": f"arn:aws:sqs:{REGION}:{ACCOUNT}:{stack_name}-requests",
+        "RequestDeadLetterQueue": f"{queue}-dlq",
+        "RequestDeadLetterQueue.Arn": f"arn:aws:sqs:{REGION}:{ACCOUNT}:{stack_name}-requests-dlq",
+    }
 
 
 @cache
@@ -131,7 +180,53 @@ def render_stack_iam(
             iam.roles[name] = Principal(str(values[f"{name}.Arn"]), identity)
         elif kind == "AWS::S3::BucketPolicy":
             iam.bucket_policy = deployment.render(properties["PolicyDocument"])
+    without = os.environ.get(WITHOUT_GRANT_ENV)
+    if without:
+        _drop_grant(iam, *without.split("|"))
     return iam
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One enforced action of one Allow statement of a role or managed policy."""
+
+    owner: str  # role logical id (SAM's <Function>Role) or managed policy logical id
+    sid: str
+    action: str
+
+    @property
+    def spec(self) -> str:
+        return f"{self.owner}|{self.sid}|{self.action}"
+
+
+def _documents(iam: StackIam, owner: str) -> list[dict[str, Any]]:
+    if owner in iam.roles:
+        return iam.roles[owner].identity
+    return [iam.managed_policies[owner]]
+
+
+def grants(iam: StackIam) -> list[Grant]:
+    """Every S3 or KMS action an Allow statement grants, role by role and in the pods' managed policies."""
+    found = []
+    owners = [*sorted(iam.roles), POD_READ_ONLY_POLICY, PODS_BOUNDARY]
+    for owner in owners:
+        for document in _documents(iam, owner):
+            for index, statement in enumerate(as_list(document.get("Statement", []))):
+                if statement.get("Effect") != "Allow":
+                    continue
+                for action in as_list(statement.get("Action", [])):
+                    if str(action).startswith(ENFORCED_SERVICES):
+                        found.append(Grant(owner, str(statement.get("Sid", index)), str(action)))
+    return found
+
+
+def _drop_grant(iam: StackIam, owner: str, sid: str, action: str) -> None:
+    for document in _documents(iam, owner):
+        for index, statement in enumerate(as_list(document.get("Statement", []))):
+            if str(statement.get("Sid", index)) == sid and action in as_list(statement.get("Action", [])):
+                statement["Action"] = [kept for kept in as_list(statement["Action"]) if kept != action]
+                return
+    raise ValueError(f"{WITHOUT_GRANT_ENV}: no grant {owner}|{sid}|{action} in the rendered policies")
 
 
 def pod_principal(iam: StackIam, name: str = "ray-pods") -> Principal:
