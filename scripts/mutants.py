@@ -446,9 +446,9 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "security: the copy unit may write anywhere in the bucket",
         "template.yaml",
-        '- Sid: WriteRepoFilesAndUnitResults\n              Effect: Allow\n              Action: [s3:GetObject, s3:PutObject]\n              Resource:\n                - !Sub ["arn:${AWS::Partition}:s3:::${Bucket}/${CachePrefix}/*"',
-        '- Sid: WriteRepoFilesAndUnitResults\n              Effect: Allow\n              Action: [s3:GetObject, s3:PutObject]\n              Resource:\n                - !Sub ["arn:${AWS::Partition}:s3:::${Bucket}/*"',
-        ("tests/security/test_security_template.py",),
+        '- Sid: WriteSnapshotFilesAndUnitResults\n              Effect: Allow\n              Action: s3:PutObject\n              Resource:\n                - !Sub ["arn:${AWS::Partition}:s3:::${Bucket}/${CachePrefix}/*/snapshots/*"',
+        '- Sid: WriteSnapshotFilesAndUnitResults\n              Effect: Allow\n              Action: s3:PutObject\n              Resource:\n                - !Sub ["arn:${AWS::Partition}:s3:::${Bucket}/*"',
+        ("tests/security/test_security_template.py", "tests/security/test_roles_under_aws_rules.py::test_each_role_is_refused_outside_its_need"),
         "a copy unit writes only under the cache and work prefixes",
     ),
     Mutant(
@@ -518,9 +518,9 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "governance: finalize may destroy cached versions",
         "template.yaml",
-        "              Action: [s3:GetObject, s3:GetObjectVersion, s3:PutObject, s3:DeleteObject]",
-        "              Action: [s3:GetObject, s3:GetObjectVersion, s3:PutObject, s3:DeleteObject, s3:DeleteObjectVersion]",
-        ("tests/security/test_security_template.py",),
+        "              Action: [s3:PutObject, s3:DeleteObject, s3:AbortMultipartUpload]",
+        "              Action: [s3:PutObject, s3:DeleteObject, s3:AbortMultipartUpload, s3:DeleteObjectVersion]",
+        ("tests/security/test_security_template.py", "tests/security/test_roles_under_aws_rules.py::test_each_role_is_refused_outside_its_need"),
         "no pipeline role can permanently delete a cached version",
     ),
     Mutant(
@@ -897,8 +897,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "deploy: the pods' boundary admits the whole bucket",
         "template.yaml",
-        'Sid: BoundaryReadCacheAndLoaderReleases\n            Effect: Allow\n            Action: s3:GetObject\n            Resource:\n              - !Sub ["arn:${AWS::Partition}:s3:::${Bucket}/${CachePrefix}/*"',
-        'Sid: BoundaryReadCacheAndLoaderReleases\n            Effect: Allow\n            Action: s3:GetObject\n            Resource:\n              - !Sub ["arn:${AWS::Partition}:s3:::${Bucket}/*"',
+        'Sid: BoundaryReadCacheAndLoaderReleases\n            Effect: Allow\n            Action: [s3:GetObject, s3:GetObjectVersion]\n            Resource:\n              - !Sub ["arn:${AWS::Partition}:s3:::${Bucket}/${CachePrefix}/*"',
+        'Sid: BoundaryReadCacheAndLoaderReleases\n            Effect: Allow\n            Action: [s3:GetObject, s3:GetObjectVersion]\n            Resource:\n              - !Sub ["arn:${AWS::Partition}:s3:::${Bucket}/*"',
         (
             "tests/security/test_security_template.py::test_the_boundary_refuses_what_an_instance_names_outside_the_cache",
         ),

@@ -286,3 +286,34 @@ def test_operators_may_write_the_cache_and_no_one_else_outside_the_pipeline(
     assert denied(other.put_object, Bucket=bucket, Key=key, Body=b"d" * 40)
     assert denied(other.put_object, Bucket=bucket, Key=release, Body=b"evil")
     assert denied(other.delete_object, Bucket=bucket, Key=key)
+
+
+def test_each_role_is_refused_outside_its_need(router: Router, aws: MotoEndpoint, bucket: str) -> None:
+    # GIVEN a published model and the roles of its stack
+    stack = create_stack(aws, router, bucket)
+    manifest = published(stack)
+    commit = manifest["commit"]
+    ref = layout.ref_key(stack.prefix, TINY, "main")
+    snapshot_file = layout.file_key(stack.prefix, TINY, commit, "config.json")
+
+    def refused(role_name: str, action: str, **kwargs: Any) -> bool:
+        with s3_authz.acting_as(role(stack, role_name)):
+            client = s3_client()
+        return denied(getattr(client, action), Bucket=bucket, **kwargs)
+
+    # THEN the copiers cannot move a ref or rewrite a manifest; nothing but gc and cleanup deletes
+    for copier in ("CopyUnitFunctionRole", "CopierTaskRole"):
+        assert refused(copier, "put_object", Key=ref, Body=b"f" * 40)
+        assert refused(copier, "put_object", Key=layout.manifest_key(stack.prefix, TINY, commit), Body=b"{}")
+        assert refused(copier, "delete_object", Key=snapshot_file)
+    # AND plan starts uploads of snapshot files only
+    assert refused("PlanFunctionRole", "put_object", Key=ref, Body=b"f" * 40)
+    # AND publish writes no snapshot file and deletes nothing
+    assert refused("PublishFunctionRole", "put_object", Key=snapshot_file, Body=b"{}")
+    assert refused("PublishFunctionRole", "delete_object", Key=ref)
+    # AND no pipeline role reads or writes outside the cache and work prefixes, nor destroys a version
+    for name in stack_iam.FUNCTION_ROLES.values():
+        assert refused(name, "put_object", Key="elsewhere/x", Body=b"x")
+    version = boto3.client("s3", region_name=REGION).head_object(Bucket=bucket, Key=snapshot_file)["VersionId"]
+    for name in ("FinalizeFunctionRole", "GcFunctionRole", "CleanupFunctionRole"):
+        assert refused(name, "delete_object", Key=snapshot_file, VersionId=version)
