@@ -448,7 +448,10 @@ MUTANTS: tuple[Mutant, ...] = (
         "template.yaml",
         '- Sid: WriteSnapshotFilesAndUnitResults\n              Effect: Allow\n              Action: s3:PutObject\n              Resource:\n                - !Sub ["arn:${AWS::Partition}:s3:::${Bucket}/${CachePrefix}/*/snapshots/*"',
         '- Sid: WriteSnapshotFilesAndUnitResults\n              Effect: Allow\n              Action: s3:PutObject\n              Resource:\n                - !Sub ["arn:${AWS::Partition}:s3:::${Bucket}/*"',
-        ("tests/security/test_security_template.py", "tests/security/test_roles_under_aws_rules.py::test_each_role_is_refused_outside_its_need"),
+        (
+            "tests/security/test_security_template.py",
+            "tests/security/test_roles_under_aws_rules.py::test_each_role_is_refused_outside_its_need",
+        ),
         "a copy unit writes only under the cache and work prefixes",
     ),
     Mutant(
@@ -520,7 +523,10 @@ MUTANTS: tuple[Mutant, ...] = (
         "template.yaml",
         "              Action: [s3:PutObject, s3:DeleteObject, s3:AbortMultipartUpload]",
         "              Action: [s3:PutObject, s3:DeleteObject, s3:AbortMultipartUpload, s3:DeleteObjectVersion]",
-        ("tests/security/test_security_template.py", "tests/security/test_roles_under_aws_rules.py::test_each_role_is_refused_outside_its_need"),
+        (
+            "tests/security/test_security_template.py",
+            "tests/security/test_roles_under_aws_rules.py::test_each_role_is_refused_outside_its_need",
+        ),
         "no pipeline role can permanently delete a cached version",
     ),
     Mutant(

@@ -317,3 +317,39 @@ def test_each_role_is_refused_outside_its_need(router: Router, aws: MotoEndpoint
     version = boto3.client("s3", region_name=REGION).head_object(Bucket=bucket, Key=snapshot_file)["VersionId"]
     for name in ("FinalizeFunctionRole", "GcFunctionRole", "CleanupFunctionRole"):
         assert refused(name, "delete_object", Key=snapshot_file, VersionId=version)
+
+
+def test_finalize_takes_its_own_bad_write_off_and_aborts_a_redundant_upload(
+    router: Router, aws: MotoEndpoint, bucket: str
+) -> None:
+    from model_cache.transfer import StoredObject, delete_own_write
+
+    # GIVEN an object this run's finalize completed (it failed its check) and an upload another run made redundant
+    stack = create_stack(aws, router, bucket)
+    admin = boto3.client("s3", region_name=REGION)
+    bad = layout.file_key(stack.prefix, TINY, "f" * 40, "model.safetensors")
+    etag = admin.put_object(Bucket=bucket, Key=bad, Body=b"bad bytes")["ETag"]
+    redundant = admin.create_multipart_upload(Bucket=bucket, Key=bad + ".2")["UploadId"]
+    # WHEN finalize's role takes its write off the key and aborts the upload
+    with s3_authz.acting_as(role(stack, "FinalizeFunctionRole")):
+        client = s3_client()
+    removed = delete_own_write(client, bucket, bad, StoredObject(version_id=None, crc64nvme=None, etag=etag))
+    client.abort_multipart_upload(Bucket=bucket, Key=bad + ".2", UploadId=redundant)
+    # THEN both happened under its own grants
+    assert removed is True
+    assert admin.list_objects_v2(Bucket=bucket, Prefix=bad).get("Contents", []) == []
+    assert admin.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_cleanup_run_again_after_it_removed_the_work_files_is_a_no_op(
+    router: Router, aws: MotoEndpoint, bucket: str
+) -> None:
+    # GIVEN a run whose cleanup already deleted its work files (plan.json included)
+    stack = create_stack(aws, router, bucket)
+    published(stack)
+    [first] = router.calls("cleanup")
+    # WHEN the cleanup task runs again with the same input (a retry after a lost response)
+    body, errored = router.run_handler("cleanup", first.event, role(stack, "CleanupFunctionRole"))
+    # THEN the missing plan reads as absent, not as AccessDenied, and the retry succeeds
+    assert errored is False, body
+    assert json.loads(body)["status"] == "cleaned"
