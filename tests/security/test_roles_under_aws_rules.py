@@ -252,6 +252,9 @@ def test_with_a_customer_kms_key_the_pipeline_refresh_gc_requests_and_pods_work(
     assert sorted(decision.commit for decision in report.decisions if decision.action == "delete") == [stale]
     assert stands is True
     assert pulled.returncode == 0, pulled.stderr[-2000:]
+    # AND gc took its marker away again (no claim is left to block a later run of that commit)
+    claims = admin.list_objects_v2(Bucket=bucket, Prefix=f"{stack.work_prefix}/claims/").get("Contents", [])
+    assert [item["Key"] for item in claims] == []
     # AND no role reads the key's data without the grant: the pods' policy without KMS is refused
     plain_pod = s3_authz.active().register(
         Principal(
