@@ -356,3 +356,25 @@ def test_cleanup_run_again_after_it_removed_the_work_files_is_a_no_op(
     # THEN the missing plan reads as absent, not as AccessDenied, and the retry succeeds
     assert errored is False, body
     assert json.loads(body)["status"] == "cleaned"
+
+
+def test_plan_undoes_its_uploads_and_its_claim_when_it_cannot_finish(
+    router: Router, aws: MotoEndpoint, bucket: str
+) -> None:
+    from model_cache import claims
+
+    # GIVEN a plan that started an upload and wrote its claim, then failed to write plan.json
+    stack = create_stack(aws, router, bucket)
+    with s3_authz.acting_as(role(stack, "PlanFunctionRole")):
+        client = s3_client()
+    key = layout.file_key(stack.prefix, TINY, "c" * 40, "model.safetensors")
+    upload = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    claim = f"{stack.work_prefix}/claims/{layout.repo_slug(TINY)}/{'c' * 40}/run-1"
+    client.put_object(Bucket=bucket, Key=claim, Body=b"{}")
+    # WHEN its role aborts the upload and releases the claim (steps.plan's failure path)
+    client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload)
+    claims.release(client, bucket, claim)
+    # THEN nothing of the failed plan is left
+    admin = boto3.client("s3", region_name=REGION)
+    assert admin.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert admin.list_objects_v2(Bucket=bucket, Prefix=claim).get("Contents", []) == []

@@ -396,6 +396,12 @@ def print_summary(world: DemoWorld, total: float) -> None:
     print("    -> model-cache-loader: ranged GETs, sha256 verified")
     print(f"    -> {world.hf_cache}/models--<org>--<name>/blobs/<sha256> <- snapshots/<commit>/<file>")
     print("    -> transformers from_pretrained(snapshot), offline")
+    if world.aws is not None:
+        counts = world.aws.authorizer.counts
+        print(
+            f"\nS3 authorization, as AWS decides it (every task under its own template role): "
+            f"{counts['authorized']} granted, {counts['refused']} refused"
+        )
 
 
 def stop_aws(aws: local_pipeline.LocalAws) -> None:

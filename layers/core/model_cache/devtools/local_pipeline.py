@@ -228,6 +228,7 @@ class LocalAws:
         self.host = host
         self.port = port
         self.url = ""
+        self.authorizer: s3_authz.Authorizer  # set by start()
 
     def start(self) -> LocalAws:
         import logging
