@@ -57,6 +57,7 @@ _CPU_INIT_TAIL = """
                           - {name: MODEL_CACHE_BUCKET, value: "${schema.spec.modelCacheBucket}"}
                           - {name: MODEL_CACHE_PREFIX, value: "${schema.spec.modelCachePrefix}"}
                           - {name: MODEL_CACHE_LOADER_KEY, value: "model-cache-loader/0.1.0/model_cache_loader-0.1.0-py3-none-any.zip"}
+                          - {name: MODEL_CACHE_LOADER_SHA256, value: "${schema.spec.modelCacheLoaderSha256}"}
                           - {name: AWS_REGION, value: "${schema.spec.awsRegion}"}
                           - {name: HF_HUB_CACHE, value: /models/hub}
                         volumeMounts:
@@ -899,6 +900,18 @@ MUTANTS: tuple[Mutant, ...] = (
         '[ "$rc" -eq 0 ] || true' + _CPU_INIT_TAIL,
         ("tests/deploy/test_deploy_kro_rgd.py::test_the_init_container_tolerates_a_miss_and_nothing_else",),
         "a pod whose model pull failed for a reason other than a miss does not start",
+    ),
+    Mutant(
+        "deploy: the init container runs a loader release whatever its digest",
+        "deploy/kro/ray-service.yaml",
+        'sys.exit(0 if want and got == want else "model-prefetch: the loader release " + os.environ["MODEL_CACHE_LOADER_KEY"] + " has sha256 " + got + ", not the pinned modelCacheLoaderSha256 " + (want or "(unset)"))\' "$loader" || exit 1\n                            rc=0\n                            PYTHONPATH="$loader" python -m model_cache_loader pull --fallback error --quiet || rc=$?\n                            [ "$rc" -eq 0 ] || [ "$rc" -eq 3 ]'
+        + _CPU_INIT_TAIL,
+        'sys.exit(0)\' "$loader" || exit 1\n                            rc=0\n                            PYTHONPATH="$loader" python -m model_cache_loader pull --fallback error --quiet || rc=$?\n                            [ "$rc" -eq 0 ] || [ "$rc" -eq 3 ]'
+        + _CPU_INIT_TAIL,
+        (
+            "tests/deploy/test_deploy_rendered_serve.py::test_the_rendered_rayservice_serves_from_the_cache_and_from_the_hub",
+        ),
+        "code from the bucket runs in every pod: only the release the instance pinned by sha256",
     ),
     Mutant(
         "deploy: the pods' boundary admits the whole bucket",

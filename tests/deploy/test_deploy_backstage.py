@@ -147,6 +147,7 @@ SAMPLE_ANSWERS = {
 CACHE_ANSWERS = {
     "useModelCache": True,
     "modelCacheBucket": "ray-model-cache-123456789012",
+    "modelCacheLoaderSha256": "0" * 64,
     "clusterName": "platform-eks",
     "awsAccountId": "123456789012",
 }

@@ -46,7 +46,7 @@ MODEL_SHAPE = {"hidden_size": 640, "num_layers": 12, "shards": 2}
 READY_TIMEOUT_SECONDS = 600
 
 
-def instance(bucket: str, app_zip_uri: str, cache: bool) -> dict[str, Any]:
+def instance(bucket: str, app_zip_uri: str, cache: bool, loader_sha256: str = "") -> dict[str, Any]:
     spec: dict[str, Any] = {
         "name": "text-ml",
         "ingressHostname": "ray.example.com",
@@ -59,6 +59,7 @@ def instance(bucket: str, app_zip_uri: str, cache: bool) -> dict[str, Any]:
         spec |= {
             "useModelCache": True,
             "modelCacheBucket": bucket,
+            "modelCacheLoaderSha256": loader_sha256,
             "clusterName": "local",
             "awsAccountId": "123456789012",
         }
@@ -99,7 +100,9 @@ def local_endpoints(aws_url: str, hub_url: str) -> dict[str, str]:
     }
 
 
-def run_init_container(service: dict[str, Any], volume: Path, endpoints: dict[str, str], tmp: Path) -> str:
+def run_init_container(
+    service: dict[str, Any], volume: Path, endpoints: dict[str, str], tmp: Path, *, succeeds: bool = True
+) -> str:
     """The worker's init container, its script and variables as rendered; returns its stderr."""
     (init,) = worker_pod(service)["initContainers"]
     assert init["command"] == ["/bin/bash", "-c"]
@@ -111,7 +114,7 @@ def run_init_container(service: dict[str, Any], volume: Path, endpoints: dict[st
         **endpoints,
     }
     done = subprocess.run(["/bin/bash", "-c", init["args"][0]], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    assert (done.returncode == 0) is succeeds, done.stderr
     return done.stderr
 
 
@@ -198,15 +201,28 @@ def test_the_rendered_rayservice_serves_from_the_cache_and_from_the_hub(
     )
     seed_snapshot(s3, bucket, MODEL_ID, files, commit=commit)
     model_bytes = sum(len(data) for data in files.values())
-    publish_loader(s3, bucket, loader_wheel)
+    release = publish_loader(s3, bucket, loader_wheel)
     s3.upload_file(str(app_zip(tmp_path / "text-generation.zip")), bucket, "apps/text-generation.zip")
     app_uri = f"s3://{bucket}/apps/text-generation.zip"
 
     # AND the RGD rendered for a CPU instance with the cache on, on the stock Ray image
-    cached = rendered_service(instance(bucket, app_uri, cache=True))
+    cached = rendered_service(instance(bucket, app_uri, cache=True, loader_sha256=release.zip_sha256))
     volume = tmp_path / "model-volume"
     volume.mkdir()
     endpoints = local_endpoints(aws.url, hub.url)
+
+    # WHEN an instance pinned another release digest (the bucket's release was replaced, or never pinned)
+    # THEN its init container runs nothing of the bucket's code and stops the pod, naming both digests
+    for pinned in ("0" * 64, ""):
+        refused = run_init_container(
+            rendered_service(instance(bucket, app_uri, cache=True, loader_sha256=pinned)),
+            volume,
+            endpoints,
+            tmp_path,
+            succeeds=False,
+        )
+        assert release.zip_sha256 in refused
+        assert list(volume.iterdir()) == []
     worker = worker_pod(cached)["containers"][0]
 
     # WHEN the worker's init container runs, as rendered, on the empty volume

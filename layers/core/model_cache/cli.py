@@ -256,6 +256,7 @@ def run_publish_loader(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
     release = publish_loader(s3_client(), args.bucket, args.wheel)
     state = "published" if release.written else "already published, same files"
     err.write(f"model-cache: model-cache-loader {release.version} {state}: s3://{args.bucket}/{release.wheel_key}\n")
+    err.write(f"model-cache: its sha256 is {release.zip_sha256}: set the RayService's modelCacheLoaderSha256 to it\n")
     out.write(release.py_modules_uri + "\n")
     return EXIT_OK
 

@@ -42,6 +42,9 @@ class LoaderRelease:
     bucket: str
     # False when this exact wheel was already there (publishing again is a no-op).
     written: bool
+    # sha256 of the bytes at zip_key (the first publication's, when this one was a no-op): the digest a
+    # RayService pins (modelCacheLoaderSha256) and its init container checks before running the release.
+    zip_sha256: str = ""
 
     @property
     def py_modules_uri(self) -> str:
@@ -104,10 +107,12 @@ def publish_loader(s3: Any, bucket: str, wheel: Path) -> LoaderRelease:
     files_digest = wheel_files_digest(data)
     written = False
     keys = release_keys(version)
+    stored = data
     for key in keys:
         try:
             put_bytes(s3, bucket, key, data, WHEEL_CONTENT_TYPE, create=True)
             written = True
+            stored = data
         except Conflict:
             published = get_bytes(s3, bucket, key)
             if published is None or wheel_files_digest(published) != files_digest:
@@ -115,7 +120,15 @@ def publish_loader(s3: Any, bucket: str, wheel: Path) -> LoaderRelease:
                     f"s3://{bucket}/{key} already holds model-cache-loader {version} with other files; "
                     "a published version is never replaced: bump the version in loader/pyproject.toml"
                 ) from None
-    return LoaderRelease(version=version, wheel_key=keys[0], zip_key=keys[1], bucket=bucket, written=written)
+            stored = published
+    return LoaderRelease(
+        version=version,
+        wheel_key=keys[0],
+        zip_key=keys[1],
+        bucket=bucket,
+        written=written,
+        zip_sha256=hashlib.sha256(stored).hexdigest(),
+    )
 
 
 def disk_request(total_size: int, headroom: float = 0.1) -> str:
