@@ -378,3 +378,35 @@ def test_plan_undoes_its_uploads_and_its_claim_when_it_cannot_finish(
     admin = boto3.client("s3", region_name=REGION)
     assert admin.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     assert admin.list_objects_v2(Bucket=bucket, Prefix=claim).get("Contents", []) == []
+
+
+def model_cache_cli(who: Principal, *args: str) -> subprocess.CompletedProcess[str]:
+    """A documented operator command, as the operator runs it: the `model-cache` CLI with that role's keys."""
+    env = {**os.environ, **who.credentials()}
+    command = [sys.executable, "-m", "model_cache.cli", *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_operator_commands_run_as_the_operator_and_no_one_else(router: Router, aws: MotoEndpoint, bucket: str) -> None:
+    from model_cache.errors import AccessDenied
+
+    # GIVEN a stack whose OperatorPrincipalArns names the operators' role (docs/deploy.md)
+    stack = create_stack(aws, router, bucket, operator_arns=(OPERATOR_ARN,))
+    operator = s3_authz.active().register(Principal(OPERATOR_ARN, [s3_authz.ADMINISTRATOR_ACCESS]))
+    team_admin = s3_authz.active().register(
+        Principal(f"arn:aws:iam::{s3_authz.ACCOUNT}:role/ml-team-admin", [s3_authz.ADMINISTRATOR_ACCESS])
+    )
+    sync = ("sync", TINY, "--bucket", bucket, "--prefix", stack.prefix)
+    # WHEN the operator runs `model-cache sync`, `sync --force` and a manual `gc`
+    synced = model_cache_cli(operator, *sync)
+    forced = model_cache_cli(operator, *sync, "--force")
+    collected = model_cache_cli(
+        operator, "gc", "--bucket", bucket, "--prefix", stack.prefix, "--keep", "0", "--older-than", "0"
+    )
+    # THEN each succeeds under the write protection
+    assert synced.returncode == 0, synced.stderr[-2000:]
+    assert forced.returncode == 0, forced.stderr[-2000:]
+    assert collected.returncode == 0, collected.stderr[-2000:]
+    # AND an account administrator who is not an operator is refused the same sync, with the access exit code
+    refused = model_cache_cli(team_admin, *sync, "--force")
+    assert refused.returncode == AccessDenied.exit_code, refused.stderr[-2000:]
