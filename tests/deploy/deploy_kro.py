@@ -353,3 +353,19 @@ def render_instance(rgd: Mapping[str, Any], spec: Mapping[str, Any], namespace: 
             included[resource_id] = rendered
             activation[resource_id] = {**rendered, "status": sample_status(resource_id, rendered)}
     return Rendered(included=included, excluded=excluded)
+
+
+def render_cache_role(bucket: str, prefix: str, account: str = SAMPLE_ACCOUNT) -> dict[str, Any]:
+    """The IAM Role (ACK) an instance with the cache on creates for its pods, for this bucket and prefix."""
+    spec = {
+        "name": "text-ml",
+        "ingressHostname": "h",
+        "rayServeFile": "s3://x/app.zip",
+        "useModelCache": True,
+        "modelCacheBucket": bucket,
+        "modelCachePrefix": prefix,
+        "clusterName": "c",
+        "awsAccountId": account,
+    }
+    role: dict[str, Any] = render_instance(load_rgd(), spec).included["modelCacheRole"]
+    return role

@@ -143,17 +143,7 @@ def test_the_request_lambda_takes_a_missing_ref_for_not_cached(
 def rgd_pod_role(stack: Stack) -> Principal:
     """The kro RayService's pod role for this stack's bucket, bounded by the stack's boundary."""
     kro = shared_test_module("deploy_kro", "tests/deploy/deploy_kro.py")
-    spec = {
-        "name": "text-ml",
-        "ingressHostname": "h",
-        "rayServeFile": "s3://x/app.zip",
-        "useModelCache": True,
-        "modelCacheBucket": stack.bucket,
-        "modelCachePrefix": stack.prefix,
-        "clusterName": "c",
-        "awsAccountId": s3_authz.ACCOUNT,
-    }
-    rendered = kro.render_instance(kro.load_rgd(), spec).included["modelCacheRole"]["spec"]
+    rendered = kro.render_cache_role(stack.bucket, stack.prefix, s3_authz.ACCOUNT)["spec"]
     assert stack.iam is not None
     return s3_authz.active().register(
         Principal(

@@ -604,17 +604,7 @@ def role_grants(bucket: str, prefix: str) -> list[tuple[str, str, list[str]]]:
     from conftest import shared_test_module
 
     kro = shared_test_module("deploy_kro", "tests/deploy/deploy_kro.py")
-    spec = {
-        "name": "text-ml",
-        "ingressHostname": "h",
-        "rayServeFile": "s3://x/app.zip",
-        "useModelCache": True,
-        "modelCacheBucket": bucket,
-        "modelCachePrefix": prefix,
-        "clusterName": "c",
-        "awsAccountId": "123456789012",
-    }
-    role = kro.render_instance(kro.load_rgd(), spec).included["modelCacheRole"]
+    role = kro.render_cache_role(bucket, prefix)
     grants = []
     for document in role["spec"]["inlinePolicies"].values():
         for statement in json.loads(document)["Statement"]:
