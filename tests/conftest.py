@@ -69,6 +69,11 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             f"S3 authorization (AWS's rules): {counts['authorized']} authorizations granted, "
             f"{counts['refused']} refused in this run"
         )
+        # Every refusal, to read what the world refused and to whom (the last 2,000 are kept).
+        dump = os.environ.get("MODEL_CACHE_WORLD_REFUSALS")
+        if dump:
+            lines = [f"{r.principal_arn}\t{r.action}\t{r.resource}\t{r.reason}" for r in AUTHORIZER.refusals]
+            Path(dump).write_text("\n".join(lines) + "\n")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
