@@ -11,6 +11,7 @@ runs once unmutated: it must pass, or no verdict means anything.
 
     python scripts/mutants.py                 # every entry
     python scripts/mutants.py --only refs     # entries whose name contains "refs"
+    python scripts/mutants.py --only grant:   # the least-privilege group, generated from the rendered policies
     python scripts/mutants.py --list          # the entries, no run
 
 Exits 0 only when every entry was killed. Not part of `make test`: it runs each entry's tests again.
@@ -1085,9 +1086,14 @@ def run_tests(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="run the entries whose name contains this text")
+    parser.add_argument("--exclude", default=None, help="leave out the entries whose name contains this text")
     parser.add_argument("--list", action="store_true", help="print the entries and stop")
     args = parser.parse_args(argv)
-    chosen = [mutant for mutant in (*MUTANTS, *grant_mutants()) if args.only in mutant.name]
+    chosen = [
+        mutant
+        for mutant in (*MUTANTS, *grant_mutants())
+        if args.only in mutant.name and (args.exclude is None or args.exclude not in mutant.name)
+    ]
     if args.list:
         for mutant in chosen:
             print(f"{mutant.name}  ({mutant.path}): {mutant.guards}")
