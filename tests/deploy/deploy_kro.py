@@ -355,9 +355,13 @@ def render_instance(rgd: Mapping[str, Any], spec: Mapping[str, Any], namespace: 
     return Rendered(included=included, excluded=excluded)
 
 
-def render_cache_role(bucket: str, prefix: str, account: str = SAMPLE_ACCOUNT) -> dict[str, Any]:
+def render_cache_role(
+    bucket: str, prefix: str, account: str = SAMPLE_ACCOUNT, *, kms_key_arn: str = "", region: str = "us-east-1"
+) -> dict[str, Any]:
     """The IAM Role (ACK) an instance with the cache on creates for its pods, for this bucket and prefix."""
     spec = {
+        "modelCacheKmsKeyArn": kms_key_arn,
+        "awsRegion": region,
         "name": "text-ml",
         "ingressHostname": "h",
         "rayServeFile": "s3://x/app.zip",

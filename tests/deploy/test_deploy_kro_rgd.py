@@ -573,6 +573,27 @@ def test_inline_policy_is_json_read_only_and_scoped_to_the_prefix(rgd: dict[str,
         assert_read_only_and_prefix_scoped(json.loads(document), BUCKET, prefix)
 
 
+KMS_KEY = "arn:aws:kms:us-west-2:123456789012:key/0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"
+
+
+def test_the_pods_may_decrypt_with_the_caches_key_only_when_named_and_only_through_s3(rgd: dict[str, Any]) -> None:
+    # GIVEN the cache on without and with modelCacheKmsKeyArn
+    def statements(**spec: Any) -> list[dict[str, Any]]:
+        role = render(rgd, **CACHED, **spec).included["modelCacheRole"]
+        return [s for document in role["spec"]["inlinePolicies"].values() for s in json.loads(document)["Statement"]]
+
+    plain, keyed = statements(), statements(modelCacheKmsKeyArn=KMS_KEY, awsRegion="us-west-2")
+    # THEN without a key no KMS statement is rendered; with one, exactly kms:Decrypt on that key via S3
+    assert [s for s in plain if str(s["Action"]).startswith("kms:")] == []
+    [decrypt] = [s for s in keyed if s["Action"] == "kms:Decrypt"]
+    assert decrypt["Resource"] == KMS_KEY
+    assert decrypt["Condition"] == {"StringEquals": {"kms:ViaService": "s3.us-west-2.amazonaws.com"}}
+    assert [s for s in keyed if s is not decrypt] == plain
+    # AND the schema refuses a key that is not a KMS key ARN
+    assert not schema_pattern(rgd, "modelCacheKmsKeyArn").fullmatch("*")
+    assert not schema_pattern(rgd, "modelCacheKmsKeyArn").fullmatch("arn:aws:kms:us-west-2:123456789012:alias/x")
+
+
 def test_policy_check_rejects_broader_grants() -> None:
     # GIVEN policies that grant too much  THEN the least-privilege check catches each of them
     too_broad = [

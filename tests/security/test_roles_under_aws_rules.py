@@ -140,10 +140,10 @@ def test_the_request_lambda_takes_a_missing_ref_for_not_cached(
     assert stands is False
 
 
-def rgd_pod_role(stack: Stack) -> Principal:
+def rgd_pod_role(stack: Stack, kms_key_arn: str = "") -> Principal:
     """The kro RayService's pod role for this stack's bucket, bounded by the stack's boundary."""
     kro = shared_test_module("deploy_kro", "tests/deploy/deploy_kro.py")
-    rendered = kro.render_cache_role(stack.bucket, stack.prefix, s3_authz.ACCOUNT)["spec"]
+    rendered = kro.render_cache_role(stack.bucket, stack.prefix, s3_authz.ACCOUNT, kms_key_arn=kms_key_arn)["spec"]
     assert stack.iam is not None
     return s3_authz.active().register(
         Principal(
@@ -235,6 +235,8 @@ def test_with_a_customer_kms_key_the_pipeline_refresh_gc_requests_and_pods_work(
     with s3_authz.acting_as(role(stack, "RequestFunctionRole")):
         stands = cached_result_stands(parse_request(f"{TINY}@{manifest['commit']}"))
     pulled = loader_pull(managed_policy_pod_role(stack), stack, TINY, str(tmp_path / "hub"))
+    pulled_by_rgd_pod = loader_pull(rgd_pod_role(stack, customer_key), stack, TINY, str(tmp_path / "hub-rgd"))
+    without_key = loader_pull(rgd_pod_role(stack), stack, TINY, str(tmp_path / "hub-rgd-no-key"))
     # THEN all of it succeeded under the roles: the published snapshot is kept, the stale one deleted
     assert [model["repo_id"] for model in models] == [TINY]
     assert listed["count"] == 1
@@ -242,6 +244,9 @@ def test_with_a_customer_kms_key_the_pipeline_refresh_gc_requests_and_pods_work(
     assert sorted(decision.commit for decision in report.decisions if decision.action == "delete") == [stale]
     assert stands is True
     assert pulled.returncode == 0, pulled.stderr[-2000:]
+    # AND a kro RGD pod given the key (modelCacheKmsKeyArn) pulls; one without it is refused (exit 5, not a miss)
+    assert pulled_by_rgd_pod.returncode == 0, pulled_by_rgd_pod.stderr[-2000:]
+    assert without_key.returncode == 5, without_key.stderr[-2000:]
     # AND gc took its marker away again (no claim is left to block a later run of that commit)
     claims = admin.list_objects_v2(Bucket=bucket, Prefix=f"{stack.work_prefix}/claims/").get("Contents", [])
     assert [item["Key"] for item in claims] == []
