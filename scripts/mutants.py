@@ -993,6 +993,102 @@ MUTANTS: tuple[Mutant, ...] = (
 )
 
 
+# --- the offline world authorizes like AWS (issue 22): each rule broken on its own ----------------------
+WORLD_TESTS = ("tests/security/test_authz_world.py",)
+ROLE_TESTS = ("tests/security/test_roles_under_aws_rules.py",)
+WORLD = f"{CORE}/devtools"
+WORLD_MUTANTS: tuple[Mutant, ...] = (
+    Mutant(
+        "world: a missing key is 404 to anyone",
+        f"{WORLD}/s3_authz.py",
+        'if status.startswith("404") and _bucket(call.bucket) is not None:',
+        'if False and status.startswith("404") and _bucket(call.bucket) is not None:',
+        WORLD_TESTS,
+        "S3 answers a missing key 403 to a caller without s3:ListBucket (GetObject API reference)",
+    ),
+    Mutant(
+        "world: a read by version id needs only GetObject",
+        f"{WORLD}/s3_authz.py",
+        '        return [Needed("s3:GetObjectVersion" if versioned else "s3:GetObject", call.object_arn)]\n',
+        '        return [Needed("s3:GetObject", call.object_arn)]\n',
+        WORLD_TESTS,
+        "GetObject/HeadObject with versionId need s3:GetObjectVersion",
+    ),
+    Mutant(
+        "world: SSE-KMS bodies need no kms:Decrypt",
+        f"{WORLD}/s3_authz.py",
+        "            if kms_key:\n                needed = _kms(",
+        "            if False:\n                needed = _kms(",
+        WORLD_TESTS,
+        "reading an SSE-KMS object under a customer managed key needs kms:Decrypt",
+    ),
+    Mutant(
+        "world: a permissions boundary is ignored",
+        f"{WORLD}/iam_policy.py",
+        "    if identity_allows and not boundary_allows:",
+        "    if False:",
+        WORLD_TESTS,
+        "a boundary limits what identity policies grant",
+    ),
+    Mutant(
+        "world: an explicit Deny does not win",
+        f"{WORLD}/iam_policy.py",
+        '        denied = matching(policies, request, "Deny", resource_account)',
+        "        denied: list[str] = []",
+        WORLD_TESTS,
+        "an explicit Deny in any policy overrides every Allow",
+    ),
+    Mutant(
+        "world: a prefix-bound ListBucket makes a missing key 404",
+        f"{WORLD}/s3_authz.py",
+        '            needed = Needed("s3:ListBucket", call.bucket_arn)',
+        '            needed = Needed("s3:ListBucket", call.bucket_arn, {"s3:prefix": call.key})',
+        WORLD_TESTS,
+        "the decided reading: the read carries no s3:prefix, so a prefix-conditioned ListBucket does not count",
+    ),
+    Mutant(
+        "authz: every 403 on a pipeline read is taken for a miss",
+        f"{CORE}/transfer.py",
+        '    return not any(item.get("Key") == key for item in listed.get("Contents", []))',
+        "    return True",
+        ROLE_TESTS,
+        "a denial stays a denial: only a listing that lacks the key makes a 403 a miss",
+    ),
+    Mutant(
+        "authz: every 403 on a loader read is taken for a miss",
+        f"{LOADER}/api.py",
+        '    return not any(item.get("Key") == key for item in listed.get("Contents", []))',
+        "    return True",
+        ROLE_TESTS,
+        "a pod refused the key's bytes (no kms:Decrypt) exits 5, not 3 (a miss would start a Hub fallback)",
+    ),
+    Mutant(
+        "authz: the write protection admits no operator",
+        "template.yaml",
+        "                - aws:PrincipalArn: !Ref OperatorPrincipalArns",
+        "                - aws:PrincipalArn: arn:aws:iam::000000000000:role/nobody",
+        ROLE_TESTS,
+        "operators named in OperatorPrincipalArns run sync, sync --force, gc and publish-loader",
+    ),
+    Mutant(
+        "authz: the loader release is not write-protected",
+        "template.yaml",
+        '              - !Sub "${CacheBucket.Arn}/model-cache-loader/*"\n            Condition:',
+        "            Condition:",
+        ROLE_TESTS,
+        "code every pod runs is written only by the pipeline and the operators",
+    ),
+    Mutant(
+        "retry: a Lambda timeout (Lambda.Unknown) fails publish",
+        "statemachine/model_cache.asl.json",
+        '"FunctionName": "${PublishFunctionArn}",\n        "Payload": {\n          "bucket.$": "$.plan.bucket",\n          "plan_key.$": "$.plan.plan_key"\n        }\n      },\n      "TimeoutSeconds": 300,\n      "Retry": [\n        {\n          "ErrorEquals": [\n            "Lambda.ServiceException",\n            "Lambda.Unknown",',
+        '"FunctionName": "${PublishFunctionArn}",\n        "Payload": {\n          "bucket.$": "$.plan.bucket",\n          "plan_key.$": "$.plan.plan_key"\n        }\n      },\n      "TimeoutSeconds": 300,\n      "Retry": [\n        {\n          "ErrorEquals": [\n            "Lambda.ServiceException",',
+        ("tests/pipeline/test_state_machine.py::test_a_lambda_timeout_is_reported_as_lambda_unknown_and_retried",),
+        "Step Functions reports a timeout or out-of-memory end as Lambda.Unknown; the Retry must name it",
+    ),
+)
+
+
 # --- least privilege, proved one way: every S3 and KMS grant of every role is needed by a test ---------
 # Generated from the policies rendered out of template.yaml (model_cache.devtools.stack_iam.grants):
 # each entry takes one action away from one Allow statement of one role (or of the pods' policy and
@@ -1091,7 +1187,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     chosen = [
         mutant
-        for mutant in (*MUTANTS, *grant_mutants())
+        for mutant in (*MUTANTS, *WORLD_MUTANTS, *grant_mutants())
         if args.only in mutant.name and (args.exclude is None or args.exclude not in mutant.name)
     ]
     if args.list:

@@ -24,6 +24,7 @@ from model_cache import layout, publish, refresh, tracked
 from model_cache.devtools import modelgen, s3_authz, stack_iam
 from model_cache.devtools.local_pipeline import Router, Stack, create_stack, executing_state_machines, install_routes
 from model_cache.devtools.s3_authz import Principal
+from model_cache.errors import AccessDenied
 from model_cache.transfer import _key_exists, s3_client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -312,6 +313,9 @@ def test_each_role_is_refused_outside_its_need(router: Router, aws: MotoEndpoint
     # AND no pipeline role reads or writes outside the cache and work prefixes, nor destroys a version
     for name in stack_iam.FUNCTION_ROLES.values():
         assert refused(name, "put_object", Key="elsewhere/x", Body=b"x")
+    # AND a 403 on a key that exists stays a denial: the role's listing holds the key, so it is not a miss
+    with s3_authz.acting_as(role(stack, "RequestFunctionRole")), pytest.raises(AccessDenied):
+        publish.get_json(s3_client(), bucket, snapshot_file)
     version = boto3.client("s3", region_name=REGION).head_object(Bucket=bucket, Key=snapshot_file)["VersionId"]
     for name in ("FinalizeFunctionRole", "GcFunctionRole", "CleanupFunctionRole"):
         assert refused(name, "delete_object", Key=snapshot_file, VersionId=version)
@@ -383,8 +387,6 @@ def model_cache_cli(who: Principal, *args: str) -> subprocess.CompletedProcess[s
 
 
 def test_operator_commands_run_as_the_operator_and_no_one_else(router: Router, aws: MotoEndpoint, bucket: str) -> None:
-    from model_cache.errors import AccessDenied
-
     # GIVEN a stack whose OperatorPrincipalArns names the operators' role (docs/deploy.md)
     stack = create_stack(aws, router, bucket, operator_arns=(OPERATOR_ARN,))
     operator = s3_authz.active().register(Principal(OPERATOR_ARN, [s3_authz.ADMINISTRATOR_ACCESS]))
