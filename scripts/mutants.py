@@ -1047,6 +1047,14 @@ WORLD_MUTANTS: tuple[Mutant, ...] = (
         "the decided reading: the read carries no s3:prefix, so a prefix-conditioned ListBucket does not count",
     ),
     Mutant(
+        "world: the request queue's policy is not evaluated",
+        f"{WORLD}/s3_authz.py",
+        "            resource_policy = queue_policy(needed.resource)",
+        "            resource_policy = None",
+        ("tests/security/test_roles_under_aws_rules.py::test_only_tagged_or_listed_senders_may_request_a_model",),
+        "SendMessage needs the queue policy's consent: only listed or tagged senders",
+    ),
+    Mutant(
         "authz: every 403 on a pipeline read is taken for a miss",
         f"{CORE}/transfer.py",
         '    return not any(item.get("Key") == key for item in listed.get("Contents", []))',

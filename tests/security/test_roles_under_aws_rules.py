@@ -407,3 +407,41 @@ def test_operator_commands_run_as_the_operator_and_no_one_else(router: Router, a
     # AND an account administrator who is not an operator is refused the same sync, with the access exit code
     refused = model_cache_cli(team_admin, *sync, "--force")
     assert refused.returncode == AccessDenied.exit_code, refused.stderr[-2000:]
+
+
+def test_only_tagged_or_listed_senders_may_request_a_model(router: Router, aws: MotoEndpoint, bucket: str) -> None:
+    from model_cache.devtools.local_pipeline import add_request_queue
+
+    # GIVEN a stack's request queue under the template's queue policy, and the RequestSenderPolicy output
+    stack = create_stack(aws, router, bucket)
+    queue_url = add_request_queue(stack)
+    assert stack.iam is not None
+    sender_policy = stack.iam.managed_policies["RequestSenderPolicy"]
+
+    def send(who: Principal) -> str:
+        """ "sent", or the error code SQS answered."""
+        keys = who.credentials()
+        client = boto3.client(
+            "sqs",
+            region_name=REGION,
+            endpoint_url=aws.url,
+            aws_access_key_id=keys["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"],
+            aws_session_token=keys["AWS_SESSION_TOKEN"],
+        )
+        try:
+            client.send_message(QueueUrl=queue_url, MessageBody=json.dumps({"repo_id": TINY}))
+        except ClientError as exc:
+            return str(exc.response["Error"]["Code"])
+        return "sent"
+
+    def principal(name: str, policy: dict[str, Any], **tags: str) -> Principal:
+        arn = f"arn:aws:iam::{s3_authz.ACCOUNT}:role/{name}-{stack.suffix}"
+        return s3_authz.active().register(Principal(arn, [policy], tags=tags))
+
+    # THEN a tagged principal with the sender policy may send; without the tag, or with s3:*-like admin
+    # rights but no tag, it may not; a tag without the identity grant is not enough either
+    assert send(principal("team-sender", sender_policy, **{"model-cache-sender": "true"})) == "sent"
+    assert send(principal("untagged-sender", sender_policy)) == "AccessDenied"
+    assert send(principal("untagged-admin", s3_authz.ADMINISTRATOR_ACCESS)) == "AccessDenied"
+    assert send(principal("tag-only", {"Statement": []}, **{"model-cache-sender": "true"})) == "AccessDenied"

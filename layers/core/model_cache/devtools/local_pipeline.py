@@ -899,10 +899,10 @@ def add_request_queue(stack: Stack) -> str:
     """The request queue (with its dead-letter queue), the request Lambda (STATE_MACHINE_ARN wired
     as the template does) and the SQS event source mapping between them; returns the queue URL."""
     sqs = stack.client("sqs")
-    dlq_url = sqs.create_queue(QueueName=f"model-cache-requests-dlq-{stack.suffix}")["QueueUrl"]
+    dlq_url = sqs.create_queue(QueueName=f"{stack.stack_name}-requests-dlq")["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     queue_url = sqs.create_queue(
-        QueueName=f"model-cache-requests-{stack.suffix}",
+        QueueName=f"{stack.stack_name}-requests",
         Attributes={
             "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": REQUEST_MAX_RECEIVE_COUNT})
         },
@@ -916,6 +916,10 @@ def add_request_queue(stack: Stack) -> str:
         BatchSize=10,
         FunctionResponseTypes=["ReportBatchItemFailures"],
     )
+    # The template's queue policy: only listed or tagged senders (the world decides SendMessage with it).
+    if stack.iam is not None and stack.iam.queue_policy is not None:
+        for url in (queue_url, dlq_url):
+            sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(stack.iam.queue_policy)})
     stack.request_queue_url = str(queue_url)
     stack.request_dlq_url = str(dlq_url)
     return str(queue_url)

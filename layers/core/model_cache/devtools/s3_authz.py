@@ -39,7 +39,9 @@ tests/security/test_authz_world.py):
   completed multipart object).
 - `aws:SecureTransport` is "true": the loopback HTTP stands for the TLS every AWS client uses.
 
-Only S3 is decided here; the other services pass through to moto unchanged.
+- SQS `SendMessage` (and its batch form), the one other call the pipeline makes on a resource with a
+  policy: the sender's identity policy and the queue's policy (`aws:PrincipalTag/...` from the
+  principal's tags). Every other SQS action, and every other service, passes through to moto unchanged.
 """
 
 from __future__ import annotations
@@ -119,7 +121,9 @@ class Authorizer:
         self._principals: dict[str, Principal] = {}
         self.counts: Counter[str] = Counter()
         self.refusals: list[Refusal] = []
-        self.register(Principal(ADMIN_ARN, [ADMINISTRATOR_ACCESS]), access_key_id=ADMIN_ACCESS_KEY)
+        # The deployer also sends the tests' and the demo's requests: a tagged sender (the queue policy).
+        deployer = Principal(ADMIN_ARN, [ADMINISTRATOR_ACCESS], tags={"model-cache-sender": "true"})
+        self.register(deployer, access_key_id=ADMIN_ACCESS_KEY)
 
     def register(self, principal: Principal, *, access_key_id: str | None = None) -> Principal:
         with self._lock:
@@ -138,7 +142,12 @@ class Authorizer:
             **needed.context,
         }
         request = Request(principal.arn, needed.action, needed.resource, context)
-        resource_policy = bucket_policy(bucket) if needed.action.startswith("s3:") else None
+        if needed.action.startswith("s3:"):
+            resource_policy = bucket_policy(bucket)
+        elif needed.action.startswith("sqs:"):
+            resource_policy = queue_policy(needed.resource)
+        else:
+            resource_policy = None
         decision = evaluate(
             request,
             identity=principal.identity,
@@ -176,6 +185,18 @@ def _bucket(name: str) -> Any:
 def bucket_policy(name: str) -> dict[str, Any] | None:
     bucket = _bucket(name)
     policy = getattr(bucket, "policy", None)
+    if not policy:
+        return None
+    loaded: dict[str, Any] = json.loads(policy)
+    return loaded
+
+
+def queue_policy(queue_arn: str) -> dict[str, Any] | None:
+    """The queue's resource policy (its Policy attribute), as moto stores it."""
+    from moto.sqs.models import sqs_backends
+
+    queue = sqs_backends[ACCOUNT][REGION].queues.get(queue_arn.rsplit(":", 1)[-1])
+    policy = getattr(queue, "policy", None)
     if not policy:
         return None
     loaded: dict[str, Any] = json.loads(policy)
@@ -435,6 +456,8 @@ class AuthorizingApp:
             for key, values in urllib.parse.parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True).items()
         }
         access_key, service = _access_key(environ, query)
+        if service == "sqs":
+            return self._answer_sqs(access_key or "", environ, start_response)
         if service != "s3":
             return self.app(environ, start_response)  # type: ignore[no-any-return]
         principal = self.authorizer.principal(access_key or "")
@@ -468,6 +491,49 @@ class AuthorizingApp:
         if not call.is_object_read:
             return self.app(environ, start_response)  # type: ignore[no-any-return]
         return self._answer_read(call, principal, environ, start_response)
+
+    def _answer_sqs(
+        self, access_key: str, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        """SendMessage and SendMessageBatch: the sender's identity policy and the queue's policy (SQS
+        Developer Guide, "Identity and access management in Amazon SQS"); every other SQS action passes."""
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length)
+        environ["wsgi.input"] = io.BytesIO(body)
+        target = str(environ.get("HTTP_X_AMZ_TARGET", ""))
+        if target:
+            action = target.rsplit(".", 1)[-1]
+            queue_url = str(json.loads(body or b"{}").get("QueueUrl", ""))
+        else:
+            form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
+            action, queue_url = form.get("Action", [""])[0], form.get("QueueUrl", [""])[0]
+        if action not in ("SendMessage", "SendMessageBatch"):
+            return self.app(environ, start_response)  # type: ignore[no-any-return]
+        principal = self.authorizer.principal(access_key)
+        parts = queue_url.rstrip("/").split("/")
+        needed = Needed("sqs:SendMessage", f"arn:aws:sqs:{REGION}:{parts[-2]}:{parts[-1]}")
+        if principal is None:
+            decision = Decision(False, f"the access key {access_key} does not exist")
+        else:
+            decision = self.authorizer.decide(principal, needed, "")
+            self.authorizer.record(principal, needed, decision)
+        if decision.allowed:
+            return self.app(environ, start_response)  # type: ignore[no-any-return]
+        who = principal.arn if principal is not None else access_key
+        message = (
+            f"User: {who} is not authorized to perform: sqs:SendMessage on resource: {needed.resource} "
+            f"because {decision.reason}"
+        )
+        payload = json.dumps({"__type": "com.amazon.coral.service#AccessDeniedException", "message": message}).encode()
+        start_response(
+            "403 Forbidden",
+            [
+                ("Content-Type", "application/x-amz-json-1.0"),
+                ("x-amzn-query-error", "AccessDenied;Sender"),
+                ("Content-Length", str(len(payload))),
+            ],
+        )
+        return [payload]
 
     def _answer_read(
         self, call: S3Call, principal: Principal, environ: dict[str, Any], start_response: Callable[..., Any]

@@ -101,6 +101,7 @@ class StackIam:
     roles: dict[str, Principal] = field(default_factory=dict)
     managed_policies: dict[str, dict[str, Any]] = field(default_factory=dict)
     bucket_policy: dict[str, Any] | None = None
+    queue_policy: dict[str, Any] | None = None  # the request queues' (RequestQueuesPolicy)
 
     def role_arn(self, logical_id: str) -> str:
         return str(self.deployment.values[f"{logical_id}.Arn"])
@@ -180,6 +181,8 @@ def render_stack_iam(
             iam.roles[name] = Principal(str(values[f"{name}.Arn"]), identity)
         elif kind == "AWS::S3::BucketPolicy":
             iam.bucket_policy = deployment.render(properties["PolicyDocument"])
+        elif kind == "AWS::SQS::QueuePolicy":
+            iam.queue_policy = deployment.render(properties["PolicyDocument"])
     without = os.environ.get(WITHOUT_GRANT_ENV)
     if without:
         _drop_grant(iam, *without.split("|"))
