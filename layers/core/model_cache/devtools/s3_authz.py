@@ -106,7 +106,7 @@ class Refusal:
 
 @dataclass(frozen=True)
 class Needed:
-    """One authorization an S3 request needs."""
+    """One authorization a request needs: an action on a resource, with the request's own context keys."""
 
     action: str
     resource: str
@@ -134,7 +134,23 @@ class Authorizer:
         with self._lock:
             return self._principals.get(access_key_id)
 
-    def decide(self, principal: Principal, needed: Needed, bucket: str) -> Decision:
+    def authorize(self, principal: Principal, needed: Needed, bucket: str) -> Decision:
+        """IAM's decision for one needed authorization, counted (and kept, when refused)."""
+        decision = self._decide(principal, needed, bucket)
+        with self._lock:
+            if decision.allowed:
+                self.counts["authorized"] += 1
+            else:
+                self.counts["refused"] += 1
+                self.refusals.append(Refusal(principal.arn, needed.action, needed.resource, decision.reason))
+                del self.refusals[:-2000]
+        return decision
+
+    def refuse_unknown(self) -> None:
+        with self._lock:
+            self.counts["refused"] += 1
+
+    def _decide(self, principal: Principal, needed: Needed, bucket: str) -> Decision:
         context = {
             "aws:SecureTransport": "true",
             "aws:PrincipalAccount": principal.arn.split(":")[4],
@@ -156,19 +172,6 @@ class Authorizer:
             resource_account=ACCOUNT,
         )
         return decision
-
-    def record(self, principal: Principal, needed: Needed, decision: Decision) -> None:
-        with self._lock:
-            if decision.allowed:
-                self.counts["authorized"] += 1
-            else:
-                self.counts["refused"] += 1
-                self.refusals.append(Refusal(principal.arn, needed.action, needed.resource, decision.reason))
-                del self.refusals[:-2000]
-
-    def refused(self, principal_arn: str) -> list[Refusal]:
-        with self._lock:
-            return [refusal for refusal in self.refusals if refusal.principal_arn == principal_arn]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -462,7 +465,7 @@ class AuthorizingApp:
             return self.app(environ, start_response)  # type: ignore[no-any-return]
         principal = self.authorizer.principal(access_key or "")
         if principal is None:
-            self.authorizer.counts["refused"] += 1
+            self.authorizer.refuse_unknown()
             return _error(
                 start_response,
                 "403 Forbidden",
@@ -482,8 +485,7 @@ class AuthorizingApp:
             environ["wsgi.input"] = io.BytesIO(body)
         call = S3Call(method, bucket, key, query, _headers(environ), body)
         for needed in needed_for(call):
-            decision = self.authorizer.decide(principal, needed, bucket)
-            self.authorizer.record(principal, needed, decision)
+            decision = self.authorizer.authorize(principal, needed, bucket)
             if not decision.allowed:
                 return _error(
                     start_response, "403 Forbidden", "AccessDenied", _denied_message(principal, needed, decision)
@@ -515,8 +517,7 @@ class AuthorizingApp:
         if principal is None:
             decision = Decision(False, f"the access key {access_key} does not exist")
         else:
-            decision = self.authorizer.decide(principal, needed, "")
-            self.authorizer.record(principal, needed, decision)
+            decision = self.authorizer.authorize(principal, needed, "")
         if decision.allowed:
             return self.app(environ, start_response)  # type: ignore[no-any-return]
         who = principal.arn if principal is not None else access_key
@@ -550,8 +551,7 @@ class AuthorizingApp:
         refusal: tuple[Needed, Decision] | None = None
         if status.startswith("404") and _bucket(call.bucket) is not None:
             needed = Needed("s3:ListBucket", call.bucket_arn)
-            decision = self.authorizer.decide(principal, needed, call.bucket)
-            self.authorizer.record(principal, needed, decision)
+            decision = self.authorizer.authorize(principal, needed, call.bucket)
             if not decision.allowed:
                 refusal = (needed, decision)
         elif status.startswith(("200", "206")) and call.method == "GET":
@@ -560,8 +560,7 @@ class AuthorizingApp:
                 kms_key = bucket_kms_key(call.bucket)
             if kms_key:
                 needed = _kms("kms:Decrypt", kms_key)
-                decision = self.authorizer.decide(principal, needed, call.bucket)
-                self.authorizer.record(principal, needed, decision)
+                decision = self.authorizer.authorize(principal, needed, call.bucket)
                 if not decision.allowed:
                     refusal = (needed, decision)
         if refusal is None:
