@@ -160,6 +160,19 @@ def sfn(aws: MotoEndpoint) -> Any:
     return boto3.client("stepfunctions", region_name=REGION, endpoint_url=aws.url)
 
 
+def client_as(principal: Any, service: str = "s3") -> Any:
+    """A boto3 client signing with a registered principal's role-session keys (model_cache.devtools.s3_authz)."""
+    keys = principal.credentials()
+    return boto3.client(
+        service,
+        region_name=REGION,
+        endpoint_url=os.environ["AWS_ENDPOINT_URL"],
+        aws_access_key_id=keys["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"],
+        aws_session_token=keys["AWS_SESSION_TOKEN"],
+    )
+
+
 def unique_name(stem: str) -> str:
     return f"{stem}-{uuid.uuid4().hex[:12]}"
 

@@ -14,7 +14,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from conftest import REGION, MotoEndpoint
+from conftest import REGION, MotoEndpoint, client_as
 
 from model_cache.devtools import s3_authz
 from model_cache.devtools.iam_policy import Request, condition_holds, evaluate
@@ -50,18 +50,6 @@ def principal(*policies: dict[str, Any], boundary: dict[str, Any] | None = None,
     return s3_authz.active().register(registered)
 
 
-def client_as(aws: MotoEndpoint, who: Principal) -> Any:
-    keys = who.credentials()
-    return boto3.client(
-        "s3",
-        region_name=REGION,
-        endpoint_url=aws.url,
-        aws_access_key_id=keys["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"],
-        aws_session_token=keys["AWS_SESSION_TOKEN"],
-    )
-
-
 def error_of(call: Any, **kwargs: Any) -> tuple[int, str]:
     with pytest.raises(ClientError) as caught:
         call(**kwargs)
@@ -93,7 +81,7 @@ def test_an_explicit_deny_in_the_bucket_policy_wins_over_an_identity_allow(
     who = principal(allow("s3:*"))
     deny = {"Effect": "Deny", "Principal": {"AWS": who.arn}, "Action": "s3:PutObject", "Resource": arn(bucket, "*")}
     s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [deny]}))
-    client = client_as(aws, who)
+    client = client_as(who)
     # WHEN it writes  THEN it is refused, and what the Deny does not name still works
     assert error_of(client.put_object, Bucket=bucket, Key="a", Body=b"x") == (403, "AccessDenied")
     s3.put_object(Bucket=bucket, Key="b", Body=b"y")
@@ -104,7 +92,7 @@ def test_nothing_allowed_is_an_implicit_deny(aws: MotoEndpoint, bucket: str, s3:
     """IAM User Guide, Policy evaluation logic (reference_policies_evaluation-logic): a request no statement allows is
     denied."""
     s3.put_object(Bucket=bucket, Key="a", Body=b"x")
-    client = client_as(aws, principal(allow("s3:PutObject", resource=arn(bucket, "*"))))
+    client = client_as(principal(allow("s3:PutObject", resource=arn(bucket, "*"))))
     assert error_of(client.get_object, Bucket=bucket, Key="a") == (403, "AccessDenied")
 
 
@@ -113,8 +101,8 @@ def test_a_boundary_limits_and_never_grants(aws: MotoEndpoint, bucket: str, s3: 
     identity policies and boundary."""
     s3.put_object(Bucket=bucket, Key="a", Body=b"x")
     # GIVEN identity s3:* bounded by read-only, and a boundary that allows what the identity does not
-    bounded = client_as(aws, principal(allow("s3:*"), boundary=allow("s3:GetObject")))
-    granted_by_boundary_only = client_as(aws, principal(allow("s3:ListBucket"), boundary=allow("s3:*")))
+    bounded = client_as(principal(allow("s3:*"), boundary=allow("s3:GetObject")))
+    granted_by_boundary_only = client_as(principal(allow("s3:ListBucket"), boundary=allow("s3:*")))
     # THEN the bounded role reads but cannot write; the boundary alone grants no read
     assert bounded.get_object(Bucket=bucket, Key="a")["Body"].read() == b"x"
     assert error_of(bounded.put_object, Bucket=bucket, Key="b", Body=b"y") == (403, "AccessDenied")
@@ -128,7 +116,7 @@ def test_a_same_account_bucket_policy_grants_on_its_own(aws: MotoEndpoint, bucke
     grant = {"Effect": "Allow", "Principal": {"AWS": who.arn}, "Action": "s3:GetObject", "Resource": arn(bucket, "*")}
     s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [grant]}))
     s3.put_object(Bucket=bucket, Key="a", Body=b"x")
-    assert client_as(aws, who).get_object(Bucket=bucket, Key="a")["Body"].read() == b"x"
+    assert client_as(who).get_object(Bucket=bucket, Key="a")["Body"].read() == b"x"
 
 
 def test_another_accounts_principal_needs_both_policies(aws: MotoEndpoint, bucket: str, s3: Any) -> None:
@@ -136,14 +124,14 @@ def test_another_accounts_principal_needs_both_policies(aws: MotoEndpoint, bucke
     allow."""
     s3.put_object(Bucket=bucket, Key="a", Body=b"x")
     alone = principal(allow("s3:GetObject"), account=OTHER_ACCOUNT)
-    assert error_of(client_as(aws, alone).get_object, Bucket=bucket, Key="a") == (403, "AccessDenied")
+    assert error_of(client_as(alone).get_object, Bucket=bucket, Key="a") == (403, "AccessDenied")
     grant = {"Effect": "Allow", "Principal": {"AWS": alone.arn}, "Action": "s3:GetObject", "Resource": arn(bucket, "*")}
     s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [grant]}))
-    assert client_as(aws, alone).get_object(Bucket=bucket, Key="a")["Body"].read() == b"x"
+    assert client_as(alone).get_object(Bucket=bucket, Key="a")["Body"].read() == b"x"
     without_identity = principal(account=OTHER_ACCOUNT)
     grant["Principal"] = {"AWS": [alone.arn, without_identity.arn]}
     s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [grant]}))
-    assert error_of(client_as(aws, without_identity).get_object, Bucket=bucket, Key="a") == (403, "AccessDenied")
+    assert error_of(client_as(without_identity).get_object, Bucket=bucket, Key="a") == (403, "AccessDenied")
 
 
 @pytest.mark.unit
@@ -204,9 +192,9 @@ def test_a_missing_key_is_404_only_with_list_bucket(aws: MotoEndpoint, bucket: s
     read = allow("s3:GetObject", resource=arn(bucket, "*"))
     lister = {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": arn(bucket)}
     prefixed = {**lister, "Condition": {"StringLike": {"s3:prefix": ["models/*"]}}}
-    without = client_as(aws, principal(read))
-    listing = client_as(aws, principal(read, {"Statement": [lister]}))
-    prefix_bound = client_as(aws, principal(read, {"Statement": [prefixed]}))
+    without = client_as(principal(read))
+    listing = client_as(principal(read, {"Statement": [lister]}))
+    prefix_bound = client_as(principal(read, {"Statement": [prefixed]}))
     assert error_of(getattr(without, operation), Bucket=bucket, Key="models/missing")[0] == 403
     assert error_of(getattr(listing, operation), Bucket=bucket, Key="models/missing")[0] == 404
     assert error_of(getattr(prefix_bound, operation), Bucket=bucket, Key="models/missing")[0] == 403
@@ -218,8 +206,8 @@ def test_a_missing_key_is_404_only_with_list_bucket(aws: MotoEndpoint, bucket: s
 def test_a_read_by_version_id_needs_get_object_version(aws: MotoEndpoint, versioned: str, s3: Any) -> None:
     """{S3_ACTIONS}: GetObject and HeadObject with versionId need s3:GetObjectVersion."""
     version = s3.put_object(Bucket=versioned, Key="a", Body=b"x")["VersionId"]
-    current_only = client_as(aws, principal(allow("s3:GetObject")))
-    both = client_as(aws, principal(allow("s3:GetObject", "s3:GetObjectVersion")))
+    current_only = client_as(principal(allow("s3:GetObject")))
+    both = client_as(principal(allow("s3:GetObject", "s3:GetObjectVersion")))
     assert current_only.get_object(Bucket=versioned, Key="a")["Body"].read() == b"x"
     assert error_of(current_only.get_object, Bucket=versioned, Key="a", VersionId=version) == (403, "AccessDenied")
     assert error_of(current_only.head_object, Bucket=versioned, Key="a", VersionId=version)[0] == 403
@@ -230,11 +218,11 @@ def test_a_copy_needs_the_sources_read_action(aws: MotoEndpoint, versioned: str,
     """S3 API Reference, CopyObject, Permissions: s3:GetObject (s3:GetObjectVersion for a versioned source) on the
     source, s3:PutObject on the destination."""
     version = s3.put_object(Bucket=versioned, Key="src", Body=b"x")["VersionId"]
-    writer = client_as(aws, principal(allow("s3:PutObject", "s3:GetObject")))
+    writer = client_as(principal(allow("s3:PutObject", "s3:GetObject")))
     pinned = {"Bucket": versioned, "Key": "src", "VersionId": version}
     assert error_of(writer.copy_object, Bucket=versioned, Key="dst", CopySource=pinned) == (403, "AccessDenied")
     writer.copy_object(Bucket=versioned, Key="dst", CopySource={"Bucket": versioned, "Key": "src"})
-    no_read = client_as(aws, principal(allow("s3:PutObject")))
+    no_read = client_as(principal(allow("s3:PutObject")))
     assert (
         error_of(no_read.copy_object, Bucket=versioned, Key="dst2", CopySource={"Bucket": versioned, "Key": "src"})[0]
         == 403
@@ -246,12 +234,12 @@ def test_deletes_listings_and_aborts_need_their_own_actions(aws: MotoEndpoint, v
     own, ListObjectVersions is s3:ListBucketVersions, AbortMultipartUpload its own action."""
     version = s3.put_object(Bucket=versioned, Key="keep/a", Body=b"x")["VersionId"]
     s3.put_object(Bucket=versioned, Key="free/b", Body=b"y")
-    deleter = client_as(aws, principal(allow("s3:DeleteObject", "s3:ListBucket", "s3:PutObject", resource="*")))
+    deleter = client_as(principal(allow("s3:DeleteObject", "s3:ListBucket", "s3:PutObject", resource="*")))
     assert error_of(deleter.delete_object, Bucket=versioned, Key="keep/a", VersionId=version) == (403, "AccessDenied")
     assert error_of(deleter.list_object_versions, Bucket=versioned) == (403, "AccessDenied")
     upload = deleter.create_multipart_upload(Bucket=versioned, Key="free/c")["UploadId"]
     assert error_of(deleter.abort_multipart_upload, Bucket=versioned, Key="free/c", UploadId=upload)[0] == 403
-    narrow = client_as(aws, principal(allow("s3:DeleteObject", resource=arn(versioned, "free/*"))))
+    narrow = client_as(principal(allow("s3:DeleteObject", resource=arn(versioned, "free/*"))))
     batch = narrow.delete_objects(Bucket=versioned, Delete={"Objects": [{"Key": "free/b"}]})
     assert [deleted["Key"] for deleted in batch.get("Deleted", [])] == ["free/b"]
     assert error_of(narrow.delete_objects, Bucket=versioned, Delete={"Objects": [{"Key": "keep/a"}]})[0] == 403
@@ -260,7 +248,7 @@ def test_deletes_listings_and_aborts_need_their_own_actions(aws: MotoEndpoint, v
 def test_an_unknown_access_key_is_refused(aws: MotoEndpoint, bucket: str) -> None:
     """S3 API Reference, Error responses: InvalidAccessKeyId for a key AWS does not know."""
     stranger = Principal("arn:aws:iam::123456789012:role/never-registered", [allow("s3:*")])
-    assert error_of(client_as(aws, stranger).list_objects_v2, Bucket=bucket) == (403, "InvalidAccessKeyId")
+    assert error_of(client_as(stranger).list_objects_v2, Bucket=bucket) == (403, "InvalidAccessKeyId")
 
 
 @pytest.fixture
@@ -284,18 +272,18 @@ def test_sse_kms_reads_and_writes_need_the_key(aws: MotoEndpoint, kms_bucket: tu
     s3.put_object(Bucket=bucket, Key="a", Body=b"x")
     via_s3 = {"StringEquals": {"kms:ViaService": f"s3.{REGION}.amazonaws.com"}}
     s3_only = allow("s3:GetObject", "s3:PutObject")
-    reader = client_as(aws, principal(s3_only))
+    reader = client_as(principal(s3_only))
     assert reader.head_object(Bucket=bucket, Key="a")["ContentLength"] == 1
     assert error_of(reader.get_object, Bucket=bucket, Key="a") == (403, "AccessDenied")
     assert error_of(reader.put_object, Bucket=bucket, Key="b", Body=b"y") == (403, "AccessDenied")
-    decrypt = client_as(aws, principal(s3_only, allow("kms:Decrypt", resource=key, **via_s3)))
+    decrypt = client_as(principal(s3_only, allow("kms:Decrypt", resource=key, **via_s3)))
     assert decrypt.get_object(Bucket=bucket, Key="a")["Body"].read() == b"x"
     assert error_of(decrypt.create_multipart_upload, Bucket=bucket, Key="m")[0] == 403
-    both = client_as(aws, principal(s3_only, allow("kms:Decrypt", "kms:GenerateDataKey", resource=key, **via_s3)))
+    both = client_as(principal(s3_only, allow("kms:Decrypt", "kms:GenerateDataKey", resource=key, **via_s3)))
     upload = both.create_multipart_upload(Bucket=bucket, Key="m")["UploadId"]
     part = both.upload_part(Bucket=bucket, Key="m", UploadId=upload, PartNumber=1, Body=b"z")
     both.complete_multipart_upload(
         Bucket=bucket, Key="m", UploadId=upload, MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]}
     )
-    other_key = client_as(aws, principal(s3_only, allow("kms:*", resource=key.replace(key[-4:], "0000"))))
+    other_key = client_as(principal(s3_only, allow("kms:*", resource=key.replace(key[-4:], "0000"))))
     assert error_of(other_key.get_object, Bucket=bucket, Key="a") == (403, "AccessDenied")

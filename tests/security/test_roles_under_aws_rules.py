@@ -18,7 +18,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from conftest import REGION, MotoEndpoint, shared_test_module, unique_name
+from conftest import REGION, MotoEndpoint, client_as, shared_test_module, unique_name
 
 from model_cache import layout, publish, refresh, tracked
 from model_cache.devtools import modelgen, s3_authz, stack_iam
@@ -420,15 +420,7 @@ def test_only_tagged_or_listed_senders_may_request_a_model(router: Router, aws: 
 
     def send(who: Principal) -> str:
         """ "sent", or the error code SQS answered."""
-        keys = who.credentials()
-        client = boto3.client(
-            "sqs",
-            region_name=REGION,
-            endpoint_url=aws.url,
-            aws_access_key_id=keys["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"],
-            aws_session_token=keys["AWS_SESSION_TOKEN"],
-        )
+        client = client_as(who, "sqs")
         try:
             client.send_message(QueueUrl=queue_url, MessageBody=json.dumps({"repo_id": TINY}))
         except ClientError as exc:
