@@ -437,3 +437,7 @@ def test_only_tagged_or_listed_senders_may_request_a_model(router: Router, aws: 
     assert send(principal("untagged-sender", sender_policy)) == "AccessDenied"
     assert send(principal("untagged-admin", s3_authz.ADMINISTRATOR_ACCESS)) == "AccessDenied"
     assert send(principal("tag-only", {"Statement": []}, **{"model-cache-sender": "true"})) == "AccessDenied"
+    # AND the one accepted request's execution ends inside this test (nothing keeps calling moto afterwards)
+    executions = stack.sfn.list_executions(stateMachineArn=stack.state_machine_arn)["executions"]
+    assert len(executions) == 1
+    assert stack.wait(executions[0]["executionArn"])["status"] == "SUCCEEDED"
