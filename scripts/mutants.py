@@ -1055,6 +1055,16 @@ WORLD_MUTANTS: tuple[Mutant, ...] = (
         "SendMessage needs the queue policy's consent: only listed or tagged senders",
     ),
     Mutant(
+        "authz: the kro pods may decrypt with any KMS key",
+        "deploy/kro/ray-service.yaml",
+        '"Resource": "\' + schema.spec.modelCacheKmsKeyArn + \'", "Condition"',
+        '"Resource": "*", "Condition"',
+        (
+            "tests/deploy/test_deploy_kro_rgd.py::test_the_pods_may_decrypt_with_the_caches_key_only_when_named_and_only_through_s3",
+        ),
+        "an instance's pods decrypt with the cache's own key only, and only through S3",
+    ),
+    Mutant(
         "authz: every 403 on a pipeline read is taken for a miss",
         f"{CORE}/transfer.py",
         '    return not any(item.get("Key") == key for item in listed.get("Contents", []))',
