@@ -115,7 +115,9 @@ def test_an_object_missing_mid_download_falls_back_to_the_hub(
 
     from model_cache.devtools.modelgen import repo_dir
 
-    seeded = seed_snapshot(s3, bucket, TINY_MODEL, repo_files(repo_dir(hub_root, TINY_MODEL)))
+    seeded = seed_snapshot(
+        s3, bucket, TINY_MODEL, repo_files(repo_dir(hub_root, TINY_MODEL)), commit=hub.store.snapshot(TINY_MODEL).commit
+    )
     shard = next(f["key"] for f in seeded.manifest["files"] if f["path"].endswith(".safetensors"))
     for version in s3.list_object_versions(Bucket=bucket, Prefix=shard).get("Versions", []):
         s3.delete_object(Bucket=bucket, Key=shard, VersionId=version["VersionId"])

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from model_cache import errors, ids, layout
-from model_cache.cli_ops import OPS_SUBCOMMANDS
+from model_cache.cli_ops import OPS_SUBCOMMANDS, bucket_name
 from model_cache.cli_pipeline import PIPELINE_SUBCOMMANDS
 from model_cache.engine import DEFAULT_CONCURRENCY, sync
 from model_cache.loader_release import disk_request, publish_loader
@@ -58,7 +58,7 @@ def add_sync_parser(subparsers: Any) -> None:
         "(HF_ENDPOINT and HF_TOKEN honoured). A no-op when that commit is already published.",
     )
     parser.add_argument("repo", metavar="REPO_ID[@REV]", help="e.g. TinyLlama/TinyLlama-1.1B-Chat-v1.0@main")
-    parser.add_argument("--bucket", required=True, help="the cache bucket")
+    parser.add_argument("--bucket", required=True, type=bucket_name, help="the cache bucket")
     parser.add_argument("--prefix", default=layout.DEFAULT_PREFIX, help="key prefix (default: %(default)s)")
     parser.add_argument("--revision", help="branch, tag or commit (default: main; or the @REV of REPO_ID)")
     parser.add_argument("--include", action="append", default=[], metavar="GLOB", help="copy only matching files")
@@ -120,7 +120,7 @@ def run_sync(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def add_ls_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser("ls", help="list the cached repos: snapshots, refs, size, date")
-    parser.add_argument("--bucket", required=True)
+    parser.add_argument("--bucket", required=True, type=bucket_name)
     parser.add_argument("--prefix", default=layout.DEFAULT_PREFIX, help="key prefix (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     parser.set_defaults(run=run_ls)
@@ -184,7 +184,7 @@ def run_ls(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def add_show_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser("show", help="summarize the cached manifest of REPO_ID[@REV]")
     parser.add_argument("repo", metavar="REPO_ID[@REV]")
-    parser.add_argument("--bucket", required=True)
+    parser.add_argument("--bucket", required=True, type=bucket_name)
     parser.add_argument("--prefix", default=layout.DEFAULT_PREFIX, help="key prefix (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the whole manifest")
     parser.add_argument(
@@ -248,7 +248,7 @@ def add_publish_loader_parser(subparsers: Any) -> None:
         "Publishing a version again is a no-op when the files are the same, an error when they differ.",
     )
     parser.add_argument("wheel", type=Path, metavar="WHEEL", help="dist/model_cache_loader-<version>-py3-none-any.whl")
-    parser.add_argument("--bucket", required=True, help="the cache bucket")
+    parser.add_argument("--bucket", required=True, type=bucket_name, help="the cache bucket")
     parser.set_defaults(run=run_publish_loader)
 
 

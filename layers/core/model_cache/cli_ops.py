@@ -29,6 +29,15 @@ EXIT_OK = 0
 EXIT_DRIFT = errors.IntegrityError.exit_code
 
 
+def bucket_name(text: str) -> str:
+    """--bucket: a bucket's name (S3's naming rules, ids.validate_bucket), never a URI or a path."""
+    try:
+        return ids.validate_bucket(text)
+    except errors.InvalidRequest as exc:
+        hint = " (give the name, e.g. " + repr(text.split("://", 1)[-1].split("/", 1)[0]) + ")" if "/" in text else ""
+        raise argparse.ArgumentTypeError(f"{exc}{hint}") from exc
+
+
 def _non_negative_int(text: str) -> int:
     try:
         value = int(text)
@@ -50,7 +59,7 @@ def _non_negative_float(text: str) -> float:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bucket", required=True, help="the cache bucket")
+    parser.add_argument("--bucket", required=True, type=bucket_name, help="the cache bucket")
     parser.add_argument("--prefix", default=layout.DEFAULT_PREFIX, help="key prefix (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 

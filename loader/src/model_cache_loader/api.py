@@ -62,7 +62,7 @@ def select_bucket(value: str | None, region: str | None) -> str | None:
         return None
     value = value.strip()
     if "=" not in value:
-        return value
+        return layout.validate_bucket(value)
     pairs: dict[str, str] = {}
     for item in value.split(","):
         item = item.strip()
@@ -74,7 +74,7 @@ def select_bucket(value: str | None, region: str | None) -> str | None:
                 f"MODEL_CACHE_BUCKET entry {item!r} is not 'region=bucket'; "
                 "use a plain bucket name or e.g. 'us-east-1=cache-use1,eu-west-1=cache-euw1'"
             )
-        pairs[region_name.strip()] = bucket_name.strip()
+        pairs[region_name.strip()] = layout.validate_bucket(bucket_name.strip())
     if region is None:
         raise UsageError(f"MODEL_CACHE_BUCKET lists buckets per region ({', '.join(pairs)}) but AWS_REGION is not set")
     return pairs.get(region)
@@ -185,6 +185,7 @@ class _Pull:
         s3_client: Any,
         progress: Progress | None,
         use_cache: bool,
+        hub_deadline: float,
     ) -> None:
         self.repo_id = repo_id
         self.revision = revision
@@ -199,8 +200,13 @@ class _Pull:
         self._s3 = s3_client
         self.progress = progress
         self.use_cache = use_cache
+        self.hub_deadline = hub_deadline
         self.cache = RepoCache(cache_dir, repo_id)
         self.started = time.monotonic()
+        # What S3 told us before a miss: the fallback fetches exactly this commit, and checks every
+        # byte against this manifest, so a pod that falls back gets what pods on S3 get.
+        self.commit: str | None = None
+        self.manifest: tuple[Manifest, bytes] | None = None
 
     @property
     def s3(self) -> Any:
@@ -216,8 +222,8 @@ class _Pull:
                 NotCachedError(f"no cache bucket configured for region {_region()!r} (MODEL_CACHE_BUCKET)")
             )
         try:
-            commit = self._resolve_commit()
-            manifest, body = self._manifest(commit)
+            commit = self.commit = self._resolve_commit()
+            manifest, body = self.manifest = self._manifest(commit)
         except NotCachedError as exc:
             return self._miss(exc)
         except AccessError as exc:
@@ -265,13 +271,14 @@ class _Pull:
 
     def _from_s3(self, manifest: Manifest, body: bytes) -> PullResult:
         rehash = self.verify == "sha256-local"
-        if not rehash and self.cache.snapshot_complete(manifest):
+        trust_size = self.verify in ("size", "none")
+        if not rehash and self.cache.snapshot_complete(manifest, trust_size=trust_size):
             return self._local(manifest, body, reason=None)
         with self.cache.locked():
             # Another process may have pulled it while we waited for the lock.
-            if not rehash and self.cache.snapshot_complete(manifest):
+            if not rehash and self.cache.snapshot_complete(manifest, trust_size=trust_size):
                 return self._local(manifest, body, reason="pulled by another process")
-            missing = self.cache.missing_files(manifest, rehash=rehash)
+            missing = self.cache.missing_files(manifest, rehash=rehash, trust_size=trust_size)
             downloaded = 0
             if missing:
                 downloaded = self._download(missing, manifest_bucket=manifest.raw.get("bucket"))
@@ -323,7 +330,7 @@ class _Pull:
             manifest = self._checked(parse_manifest(body, source=f"(local copy of {commit})"), commit)
         except ManifestError:
             return None
-        if not self.cache.snapshot_complete(manifest):
+        if not self.cache.snapshot_complete(manifest, trust_size=self.verify in ("size", "none")):
             return None
         reason = f"S3 unavailable, using the snapshot already on disk: {exc}"
         log.warning("%s", reason)
@@ -332,16 +339,39 @@ class _Pull:
     def _miss(self, exc: LoaderError) -> PullResult:
         if self.fallback == "error":
             raise exc
+        if self.manifest is not None:
+            self._discard_partial(self.manifest[0])
         return self._from_hub(str(exc), request=True)
+
+    def _discard_partial(self, manifest: Manifest) -> None:
+        """Free what the failed S3 attempt allocated (each missing blob's pre-allocated temporary
+        file and journal) before the Hub is asked for the same bytes: kept, the cache would hold the
+        model twice and a volume sized for it once could not finish the fallback. Under the lock, so
+        a download another process is running into those files is never cut from under it."""
+        with self.cache.locked():
+            for entry in manifest.files:
+                self.cache.discard(entry.blob_name)
 
     def _from_hub(self, reason: str, *, request: bool) -> PullResult:
         log.warning("%s@%s from the Hugging Face Hub: %s", self.repo_id, self.revision, reason)
         if request and (self.request_on_miss or self.request_queue_url):
             fallback_mod.send_cache_request(self.repo_id, self.revision, self.request_queue_url)
-        with self.cache.locked():
-            path, commit, downloaded, files = fallback_mod.hub_download(
-                self.repo_id, self.revision, self.cache.cache_dir, self.cache.repo_dir
+        if self.manifest is not None:
+            manifest, body = self.manifest
+            downloaded = fallback_mod.hub_manifest_files(
+                manifest, body, self.cache, revision=self.revision, deadline=self.hub_deadline
             )
+            path = self.cache.snapshot_dir(manifest.commit)
+            return self._result(path, "hub", manifest.commit, downloaded, len(manifest.files), reason)
+        # No manifest to check against: huggingface_hub's own checks and the commit S3 resolved (if
+        # any) are the floor. huggingface_hub takes its own locks; ours is not held across the Hub.
+        pinned = self.commit or self.revision
+        path, commit, downloaded, files = fallback_mod.hub_snapshot(
+            self.repo_id, pinned, self.cache, deadline=self.hub_deadline
+        )
+        if pinned != self.revision and commit == pinned:
+            with self.cache.locked():
+                self.cache.write_ref(self.revision, commit)
         return self._result(path, "hub", commit, downloaded, files, reason)
 
     def _result(
@@ -362,6 +392,23 @@ def _narrow(manifest: Manifest) -> bool:
     """Written for an include/exclude selection: a later request may have added files to it."""
     selection = manifest.raw.get("selection")
     return isinstance(selection, dict) and bool(selection.get("include") or selection.get("exclude"))
+
+
+def usable_cache_dir(path: Path) -> Path:
+    """The cache directory, made if need be; one that cannot be is a setup problem named up front,
+    before S3 or the Hub is asked anything."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot use the Hugging Face cache at {path} ({exc.strerror or exc}): point HF_HUB_CACHE "
+            "(or --cache-dir) at a directory this process can create and write"
+        ) from exc
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(
+            f"the Hugging Face cache at {path} is not writable: point HF_HUB_CACHE (or --cache-dir) elsewhere"
+        )
+    return path
 
 
 def _positive(name: str, value: int, minimum: int = 1) -> int:
@@ -386,6 +433,7 @@ def pull(
     s3_client: Any = None,
     emit_emf: bool | None = None,
     progress: Progress | None = None,
+    hub_deadline: float | None = None,
 ) -> PullResult:
     """Put `repo_id` at `revision` into the local Hugging Face cache and return where it is.
 
@@ -394,7 +442,9 @@ def pull(
     MODEL_CACHE_PREFIX or 'models', `cache_dir` to HF_HUB_CACHE / HF_HOME/hub. USE_MODEL_CACHE=false
     goes straight to the Hub. On a miss, or with S3 unreachable or denied, fallback='hub' downloads
     from the Hub (and, with request_on_miss or MODEL_CACHE_REQUEST_QUEUE_URL, asks the pipeline to
-    cache the model); fallback='error' raises. Raises LoaderError subclasses naming the fix.
+    cache the model); fallback='error' raises. The fallback fetches the commit S3 resolved and
+    checks every file against its manifest when S3 had one; it gives up after `hub_deadline`
+    seconds (MODEL_CACHE_HUB_DEADLINE, one hour by default). Raises LoaderError subclasses naming the fix.
     """
     started = time.monotonic()
     ref_text = repo_id if repo_id is not None else os.environ.get("MODEL_ID", "")
@@ -417,7 +467,7 @@ def pull(
         revision,
         bucket=select_bucket(bucket if bucket is not None else os.environ.get("MODEL_CACHE_BUCKET"), _region()),
         prefix=prefix if prefix is not None else os.environ.get("MODEL_CACHE_PREFIX", layout.DEFAULT_PREFIX),
-        cache_dir=Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir(),
+        cache_dir=usable_cache_dir(Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()),
         fallback=fallback,
         verify=verify,
         concurrency=concurrency,
@@ -427,6 +477,7 @@ def pull(
         s3_client=s3_client,
         progress=progress,
         use_cache=os.environ.get("USE_MODEL_CACHE", "true").strip().lower() not in _FALSE,
+        hub_deadline=fallback_mod.hub_deadline(hub_deadline),
     )
     job.started = started
     try:

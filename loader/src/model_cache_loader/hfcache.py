@@ -5,7 +5,11 @@
     {cache}/models--{org}--{name}/refs/<revision>            the commit, no newline
 
 Next to it the loader keeps a copy of each manifest it pulled (so a warm restart needs no S3
-read for a pinned commit) and a per-repo lock file under {cache}/.locks, like huggingface_hub's.
+read for a pinned commit), a per-repo lock file under {cache}/.locks, like huggingface_hub's, and
+one marker per blob it verified (`.model-cache-loader/verified/<blob>`: the check, and the blob's
+size, inode and mtime when it was checked). A blob of the right size is not proof of the right
+bytes: huggingface_hub itself, or anything else writing the cache, may have put it there. A blob
+without a current marker is hashed once, locally, before a pull trusts it.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from model_cache_loader.errors import UsageError
 from model_cache_loader.layout import hf_repo_folder
 from model_cache_loader.manifest import Manifest, ManifestFile
 
@@ -29,6 +34,8 @@ log = logging.getLogger("model_cache_loader")
 TMP_SUFFIX = ".loader-incomplete"
 JOURNAL_SUFFIX = ".loader-parts"
 HASH_CHUNK = 8 * 1024 * 1024
+# The checks after which a blob's bytes are known to be the manifest's (size and none prove nothing).
+DIGEST_CHECKS = ("sha256", "crc64nvme")
 
 
 def default_cache_dir() -> Path:
@@ -55,15 +62,17 @@ def staging_tag() -> str:
     return f"{os.getpid()}.{threading.get_ident()}.{uuid.uuid4().hex[:12]}"
 
 
-def write_atomically(final: Path, body: bytes) -> None:
-    """Write `body` to a staging file of this writer's own, fsync it, then rename it over `final`."""
+def write_atomically(final: Path, body: bytes, *, durable: bool = True) -> None:
+    """Write `body` to a staging file of this writer's own, fsync it (`durable`), then rename it over
+    `final`. A marker need not be durable: lost in a crash, it only costs one local hash."""
     staging = final.with_name(f".{final.name}.{staging_tag()}.tmp")
     fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     try:
         view = memoryview(body)
         while view:
             view = view[os.write(fd, view) :]
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     except BaseException:
         os.close(fd)
         with contextlib.suppress(FileNotFoundError):
@@ -71,6 +80,29 @@ def write_atomically(final: Path, body: bytes) -> None:
         raise
     os.close(fd)
     os.replace(staging, final)
+
+
+def _marker_text(check: str, stat: os.stat_result) -> str:
+    return f"{check} {stat.st_size} {stat.st_ino} {stat.st_mtime_ns}\n"
+
+
+def mark_verified(blob: Path, marker: Path, check: str) -> None:
+    """Record that `blob`, as it is now, passed `check` (a digest check; others are not recorded)."""
+    if check not in DIGEST_CHECKS:
+        return
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(marker, _marker_text(check, blob.stat()).encode("ascii"), durable=False)
+
+
+def marker_matches(blob: Path, marker: Path, size: int) -> bool:
+    """The marker names a digest check and the blob is still the file that passed it."""
+    try:
+        text = marker.read_text()
+        stat = blob.stat()
+    except (OSError, UnicodeDecodeError):
+        return False
+    check = text.split(" ", 1)[0]
+    return check in DIGEST_CHECKS and stat.st_size == size and text == _marker_text(check, stat)
 
 
 class RepoCache:
@@ -84,6 +116,7 @@ class RepoCache:
         self.snapshots_dir = self.repo_dir / "snapshots"
         self.refs_dir = self.repo_dir / "refs"
         self.manifests_dir = self.repo_dir / ".model-cache-loader" / "manifests"
+        self.verified_dir = self.repo_dir / ".model-cache-loader" / "verified"
         self.lock_path = cache_dir / ".locks" / hf_repo_folder(repo_id) / "model-cache-loader.lock"
 
     def blob_path(self, name: str) -> Path:
@@ -98,10 +131,15 @@ class RepoCache:
     def snapshot_dir(self, commit: str) -> Path:
         return self.snapshots_dir / commit
 
+    def marker_path(self, name: str) -> Path:
+        return self.verified_dir / name
+
     # ---- state checks --------------------------------------------------------------------------
 
-    def blob_ok(self, entry: ManifestFile, *, rehash: bool) -> bool:
-        """The blob exists with the right size (and, if asked, the right sha256)."""
+    def blob_ok(self, entry: ManifestFile, *, rehash: bool, trust_size: bool = False) -> bool:
+        """The blob holds the manifest's bytes: the right size, and verified (a current marker, or
+        hashed now and marked). `rehash` hashes it whatever the marker says; `trust_size` (verify
+        size or none) takes the size alone, as the caller asked."""
         path = self.blob_path(entry.blob_name)
         try:
             stat = path.stat()
@@ -109,22 +147,41 @@ class RepoCache:
             return False
         if stat.st_size != entry.size:
             return False
-        return not rehash or sha256_of(path) == entry.sha256
+        if trust_size and not rehash:
+            return True
+        if not rehash and self.verified(entry):
+            return True
+        if sha256_of(path) != entry.sha256:
+            log.warning(
+                "%s: blob %s has the right size but not the manifest's sha256; fetching it again",
+                entry.path,
+                entry.blob_name,
+            )
+            return False
+        mark_verified(path, self.marker_path(entry.blob_name), "sha256")
+        return True
 
-    def missing_files(self, manifest: Manifest, *, rehash: bool = False) -> list[ManifestFile]:
-        """Files of the manifest whose blob is absent, the wrong size, or (rehash) the wrong bytes."""
+    def verified(self, entry: ManifestFile) -> bool:
+        """A marker says this very blob (same size, inode, mtime) passed a digest check."""
+        return marker_matches(self.blob_path(entry.blob_name), self.marker_path(entry.blob_name), entry.size)
+
+    def missing_files(
+        self, manifest: Manifest, *, rehash: bool = False, trust_size: bool = False
+    ) -> list[ManifestFile]:
+        """Files of the manifest whose blob is absent, the wrong size, or not the manifest's bytes."""
         checked: dict[str, bool] = {}
         missing = []
         for entry in manifest.files:
             name = entry.blob_name
             if name not in checked:
-                checked[name] = self.blob_ok(entry, rehash=rehash)
+                checked[name] = self.blob_ok(entry, rehash=rehash, trust_size=trust_size)
             if not checked[name]:
                 missing.append(entry)
         return missing
 
-    def snapshot_complete(self, manifest: Manifest) -> bool:
-        """Stat-based: every snapshot link exists and resolves to a blob of the manifest's size."""
+    def snapshot_complete(self, manifest: Manifest, *, trust_size: bool = False) -> bool:
+        """Stat-based: every snapshot link exists and resolves to a blob of the manifest's size that a
+        marker says was verified (`trust_size`: the size alone, for verify size or none)."""
         snapshot = self.snapshot_dir(manifest.commit)
         for entry in manifest.files:
             link = snapshot / entry.path
@@ -134,6 +191,8 @@ class RepoCache:
                 if link.stat().st_size != entry.size:
                     return False
             except OSError:
+                return False
+            if not trust_size and not self.verified(entry):
                 return False
         return True
 
@@ -190,6 +249,17 @@ class RepoCache:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 
+    def _open_lock(self) -> int:
+        """The lock file's descriptor; a cache directory that cannot be made is a setup problem."""
+        try:
+            self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+            return os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot use the Hugging Face cache at {self.cache_dir} ({exc.strerror or exc}): point "
+                "HF_HUB_CACHE (or --cache-dir) at a directory this process can create and write"
+            ) from exc
+
     @contextlib.contextmanager
     def locked(self) -> Iterator[float]:
         """Hold this repo's lock (one downloader per node); yields the seconds spent waiting.
@@ -197,8 +267,7 @@ class RepoCache:
         flock is released by the kernel when its holder dies, so a killed download never leaves
         the repo locked; what it leaves on disk is handled by the next holder (see transfer).
         """
-        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        fd = self._open_lock()
         started = time.monotonic()
         try:
             try:

@@ -99,3 +99,26 @@ def root_manifest_key(prefix: str, repo_id: str) -> str:
 def hf_repo_folder(repo_id: str) -> str:
     """The Hugging Face cache folder name of a model repo: 'models--org--name'."""
     return "models--" + repo_id.replace("/", "--")
+
+
+# S3's general purpose bucket naming rules (Amazon S3 User Guide, "General purpose bucket naming
+# rules"): 3-63 characters, lowercase letters, digits, dots and hyphens, starting and ending with a
+# letter or digit. Checked at the edge: botocore turns a bad name into a parameter error that reads
+# like "S3 unreachable", which the fallback then took for a miss.
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def validate_bucket(bucket: str, *, source: str = "MODEL_CACHE_BUCKET") -> str:
+    """`bucket` if it is an S3 bucket name, else UsageError naming the fix."""
+    if _BUCKET_RE.match(bucket):
+        return bucket
+    if "://" in bucket or "/" in bucket:
+        name = bucket.split("://", 1)[-1].split("/", 1)[0]
+        raise UsageError(
+            f"{source} is {bucket!r}: give the bucket's name, not a URI or path (e.g. {name!r}); "
+            "the prefix is MODEL_CACHE_PREFIX"
+        )
+    raise UsageError(
+        f"{source} is {bucket!r}, which is not an S3 bucket name "
+        "(3-63 lowercase letters, digits, '.' or '-', starting and ending with a letter or digit)"
+    )

@@ -60,7 +60,7 @@ from model_cache_loader.errors import (
     ManifestError,
     NotCachedError,
 )
-from model_cache_loader.hfcache import RepoCache
+from model_cache_loader.hfcache import RepoCache, mark_verified
 from model_cache_loader.manifest import ManifestFile
 
 FREE_SPACE_MARGIN = 64 * 1024 * 1024  # never fill the volume to the last byte
@@ -181,6 +181,8 @@ class BlobJob:
     label: str
     crc64nvme: str | None = None
     version_id: str | None = None
+    # where the blob's "verified" marker goes once a digest check passed (hfcache.mark_verified)
+    marker_path: Path | None = None
     resumed_bytes: int = 0
     # how this blob is verified: the Downloader's mode, or sha256 where crc64nvme cannot apply
     check: str = ""
@@ -326,6 +328,7 @@ class Downloader:
             job.label,
             job.crc64nvme,
             job.version_id,
+            job.marker_path,
         )
 
     def _plan_checks(self, jobs: list[BlobJob]) -> None:
@@ -381,13 +384,18 @@ class Downloader:
             if tasks:
                 with ThreadPoolExecutor(self.concurrency, thread_name_prefix="mcl-get") as pool:
                     futures: list[Future[None]] = [pool.submit(self._fetch_part, job, i) for job, i in tasks]
-                    finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                    try:
+                        finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                    except BaseException:
+                        # Ctrl-C (KeyboardInterrupt) or SystemExit lands here, in the waiting thread:
+                        # stop the parts in flight at their next chunk and start none of the queued
+                        # ones, or the pool's exit would fetch every remaining byte first. What is
+                        # left is what a kill leaves: journalled parts, resumable, no blob renamed.
+                        self._stop(futures)
+                        raise
                     failed = next((f for f in finished if f.exception() is not None), None)
                     if failed is not None:
-                        self._cancel.set()
-                        for future in futures:
-                            future.cancel()
-                        wait(futures)
+                        self._stop(futures)
                         raise _first_real_error(futures)
             mismatched = []
             for job in jobs:
@@ -399,6 +407,12 @@ class Downloader:
         finally:
             for job in jobs:
                 self._close(job)
+
+    def _stop(self, futures: list[Future[None]]) -> None:
+        self._cancel.set()
+        for future in futures:
+            future.cancel()
+        wait(futures)
 
     def _mismatch_message(self, job: BlobJob) -> str:
         expected = f"crc64nvme {job.crc64nvme}" if job.check == "crc64nvme" else f"sha256 {job.sha256}"
@@ -736,6 +750,8 @@ class Downloader:
         self._close(job)
         os.replace(job.tmp_path, job.final_path)
         _fsync_dir(job.final_path.parent)
+        if job.marker_path is not None:
+            mark_verified(job.final_path, job.marker_path, job.check)
         with contextlib.suppress(FileNotFoundError):
             job.journal_path.unlink()
         job.finished = True
@@ -838,4 +854,5 @@ def make_job(entry: ManifestFile, cache: RepoCache, *, pin_version: bool = True)
         label=entry.path,
         crc64nvme=entry.crc64nvme,
         version_id=entry.version_id if pin_version else None,
+        marker_path=cache.marker_path(name),
     )
