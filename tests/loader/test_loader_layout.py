@@ -75,9 +75,9 @@ def test_hf_folder_name_is_huggingface_hubs() -> None:
     ("value", "region", "expected"),
     [
         ("plain-bucket", "eu-west-1", "plain-bucket"),
-        ("us-east-1=b1,eu-west-1=b2", "eu-west-1", "b2"),
-        (" us-east-1 = b1 , eu-west-1=b2 ", "us-east-1", "b1"),
-        ("us-east-1=b1,eu-west-1=b2", "ap-south-1", None),
+        ("us-east-1=cache-b1,eu-west-1=cache-b2", "eu-west-1", "cache-b2"),
+        (" us-east-1 = cache-b1 , eu-west-1=cache-b2 ", "us-east-1", "cache-b1"),
+        ("us-east-1=cache-b1,eu-west-1=cache-b2", "ap-south-1", None),
         (None, "us-east-1", None),
         ("", "us-east-1", None),
     ],
@@ -87,7 +87,7 @@ def test_bucket_selection_by_region(value: str | None, region: str, expected: st
     assert select_bucket(value, region) == expected
 
 
-@pytest.mark.parametrize("value", ["us-east-1=", "us-east-1=b1,b2", "=b1"])
+@pytest.mark.parametrize("value", ["us-east-1=", "us-east-1=cache-b1,cache-b2", "=cache-b1"])
 def test_malformed_bucket_lists_are_refused(value: str) -> None:
     with pytest.raises(UsageError, match="region=bucket"):
         select_bucket(value, "us-east-1")

@@ -32,7 +32,7 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -49,7 +49,7 @@ from model_cache_loader.api import (
     select_bucket,
 )
 from model_cache_loader.errors import IntegrityError, LoaderError, NotCachedError, UsageError
-from model_cache_loader.manifest import ManifestFile
+from model_cache_loader.manifest import Manifest, ManifestFile
 from model_cache_loader.transfer import (
     PART_ATTEMPTS,
     RETRIED_ERRORS,
@@ -64,6 +64,15 @@ from model_cache_loader.transfer import (
 
 DEFAULT_MEMORY_LIMIT = 1 << 30
 MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit
+# What one tensor in flight costs beyond its bytes: the torch tensor, its numpy view and memoryview,
+# and our record of it. Measured here (100k 4-byte uint8 tensors with their views): ~1.4 KB each;
+# counted against memory_limit so that many tiny tensors cannot hold far more than the limit.
+TENSOR_OVERHEAD = 1536
+# safetensors reads shapes as usize and multiplies them with overflow checks; torch takes int64 sizes.
+MAX_DIMENSION = (1 << 63) - 1
+MAX_ELEMENTS = (1 << 64) - 1
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
 SAFETENSORS_SUFFIX = ".safetensors"
 HASH_CHUNK = 4 << 20
 
@@ -142,8 +151,13 @@ def parse_header(raw: bytes, size: int, label: str) -> tuple[int, list[TensorSpe
     if len(raw) < 8 + length:
         raise IntegrityError(f"{label}: header truncated ({len(raw) - 8} of {length} bytes)")
     try:
-        header = json.loads(raw[8 : 8 + length])
-    except (ValueError, UnicodeDecodeError) as exc:
+        # UTF-8 only, as safetensors reads it: json.loads would also take UTF-16 and UTF-32 bytes.
+        text = bytes(raw[8 : 8 + length]).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise IntegrityError(f"{label}: safetensors header is not UTF-8 ({exc})") from exc
+    try:
+        header = json.loads(text)
+    except ValueError as exc:
         raise IntegrityError(f"{label}: safetensors header is not JSON ({exc})") from exc
     if not isinstance(header, dict):
         raise IntegrityError(f"{label}: safetensors header is not an object")
@@ -183,7 +197,11 @@ def _spec(name: str, info: Any, data_start: int, label: str) -> TensorSpec:
         raise IntegrityError(f"{label}: tensor {name!r} has data_offsets {offsets!r}")
     count = 1
     for dim in shape:
+        # In order, as safetensors' checked multiplication does: a dimension torch cannot hold, or a
+        # product that overflows before a zero dimension, is refused even when the tensor is empty.
         count *= dim
+        if dim > MAX_DIMENSION or count > MAX_ELEMENTS:
+            raise IntegrityError(f"{label}: tensor {name!r} has shape {shape!r}, too large for safetensors or torch")
     if count * DTYPES[dtype][1] != offsets[1] - offsets[0]:
         raise IntegrityError(
             f"{label}: tensor {name!r} is {shape} {dtype} ({count * DTYPES[dtype][1]} bytes) but spans "
@@ -202,16 +220,26 @@ class _Range:
     new_tensors: tuple[int, ...]
 
 
-def plan_ranges(specs: list[TensorSpec], part_size: int) -> list[_Range]:
+def tensor_cost(spec: TensorSpec) -> int:
+    """What holding `spec` in memory costs: its bytes and the per-tensor overhead."""
+    return spec.end - spec.begin + TENSOR_OVERHEAD
+
+
+def plan_ranges(specs: list[TensorSpec], part_size: int, memory_limit: int | None = None) -> list[_Range]:
     """The data region in GETs of about `part_size`, cut at tensor boundaries: a tensor of
-    `part_size` or more has ranges of its own, smaller ones are packed together."""
+    `part_size` or more has ranges of its own, smaller ones are packed together, never more of them
+    than `memory_limit` can hold (bytes and per-tensor overhead), so a packed read is never larger
+    than the limit; only a single tensor larger than the limit is read (alone) beyond it."""
     ranges: list[_Range] = []
     pack: list[int] = []
+    pack_cost = 0
 
     def flush() -> None:
+        nonlocal pack_cost
         if pack:
             ranges.append(_Range(specs[pack[0]].begin, specs[pack[-1]].end, tuple(pack), tuple(pack)))
             pack.clear()
+            pack_cost = 0
 
     for index, spec in enumerate(specs):
         if spec.end - spec.begin >= part_size:
@@ -220,9 +248,11 @@ def plan_ranges(specs: list[TensorSpec], part_size: int) -> list[_Range]:
                 first = (index,) if start == spec.begin else ()
                 ranges.append(_Range(start, min(start + part_size, spec.end), (index,), first))
             continue
-        if pack and spec.end - specs[pack[0]].begin > part_size:
+        over_budget = memory_limit is not None and pack_cost + tensor_cost(spec) > memory_limit
+        if pack and (spec.end - specs[pack[0]].begin > part_size or over_budget):
             flush()
         pack.append(index)
+        pack_cost += tensor_cost(spec)
     flush()
     return ranges
 
@@ -279,7 +309,7 @@ class TensorStream:
         if length and 8 + length <= min(entry.size, MAX_HEADER + 8):
             head += self._get_range(entry, 8, 8 + length)
         data_start, specs = parse_header(bytes(head), entry.size, entry.path)
-        state = _FileState(entry, specs, data_start, ranges=plan_ranges(specs, self.part_size))
+        state = _FileState(entry, specs, data_start, ranges=plan_ranges(specs, self.part_size, self.memory_limit))
         check = check_for(self.verify, entry.crc64nvme)
         if check == "sha256":
             state.digest = hashlib.sha256()
@@ -304,14 +334,14 @@ class TensorStream:
                 file_index, range_index = queue[queued]
                 state = states[file_index]
                 piece = state.ranges[range_index]
-                needed = sum(state.specs[i].end - state.specs[i].begin for i in piece.new_tensors)
+                needed = sum(tensor_cost(state.specs[i]) for i in piece.new_tensors)
                 if needed and self._buffered and self._buffered + needed > self.memory_limit:
                     break
                 for i in piece.new_tensors:
                     nbytes = state.specs[i].end - state.specs[i].begin
                     storage = self._torch.empty(nbytes, dtype=self._torch.uint8)
                     state.allocated[i] = _Pending(state.specs[i], storage, memoryview(storage.numpy()).cast("B"))
-                    self._hold(nbytes)
+                    self._hold(tensor_cost(state.specs[i]))
                 if piece.start == piece.end:
                     state.received.add(range_index)
                 else:
@@ -339,15 +369,20 @@ class TensorStream:
                 ):
                     pending = state.allocated.pop(state.handed)
                     self._hash(state, pending.view)
-                    self._release(pending.spec.end - pending.spec.begin)
-                    self.stats.tensors += 1
+                    self._release(tensor_cost(pending.spec))
                     state.handed += 1
                     progressed = True
+                    if state.handed == len(state.specs):
+                        # Every byte of the file is hashed now: compare before the last tensor leaves,
+                        # so a consumer that stops at the last tensor it expects never gets it unchecked.
+                        self._finish(state)
+                    self.stats.tensors += 1
                     dtype = getattr(self._torch, DTYPES[pending.spec.dtype][0])
                     yield pending.spec.name, pending.storage.view(dtype).reshape(pending.spec.shape)
                 if state.handed < len(state.specs):
                     break
-                self._finish(state)
+                if not state.specs:
+                    self._finish(state)  # a file without tensors: its header is all there is to check
                 self.stats.files += 1
                 current += 1
                 progressed = True
@@ -474,8 +509,13 @@ def stream_safetensors(
     concurrency: int = DEFAULT_CONCURRENCY,
     part_size: int = DEFAULT_PART_SIZE,
     s3_client: Any = None,
+    variant: str | None = None,
 ) -> TensorStream:
-    """The tensors of `repo_id`@`revision`'s `*.safetensors` files, streamed from the S3 cache.
+    """The tensors of `repo_id`@`revision`'s weights, streamed from the S3 cache.
+
+    The files are the model's weights as transformers chooses them (`weight_files`): the shards of
+    model.safetensors.index.json, else model.safetensors, else the one safetensors file at the top;
+    `variant` ("fp16", ...) picks model.safetensors.index.<variant>.json / model.<variant>.safetensors.
 
     Same defaults as `pull` (MODEL_ID, MODEL_CACHE_BUCKET, MODEL_CACHE_PREFIX). There is no Hub
     fallback here: a model that is not cached raises NotCachedError, for the caller to `pull` instead.
@@ -495,20 +535,89 @@ def stream_safetensors(
     s3 = s3_client if s3_client is not None else make_s3_client(concurrency)
     prefix = prefix if prefix is not None else os.environ.get("MODEL_CACHE_PREFIX", layout.DEFAULT_PREFIX)
     manifest = manifest_from_s3(s3, chosen, prefix, name, revision)
-    files = [f for f in manifest.files if f.path.endswith(SAFETENSORS_SUFFIX)]
-    if not files:
-        raise NotCachedError(f"{name}@{manifest.commit} has no .safetensors file in the cache")
+    own_bucket = manifest.raw.get("bucket") == chosen
+    files = weight_files(manifest, lambda entry: _read_checked(s3, chosen, entry, own_bucket), variant)
     return TensorStream(
         s3,
         chosen,
         files,
-        own_bucket=manifest.raw.get("bucket") == chosen,
+        own_bucket=own_bucket,
         verify=verify,
         memory_limit=memory_limit,
         concurrency=concurrency,
         part_size=part_size,
         commit=manifest.commit,
     )
+
+
+def _variant_name(name: str, variant: str | None) -> str:
+    """transformers' naming of a variant: model.safetensors -> model.fp16.safetensors, and
+    model.safetensors.index.json -> model.safetensors.index.fp16.json."""
+    if not variant:
+        return name
+    stem, dot, suffix = name.rpartition(".")
+    return f"{stem}.{variant}{dot}{suffix}"
+
+
+def weight_files(
+    manifest: Manifest, read: Callable[[ManifestFile], bytes], variant: str | None = None
+) -> list[ManifestFile]:
+    """The files that make up the model's weights, chosen, never summed: the index's shards when the
+    index is cached, else the single file, else the only top-level safetensors file. Anything else
+    (a consolidated copy beside the shards, another variant, a subfolder's weights) is left alone;
+    several candidates and no index is a UsageError naming them."""
+    if variant is not None and (not variant or "/" in variant or variant.startswith(".")):
+        raise UsageError(f"variant {variant!r} is not a variant name like 'fp16'")
+    by_path = {entry.path: entry for entry in manifest.files}
+    label = f"{manifest.repo_id}@{manifest.commit}"
+    index = by_path.get(_variant_name(INDEX_FILE, variant))
+    if index is not None:
+        return _shards_of(index, read(index), by_path, label)
+    single = by_path.get(_variant_name(SINGLE_FILE, variant))
+    if single is not None:
+        return [single]
+    top = sorted(path for path in by_path if "/" not in path and path.endswith(SAFETENSORS_SUFFIX))
+    if variant is None and len(top) == 1:
+        return [by_path[top[0]]]
+    wanted = f"{_variant_name(INDEX_FILE, variant)} or {_variant_name(SINGLE_FILE, variant)}"
+    if not top:
+        raise NotCachedError(f"{label} has no {wanted} in the cache (nor any top-level .safetensors file)")
+    raise UsageError(
+        f"{label} has no {wanted} in the cache, and {len(top)} top-level safetensors files ({', '.join(top[:6])}); "
+        "pass variant= for one of them, or pull the snapshot to disk"
+    )
+
+
+def _shards_of(index: ManifestFile, body: bytes, by_path: dict[str, ManifestFile], label: str) -> list[ManifestFile]:
+    try:
+        weight_map = json.loads(body.decode("utf-8"))["weight_map"]
+        names = sorted(set(weight_map.values()))
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise IntegrityError(f"{label}: {index.path} has no usable weight_map ({exc})") from exc
+    folder = index.path.rpartition("/")[0]
+    shards = []
+    for shard in names:
+        path = f"{folder}/{shard}" if folder else shard
+        if not isinstance(shard, str) or path not in by_path:
+            raise NotCachedError(f"{label}: {index.path} names {shard!r}, which is not in the cached snapshot")
+        shards.append(by_path[path])
+    if not shards:
+        raise IntegrityError(f"{label}: {index.path} lists no shard")
+    return shards
+
+
+def _read_checked(s3: Any, bucket: str, entry: ManifestFile, own_bucket: bool) -> bytes:
+    """A small file of the snapshot (the index), its bytes checked against the manifest's sha256."""
+    request: dict[str, Any] = {"Bucket": bucket, "Key": entry.key}
+    if own_bucket and entry.version_id:
+        request["VersionId"] = entry.version_id
+    try:
+        body: bytes = s3.get_object(**request)["Body"].read()
+    except RETRIED_ERRORS as exc:
+        raise s3_error(exc, bucket=bucket, key=entry.key) from exc
+    if len(body) != entry.size or hashlib.sha256(body).hexdigest() != entry.sha256:
+        raise IntegrityError(f"{entry.path}: s3://{bucket}/{entry.key} does not match the manifest's sha256")
+    return body
 
 
 def load_state_dict(
