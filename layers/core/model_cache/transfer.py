@@ -866,7 +866,15 @@ def run_parts(
 
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="copy") as pool:
         futures = [pool.submit(copy_part, task) for task in tasks]
-        wait(futures, return_when=FIRST_EXCEPTION)
+        try:
+            wait(futures, return_when=FIRST_EXCEPTION)
+        except BaseException:
+            # Ctrl-C (KeyboardInterrupt) lands in this waiting thread. Without this the pool's exit
+            # would run every queued part first: stop now, so only the parts in flight finish.
+            stop.set()
+            for future in futures:
+                future.cancel()
+            raise
         failures = [f.exception() for f in futures if f.done() and not f.cancelled() and f.exception() is not None]
         first_error = next((e for e in failures if not isinstance(e, _Stopped)), None)
         if first_error is not None:
