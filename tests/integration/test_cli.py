@@ -105,3 +105,35 @@ def test_part_size_out_of_range_is_refused(hub: Any, bucket: str) -> None:
     code, _, err = run("sync", modelgen.NO_ORG, "--bucket", bucket, "--part-size", "1MiB")
     assert code == 2
     assert "5 MiB" in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["sync", modelgen.NESTED],
+        ["ls"],
+        ["show", modelgen.NESTED],
+        ["doctor"],
+        ["verify", modelgen.NESTED],
+        ["gc"],
+        ["cost"],
+    ],
+    ids=lambda argv: argv[0],
+)
+def test_every_command_reports_a_missing_bucket_with_the_same_exit_code(hub: Any, aws: Any, argv: list[str]) -> None:
+    """GIVEN a bucket that does not exist WHEN any bucket command runs (doctor included)
+    THEN it exits BucketNotFound's code with one line naming the bucket (issue 23, row 13)."""
+    code, _, err = run(*argv, "--bucket", "absent-bucket-for-every-command")
+    assert code == errors.BucketNotFound.exit_code, err
+    assert "absent-bucket-for-every-command" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("value", ["s3://my-model-cache", "s3://my-model-cache/models", "My_Bucket"])
+def test_a_bucket_given_as_a_uri_is_a_usage_error(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """GIVEN --bucket as a URI or not a bucket name WHEN a command parses it
+    THEN exit 2 naming the bucket rule, before any request (issue 23, row 11)."""
+    with pytest.raises(SystemExit) as exited:
+        run("ls", "--bucket", value)
+    assert exited.value.code == errors.InvalidRequest.exit_code
+    assert "not a valid S3 bucket name" in capsys.readouterr().err

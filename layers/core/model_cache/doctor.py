@@ -16,6 +16,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from model_cache import errors
 from model_cache.transfer import s3_error
 
 
@@ -143,5 +144,11 @@ def run(s3: Any, bucket: str, prefix: str, work_prefix: str) -> list[Check]:
     try:
         s3.head_bucket(Bucket=bucket)
     except ClientError as exc:
+        # HeadBucket answers a missing bucket with a bare 404 (a HEAD has no error body to say
+        # NoSuchBucket): the same missing bucket every other command reports as BucketNotFound.
+        if _code(exc) in ("404", "NotFound", "NoSuchBucket"):
+            raise errors.BucketNotFound(
+                f"bucket {bucket!r} does not exist: create it or pass the right --bucket"
+            ) from exc
         raise s3_error(exc, bucket, "looking up the bucket") from exc
     return check_bucket(s3, bucket, prefix, work_prefix)
