@@ -21,7 +21,7 @@ freed after that many days and a mistaken gc can be undone until then by removin
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -330,8 +330,11 @@ def _list(s3: Any, bucket: str, prefix: str) -> list[tuple[str, int, datetime]]:
 # ---------------------------------------------------------------------------------------------
 
 
-def delete_snapshot(s3: Any, bucket: str, prefix: str, repo_id: str, commit: str) -> int:
-    """Delete manifests/{commit}.json, then every object under snapshots/{commit}/; returns objects deleted."""
+def delete_snapshot(
+    s3: Any, bucket: str, prefix: str, repo_id: str, commit: str, renew: Callable[[], None] | None = None
+) -> int:
+    """Delete manifests/{commit}.json, then every object under snapshots/{commit}/; returns objects deleted.
+    `renew` (gc's lease) is called before each batch."""
     deleted = 0
     manifest_key = layout.manifest_key(prefix, repo_id, commit)
     try:
@@ -343,6 +346,8 @@ def delete_snapshot(s3: Any, bucket: str, prefix: str, repo_id: str, commit: str
     keys = [key for key, _, _ in _list(s3, bucket, layout.snapshot_prefix(prefix, repo_id, commit))]
     for start in range(0, len(keys), _DELETE_BATCH):
         batch = [{"Key": key} for key in keys[start : start + _DELETE_BATCH]]
+        if renew is not None:
+            renew()
         try:
             response = s3.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
         except ClientError as exc:
@@ -392,7 +397,7 @@ def _delete_unless_claimed(
     """Mark the snapshot (claims.gc_begin), then delete it unless a run in flight claimed it or a ref moved
     onto it since the scan; the mark is withdrawn either way."""
     repo_id, commit = decision.repo_id, decision.commit
-    runs = claims.gc_begin(s3, bucket, work_prefix, prefix, repo_id, commit)
+    lease, runs = claims.gc_lease(s3, bucket, work_prefix, prefix, repo_id, commit)
     if runs:
         return replace(decision, action="keep", reason=f"claimed by a run in flight ({', '.join(sorted(runs))})")
     try:
@@ -400,7 +405,7 @@ def _delete_unless_claimed(
         names_now = protected_commits(s3, bucket, prefix, repo_id).get(commit)
         if names_now:
             return replace(decision, action="keep", reason=f"named by {', '.join(sorted(names_now))} since the scan")
-        report.deleted_objects += delete_snapshot(s3, bucket, prefix, repo_id, commit)
+        report.deleted_objects += delete_snapshot(s3, bucket, prefix, repo_id, commit, renew=lease.renew)
         report.deleted_snapshots += 1
         report.deleted_bytes += decision.bytes
         return decision
