@@ -102,14 +102,29 @@ def test_missing_blob_is_fetched_again(seeded: Seeded, hf_cache: Path) -> None:
 
 
 def test_sha256_local_rehashes_and_repairs_a_corrupted_blob(seeded: Seeded, hf_cache: Path) -> None:
-    """GIVEN a blob corrupted on disk at the same size
-    WHEN pulled with verify='sha256-local' THEN it is re-downloaded."""
+    """GIVEN a blob overwritten on disk at the same size, its modification time put back
+    WHEN pulled THEN the stat-based check does not see it, and verify='sha256-local' re-downloads it."""
     first = pull(REPO, bucket=seeded.bucket, cache_dir=hf_cache)
     blob = (first.path / "model.safetensors").resolve()
-    blob.write_bytes(b"\0" * blob.stat().st_size)
+    before = blob.stat()
+    with blob.open("r+b") as handle:  # in place: same inode, same size
+        handle.write(b"\0" * before.st_size)
+    os.utime(blob, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert pull(REPO, bucket=seeded.bucket, cache_dir=hf_cache).source == "local"  # stat-based: not noticed
 
     repaired = pull(REPO, bucket=seeded.bucket, cache_dir=hf_cache, verify="sha256-local")
+    assert repaired.source == "s3"
+    assert (repaired.path / "model.safetensors").read_bytes() == seeded.files["model.safetensors"]
+
+
+def test_a_blob_rewritten_since_it_was_verified_is_checked_again(seeded: Seeded, hf_cache: Path) -> None:
+    """GIVEN a blob rewritten on disk at the same size (its modification time moves)
+    WHEN pulled with the default check THEN the verified marker no longer matches, and it is repaired from S3."""
+    first = pull(REPO, bucket=seeded.bucket, cache_dir=hf_cache)
+    blob = (first.path / "model.safetensors").resolve()
+    blob.write_bytes(b"\0" * blob.stat().st_size)
+
+    repaired = pull(REPO, bucket=seeded.bucket, cache_dir=hf_cache)
     assert repaired.source == "s3"
     assert (repaired.path / "model.safetensors").read_bytes() == seeded.files["model.safetensors"]
 

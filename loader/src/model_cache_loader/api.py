@@ -395,19 +395,20 @@ def _narrow(manifest: Manifest) -> bool:
 
 
 def usable_cache_dir(path: Path) -> Path:
-    """The cache directory, made if need be; one that cannot be is a setup problem named up front,
-    before S3 or the Hub is asked anything."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
+    """The cache directory, checked before S3 or the Hub is asked anything: it, or the nearest
+    ancestor that exists, must be a directory this process can write. Nothing is created here, so a
+    pull refused later (a bad manifest) leaves no trace; the directories are made when a file lands."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
         raise UsageError(
-            f"cannot use the Hugging Face cache at {path} ({exc.strerror or exc}): point HF_HUB_CACHE "
+            f"cannot use the Hugging Face cache at {path}: {existing} is not a directory; point HF_HUB_CACHE "
             "(or --cache-dir) at a directory this process can create and write"
-        ) from exc
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise UsageError(
-            f"the Hugging Face cache at {path} is not writable: point HF_HUB_CACHE (or --cache-dir) elsewhere"
         )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "is not writable" if existing == path else f"cannot be created in {existing} (not writable)"
+        raise UsageError(f"the Hugging Face cache at {path} {where}: point HF_HUB_CACHE (or --cache-dir) elsewhere")
     return path
 
 
