@@ -184,3 +184,57 @@ def test_a_request_over_quota_ends_the_execution_at_plan_failed(
     assert len(router.calls("plan")) == 1
     assert router.calls("copy_unit") == []
     untouched(s3, bucket)
+
+
+def copied_and_verified(s3: Any, planned: dict[str, Any]) -> dict[str, Any]:
+    """The tasks between Plan and Publish, run in order: every unit copied, files completed and verified."""
+    for item in steps.unit_items(steps.load_plan(s3, planned)):
+        steps.copy_unit(item, s3=s3)
+    return steps.finalize(steps.complete_files(planned, s3=s3), s3=s3)
+
+
+def published_paths(s3: Any, bucket: str, published: dict[str, Any]) -> list[str]:
+    manifest = json.loads(s3.get_object(Bucket=bucket, Key=published["manifest_key"])["Body"].read())
+    return sorted(entry["path"] for entry in manifest["files"])
+
+
+def test_narrow_requests_cannot_add_up_past_the_repo_quota(
+    repo: str, s3: Any, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GIVEN a quota of 3 files per repo and a 5-file repo  WHEN it is requested one narrow selection at a time
+    THEN the requests that keep the manifest within 3 files publish, and the one that would take it to 4 is
+    refused at Plan with QuotaExceeded naming the manifest, before it claims or writes anything."""
+    monkeypatch.setenv("MODEL_CACHE_MAX_REPO_FILES", "3")
+    published: dict[str, Any] = {}
+    for include in (["config.json", "README.md"], ["extra.safetensors"]):
+        planned = steps.plan({"repo_id": repo, "bucket": bucket, "include": include}, s3=s3)
+        published = steps.publish(copied_and_verified(s3, planned), s3=s3)
+        steps.cleanup(planned, s3=s3)
+    assert published_paths(s3, bucket, published) == ["README.md", "config.json", "extra.safetensors"]
+    before = s3.list_object_versions(Bucket=bucket)
+
+    with pytest.raises(errors.QuotaExceeded, match=r"the manifest this request would publish has 4 files"):
+        steps.plan({"repo_id": repo, "bucket": bucket, "include": ["tokenizer/*"]}, s3=s3)
+    after = s3.list_object_versions(Bucket=bucket)
+    assert after.get("Versions") == before.get("Versions")
+    assert after.get("DeleteMarkers") == before.get("DeleteMarkers")
+    assert incomplete_uploads(s3, bucket) == []
+
+
+def test_concurrent_narrow_requests_cannot_publish_past_the_repo_quota(
+    repo: str, s3: Any, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GIVEN a quota of 3 files and two narrow requests of 2 files each, both planned before either publishes
+    (each fits when planned)  WHEN both publish  THEN the first publishes and the second is refused with
+    QuotaExceeded at Publish, so the manifest never holds more than the quota."""
+    monkeypatch.setenv("MODEL_CACHE_MAX_REPO_FILES", "3")
+    first = steps.plan({"repo_id": repo, "bucket": bucket, "include": ["config.json", "README.md"]}, s3=s3)
+    second = steps.plan({"repo_id": repo, "bucket": bucket, "include": ["extra.safetensors", "tokenizer/*"]}, s3=s3)
+    first_verified, second_verified = copied_and_verified(s3, first), copied_and_verified(s3, second)
+
+    published = steps.publish(first_verified, s3=s3)
+    with pytest.raises(errors.QuotaExceeded, match=r"has 4 files, more than this cache's 3"):
+        steps.publish(second_verified, s3=s3)
+    assert published_paths(s3, bucket, published) == ["README.md", "config.json"]
+    for planned in (first, second):
+        steps.cleanup(planned, s3=s3)

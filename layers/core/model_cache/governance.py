@@ -3,7 +3,8 @@
 The policy comes from the environment the template sets on the request and plan functions, never from the
 request: `MODEL_CACHE_ALLOWED_ORGS` / `MODEL_CACHE_DENIED_ORGS` (comma-separated Hub orgs, case-insensitive;
 an allow list that is set admits only its orgs), `MODEL_CACHE_MAX_REPO_BYTES`, `MODEL_CACHE_MAX_REPO_FILES`
-(of the selection), `MODEL_CACHE_FORCE_SENDERS` (the SQS SenderIds - IAM user ids, role ids - that may send
+(of the manifest a request would publish: the union of every selection of the commit, held again by
+Publish), `MODEL_CACHE_FORCE_SENDERS` (the SQS SenderIds - IAM user ids, role ids - that may send
 `force: true`) and `MODEL_CACHE_MAX_EXECUTIONS` (executions in flight). A variable that is absent sets no
 rule (the CLI on an operator's machine, the tests); the template always sets every one, so a deployed stack
 refuses `force` from everyone but the platform's principals unless told otherwise.
@@ -51,6 +52,10 @@ class RequestPolicy:
             max_executions=_limit(env, MAX_EXECUTIONS_ENV),
         )
 
+    @property
+    def limits_repo_size(self) -> bool:
+        return self.max_repo_files is not None or self.max_repo_bytes is not None
+
     def check_repo(self, repo_id: str) -> None:
         """RepoNotAllowed when the repo's org is denied, or an allow list is set and does not name it."""
         org = org_of(repo_id)
@@ -77,17 +82,38 @@ class RequestPolicy:
 
     def check_selection(self, repo_id: str, revision: str, selected: Sequence[HubFile]) -> None:
         """QuotaExceeded when the selected files are more, or more bytes, than the cache takes for one repo."""
-        total = sum(hub_file.size for hub_file in selected)
-        if self.max_repo_files is not None and len(selected) > self.max_repo_files:
+        self.check_repo_total(
+            repo_id, revision, files=len(selected), size=sum(hub_file.size for hub_file in selected), what="selection"
+        )
+
+    def check_union(
+        self, repo_id: str, revision: str, published: Sequence[Mapping[str, object]], selected: Sequence[HubFile]
+    ) -> None:
+        """QuotaExceeded when the manifest this request would publish - the files already published for the
+        commit (`published`, manifest entries) and the selected ones it lacks - is over the quota. The quota is
+        per repo, so narrow requests that each fit must not add up to a repo the cache refuses as a whole."""
+        sizes = {str(entry.get("path")): _size(entry.get("size")) for entry in published}
+        for hub_file in selected:
+            sizes.setdefault(hub_file.path, hub_file.size)
+        self.check_repo_total(
+            repo_id, revision, files=len(sizes), size=sum(sizes.values()), what="manifest this request would publish"
+        )
+
+    def check_repo_total(self, repo_id: str, revision: str, *, files: int, size: int, what: str) -> None:
+        if self.max_repo_files is not None and files > self.max_repo_files:
             raise errors.QuotaExceeded(
-                f"{repo_id}@{revision}: the selection has {len(selected):,} files, more than this cache's "
+                f"{repo_id}@{revision}: the {what} has {files:,} files, more than this cache's "
                 f"{self.max_repo_files:,} per repo ({MAX_REPO_FILES_ENV}); narrow it with include/exclude"
             )
-        if self.max_repo_bytes is not None and total > self.max_repo_bytes:
+        if self.max_repo_bytes is not None and size > self.max_repo_bytes:
             raise errors.QuotaExceeded(
-                f"{repo_id}@{revision}: the selection is {total:,} bytes, more than this cache's "
+                f"{repo_id}@{revision}: the {what} is {size:,} bytes, more than this cache's "
                 f"{self.max_repo_bytes:,} per repo ({MAX_REPO_BYTES_ENV}); narrow it with include/exclude"
             )
+
+
+def _size(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def org_of(repo_id: str) -> str:

@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError
 
 from model_cache import errors, ids, layout
 from model_cache import manifest as manifest_mod
+from model_cache.governance import RequestPolicy
 from model_cache.hubapi import head_commit
 from model_cache.manifest import FileRecord
 from model_cache.plan import Plan
@@ -157,12 +158,19 @@ def union_selection(first: dict[str, Any] | None, second: dict[str, Any] | None)
     return {"include": include, "exclude": exclude}
 
 
-def write_manifest(s3: Any, bucket: str, key: str, manifest: dict[str, Any]) -> dict[str, Any]:
+def write_manifest(
+    s3: Any, bucket: str, key: str, manifest: dict[str, Any], *, policy: RequestPolicy | None = None
+) -> dict[str, Any]:
     """Publish `manifest` at `manifests/{commit}.json`: created if absent, else replaced only by a
-    superset of what is there (conditional on the ETag read). Returns the manifest now published."""
+    superset of what is there (conditional on the ETag read). Returns the manifest now published.
+
+    `policy`'s per-repo quota is checked on the manifest about to be written, the union: the check and
+    the conditional write see the same version, so runs that each fit cannot add up past the quota."""
+    policy = policy or RequestPolicy()
     for _ in range(CONDITIONAL_ATTEMPTS):
         body, etag = get_with_etag(s3, bucket, key)
         if body is None:
+            policy.check_union(manifest["repo_id"], manifest["revision"], manifest["files"], [])
             try:
                 put_bytes(s3, bucket, key, manifest_mod.dumps(manifest), "application/json", create=True)
             except Conflict:
@@ -172,6 +180,7 @@ def write_manifest(s3: Any, bucket: str, key: str, manifest: dict[str, Any]) -> 
         merged = merge_manifests(existing, manifest)
         if merged is existing:
             return existing
+        policy.check_union(manifest["repo_id"], manifest["revision"], merged["files"], [])
         try:
             put_bytes(s3, bucket, key, manifest_mod.dumps(merged), "application/json", if_match=etag)
         except Conflict:
@@ -276,8 +285,11 @@ def _move_root_manifest(s3: Any, bucket: str, ref_key: str, root_key: str, manif
     raise errors.TransferError(f"s3://{bucket}/{root_key} kept changing under {CONDITIONAL_ATTEMPTS} writes; retry")
 
 
-def publish(s3: Any, plan: Plan, records: list[FileRecord], *, is_head: HeadCheck) -> Published:
-    """Write hash, manifest, ref and root manifest, in that order, for files already verified in S3."""
+def publish(
+    s3: Any, plan: Plan, records: list[FileRecord], *, is_head: HeadCheck, policy: RequestPolicy | None = None
+) -> Published:
+    """Write hash, manifest, ref and root manifest, in that order, for files already verified in S3;
+    `policy`'s per-repo quota is held on the manifest written (write_manifest)."""
     planned_paths = {planned.path for planned in plan.files}
     recorded_paths = {record.path for record in records}
     if planned_paths != recorded_paths:
@@ -298,7 +310,7 @@ def publish(s3: Any, plan: Plan, records: list[FileRecord], *, is_head: HeadChec
         put_once(
             s3, plan.bucket, layout.hash_key(plan.prefix, plan.repo_id, plan.commit), plan.commit.encode(), "text/plain"
         )
-    published = write_manifest(s3, plan.bucket, plan.manifest_key, manifest)
+    published = write_manifest(s3, plan.bucket, plan.manifest_key, manifest, policy=policy)
     return point_refs(s3, plan.bucket, plan.prefix, plan.repo_id, plan.revision, published, is_head=is_head)
 
 

@@ -96,6 +96,11 @@ def prepare_plan(
     # Refused before anything is written (the claim included) when the plan would break an AWS limit.
     every_file = [by_path[path] for path in chosen]
     policy.check_selection(repo_id, revision, every_file)
+    if policy.limits_repo_size:
+        # The quota is on the repo the manifest would hold: what is published for the commit plus this
+        # selection. Publish checks the same union again, since a concurrent run may add to it meanwhile.
+        held = publish_mod.get_json(s3, bucket, layout.manifest_key(prefix, repo_id, snapshot.commit))
+        policy.check_union(repo_id, revision, (held or {}).get("files", []), every_file)
     check_plan(make_run_plan(snapshot, every_file, bucket=bucket, prefix=prefix, options=options))
     plan_id = plan_id or new_plan_id()
     # Claimed before the manifest is read, so gc, which marks before it looks for claims, either sees
@@ -679,7 +684,7 @@ def publish(event: Any, *, s3: Any = None, token: str | None = None) -> dict[str
         raise errors.InvalidRequest(f"no verified file list at {files_key(the_plan)}: run finalize first")
     records = [FileRecord.from_json(item) for item in json.loads(raw)]
     is_head = publish_mod.hub_head_check(the_plan.repo_id, the_plan.revision, the_plan.commit, token=token)
-    published = publish_mod.publish(s3, the_plan, records, is_head=is_head)
+    published = publish_mod.publish(s3, the_plan, records, is_head=is_head, policy=RequestPolicy.from_env())
     return {"status": "published", "repo_id": the_plan.repo_id, "revision": the_plan.revision, **published.to_json()}
 
 
