@@ -5,7 +5,9 @@ malformed message is logged with the reason and reported as a failed item, so SQ
 the dead-letter queue after maxReceiveCount; a valid one starts an execution whose name is the
 request's deterministic name. A taken name is a duplicate only when that execution is running, or
 succeeded with its result still in the bucket; otherwise the request runs again under a new name
-(model_cache.request_message.start_request_execution).
+(model_cache.request_message.start_request_execution). A valid request with no free execution slot
+is deferred: sent again with a delay, never counted toward the dead-letter queue
+(model_cache.request_message.deliver).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from model_cache.errors import ModelCacheError
-from model_cache.request_message import accept_request
+from model_cache.request_message import Delivery, deliver
 
 logger = Logger()
 tracer = Tracer()
@@ -34,6 +36,7 @@ OUTCOME_METRICS = {
     "deduplicated-running": "RequestsDeduplicatedRunning",
     "deduplicated-succeeded": "RequestsDeduplicatedSucceeded",
     "restarted": "RequestsRestarted",
+    "deferred": "RequestsDeferred",
 }
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
@@ -41,9 +44,10 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 @tracer.capture_method(capture_response=False)
 def record_handler(record: SQSRecord) -> dict[str, Any]:
     # SQS sets SenderId on every message; a record without one did not come from the queue.
-    sender = record.raw_event.get("attributes", {}).get("SenderId")
+    delivery = Delivery.from_sqs_record(record.raw_event)
+    sender = delivery.sender_id
     try:
-        started = accept_request(record.body, sender)
+        started = deliver(delivery)
     except ModelCacheError as exc:
         details = {"message_id": record.message_id, "sender": sender, "error": type(exc).__name__, "reason": str(exc)}
         logger.warning("request rejected", extra=details)
@@ -56,6 +60,7 @@ def record_handler(record: SQSRecord) -> dict[str, Any]:
             "sender": sender,
             "execution": started.name,
             "execution_arn": started.execution_arn,
+            "deferred_seconds": started.deferred_seconds,
         },
     )
     metrics.add_metric(name=OUTCOME_METRICS[started.outcome], unit=MetricUnit.Count, value=1)

@@ -8,11 +8,14 @@ and Step Functions.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import boto3
 import pytest
 from conftest import LambdaContext, MotoEndpoint, incomplete_uploads, load_event, shared_test_module
 
@@ -149,20 +152,209 @@ def test_the_request_lambda_refuses_force_and_unlisted_orgs_to_the_dead_letter_q
     ]
 
 
-def test_executions_in_flight_are_bounded_and_a_request_beyond_waits_on_the_queue(
-    request_handler: tuple[ModuleType, str], sfn: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """GIVEN a bound of one execution in flight and one running  WHEN another repo is requested  THEN it is an
-    item failure (TooManyExecutions: the message comes back after the visibility timeout) and nothing starts;
-    a request the running execution covers is still absorbed by it."""
+MOTO_SENDER_ID = "AIDAIT2UOQQY3AUEKVGXU"  # moto's SQS gives every message this SenderId
+
+
+@pytest.fixture
+def slots(
+    request_handler: tuple[ModuleType, str], s3: Any, bucket: str, aws: MotoEndpoint, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[ModuleType, str, Any, str, str]]:
+    """The request Lambda as the template wires it for MaxExecutionsInFlight: the slots in the cache bucket, a
+    real request queue with a dead-letter queue (maxReceiveCount 1) to defer to, its own role's id as the
+    SenderId moto gives every message, and no deferral delay (the backoff itself is tested on its own).
+    Yields (module, state machine ARN, sqs client, queue URL, dead-letter queue URL)."""
+    from model_cache import request_message
+
     module, arn = request_handler
+    sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=aws.url)
+    dlq = sqs.create_queue(QueueName=f"{bucket}-dlq")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 1})
+    queue = sqs.create_queue(QueueName=f"{bucket}-requests", Attributes={"RedrivePolicy": redrive})["QueueUrl"]
+    monkeypatch.setenv("MODEL_CACHE_BUCKET", bucket)
+    monkeypatch.setenv(request_message.REQUEST_QUEUE_URL_ENV, queue)
+    monkeypatch.setenv(request_message.REQUEST_ROLE_ID_ENV, MOTO_SENDER_ID)
+    monkeypatch.setattr(request_message, "DEFER_FLOOR_SECONDS", 0)
+    monkeypatch.setattr(request_message, "DEFER_BASE_SECONDS", 0)
+    yield module, arn, sqs, queue, dlq
+    for execution in boto3.client("stepfunctions", region_name="us-east-1", endpoint_url=aws.url).list_executions(
+        stateMachineArn=arn, statusFilter="RUNNING"
+    )["executions"]:
+        boto3.client("stepfunctions", region_name="us-east-1", endpoint_url=aws.url).stop_execution(
+            executionArn=execution["executionArn"]
+        )
+
+
+def redeliver(module: ModuleType, sqs: Any, queue: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """What Lambda's SQS event source does once: receive the queue's one message, invoke the handler with it,
+    delete it unless reported failed. Returns the handler's answer and the message's attributes."""
+    received = sqs.receive_message(
+        QueueUrl=queue, MaxNumberOfMessages=10, AttributeNames=["All"], MessageAttributeNames=["All"]
+    ).get("Messages", [])
+    assert len(received) == 1, received
+    message = received[0]
+    record = {
+        **load_event("sqs_requests.json")["Records"][0],
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": message["Body"],
+        "attributes": message["Attributes"],
+        "messageAttributes": {
+            name: {"stringValue": value["StringValue"], "dataType": value["DataType"]}
+            for name, value in message.get("MessageAttributes", {}).items()
+        },
+    }
+    response = module.handler({"Records": [record]}, LambdaContext())
+    if not response["batchItemFailures"]:
+        sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+    attributes = {name: value["StringValue"] for name, value in message.get("MessageAttributes", {}).items()}
+    return response, attributes
+
+
+def queued(sqs: Any, queue: str) -> int:
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=queue, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+
+def test_a_request_beyond_the_limit_is_deferred_never_sent_to_the_dead_letter_queue(
+    slots: tuple[ModuleType, str, Any, str, str], sfn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GIVEN a bound of one execution in flight, one running, and a queue whose second receive goes to the DLQ
+    WHEN another sender's request is delivered again and again while the slot stays taken
+    THEN no delivery is a failure: each sends the request back with a delay, counting its deferrals and keeping
+    its sender, the DLQ stays empty; and when the slot frees the request starts as its original sender."""
+    module, arn, sqs, queue, dlq = slots
     monkeypatch.setenv("MODEL_CACHE_MAX_EXECUTIONS", "1")
     first = module.handler({"Records": [sqs_record({"repo_id": "org/one"}, "AIDAONE", "m1")]}, LambdaContext())
     assert first == {"batchItemFailures": []}
-    again = [sqs_record({"repo_id": "org/two"}, "AIDATWO", "m2"), sqs_record({"repo_id": "org/one"}, "AIDATHREE", "m3")]
-    response = module.handler({"Records": again}, LambdaContext())
-    assert response == {"batchItemFailures": [{"itemIdentifier": "m2"}]}
+
+    refused = module.handler({"Records": [sqs_record({"repo_id": "org/two"}, "AIDATWO", "m2")]}, LambdaContext())
+    assert refused == {"batchItemFailures": []}
+    for deferrals in range(1, 6):
+        response, attributes = redeliver(module, sqs, queue)
+        assert response == {"batchItemFailures": []}
+        assert attributes == {"model-cache-sender": "AIDATWO", "model-cache-deferrals": str(deferrals)}
+        assert queued(sqs, dlq) == 0
+        assert queued(sqs, queue) == 1
     assert [item["repo_id"] for item in started_inputs(sfn, arn)] == ["org/one"]
+
+    running = sfn.list_executions(stateMachineArn=arn, statusFilter="RUNNING")["executions"]
+    sfn.stop_execution(executionArn=running[0]["executionArn"])
+    response, _ = redeliver(module, sqs, queue)
+    assert response == {"batchItemFailures": []}
+    assert queued(sqs, queue) == 0
+    started = {item["repo_id"]: item["requested_by"] for item in started_inputs(sfn, arn)}
+    assert started == {"org/one": "AIDAONE", "org/two": "AIDATWO"}
+
+
+def test_a_request_the_running_execution_covers_is_absorbed_at_the_limit(
+    slots: tuple[ModuleType, str, Any, str, str], sfn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GIVEN a bound of one execution in flight, taken by org/one  WHEN org/one is requested again by another
+    sender  THEN the running execution absorbs it: nothing deferred, nothing started."""
+    module, arn, sqs, queue, _ = slots
+    monkeypatch.setenv("MODEL_CACHE_MAX_EXECUTIONS", "1")
+    module.handler({"Records": [sqs_record({"repo_id": "org/one"}, "AIDAONE", "m1")]}, LambdaContext())
+    again = module.handler({"Records": [sqs_record({"repo_id": "org/one"}, "AIDATHREE", "m3")]}, LambdaContext())
+    assert again == {"batchItemFailures": []}
+    assert queued(sqs, queue) == 0
+    assert [item["repo_id"] for item in started_inputs(sfn, arn)] == ["org/one"]
+
+
+def test_one_sender_cannot_hold_every_slot(
+    slots: tuple[ModuleType, str, Any, str, str], sfn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GIVEN a bound of four executions in flight  WHEN one sender floods four requests and then another sender
+    asks for one  THEN the first sender holds two slots (its share), its other two are deferred, and the second
+    sender's request starts at once."""
+    module, arn, sqs, queue, _ = slots
+    monkeypatch.setenv("MODEL_CACHE_MAX_EXECUTIONS", "4")
+    flood = [sqs_record({"repo_id": f"org/flood-{n}"}, f"AROAFLOOD0000000000:pod-{n}", f"f{n}") for n in range(4)]
+    assert module.handler({"Records": flood}, LambdaContext()) == {"batchItemFailures": []}
+    other = module.handler({"Records": [sqs_record({"repo_id": "org/other"}, "AIDAOTHER", "o1")]}, LambdaContext())
+    assert other == {"batchItemFailures": []}
+    assert sorted(item["repo_id"] for item in started_inputs(sfn, arn)) == ["org/flood-0", "org/flood-1", "org/other"]
+    assert queued(sqs, queue) == 2
+
+
+def test_a_sender_cannot_forge_the_deferral_attributes(
+    slots: tuple[ModuleType, str, Any, str, str], sfn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GIVEN force reserved to the platform  WHEN a team sends force with the deferral attributes naming the
+    platform as its sender  THEN the attributes are ignored (its SenderId is not the request Lambda's role):
+    ForceNotAllowed, an item failure, and nothing starts."""
+    module, arn, _, _, _ = slots
+    monkeypatch.setenv("MODEL_CACHE_FORCE_SENDERS", PLATFORM)
+    forged = sqs_record({"repo_id": "org/model", "force": True}, "AROATEAM0000000000:mallory", "forged")
+    forged["messageAttributes"] = {
+        "model-cache-sender": {"stringValue": f"{PLATFORM}:ops", "dataType": "String"},
+        "model-cache-deferrals": {"stringValue": "1", "dataType": "Number"},
+    }
+    assert module.handler({"Records": [forged]}, LambdaContext()) == {
+        "batchItemFailures": [{"itemIdentifier": "forged"}]
+    }
+    assert started_inputs(sfn, arn) == []
+
+
+def test_the_limit_is_exact_under_concurrent_request_lambdas(
+    slots: tuple[ModuleType, str, Any, str, str], sfn: Any, s3: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GIVEN a bound of three executions in flight  WHEN eight request Lambdas accept eight different requests
+    at the same instant  THEN exactly three executions start and five are refused for capacity (each slot is
+    taken by a conditional write on the ledger, so two Lambdas never take the last slot twice)."""
+    from model_cache.request_message import accept_request
+
+    _, arn, _, _, _ = slots
+    monkeypatch.setenv("MODEL_CACHE_MAX_EXECUTIONS", "3")
+    barrier = threading.Barrier(8)
+
+    def one(n: int) -> str:
+        barrier.wait()
+        try:
+            return accept_request(json.dumps({"repo_id": f"org/race-{n}"}), f"AIDASENDER{n}", s3=s3).outcome
+        except errors.TooManyExecutions:
+            return "refused"
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = sorted(pool.map(one, range(8)))
+    assert outcomes == ["accepted"] * 3 + ["refused"] * 5
+    assert len(sfn.list_executions(stateMachineArn=arn, statusFilter="RUNNING")["executions"]) == 3
+
+
+def test_a_start_the_listing_does_not_show_yet_still_holds_its_slot(s3: Any, bucket: str) -> None:
+    """GIVEN ListExecutions lagging (AWS documents it as eventually consistent: it shows nothing yet)
+    WHEN two slots are taken under a bound of two  THEN a third is refused; once its execution is described as
+    ended, a slot is free again."""
+    from model_cache import inflight
+
+    ended: set[str] = set()
+    ledger = inflight.InFlightLedger(
+        s3, bucket, inflight.ledger_key("_model-cache-work"), limit=2, running=set, ended=ended.__contains__
+    )
+    ledger.take("first", "AIDAONE")
+    ledger.take("second", "AIDATWO")
+    with pytest.raises(inflight.Full, match="2 executions are in flight"):
+        ledger.take("third", "AIDATHREE")
+    ended.add("first")
+    ledger.take("third", "AIDATHREE")
+
+
+@pytest.mark.parametrize("deferrals", [0, 1, 3, 5, 30])
+def test_the_deferral_delay_is_full_jitter_under_a_doubling_ceiling(deferrals: int) -> None:
+    """GIVEN n deferrals so far  WHEN the next delay is drawn many times  THEN every draw lies in
+    [15 s, min(900 s, 30 s x 2^n)] and the draws spread over that range (not a fixed value)."""
+    import random
+
+    from model_cache.request_message import defer_delay
+
+    rng = random.Random(deferrals)
+    ceiling = min(900, 30 * 2**deferrals)
+    draws = [defer_delay(deferrals, rng) for _ in range(500)]
+    assert min(draws) >= 15
+    assert max(draws) <= ceiling
+    assert max(draws) - min(draws) >= (ceiling - 15) * 0.8
 
 
 @pytest.fixture

@@ -141,6 +141,59 @@ def test_the_request_lambda_takes_a_missing_ref_for_not_cached(
     assert stands is False
 
 
+def test_the_request_lambda_takes_execution_slots_and_writes_nothing_else(
+    router: Router, aws: MotoEndpoint, bucket: str
+) -> None:
+    from model_cache import inflight
+
+    # GIVEN a stack with no execution slot taken yet
+    stack = create_stack(aws, router, bucket)
+    with s3_authz.acting_as(role(stack, "RequestFunctionRole")):
+        client = s3_client()
+        ledger = inflight.InFlightLedger(client, bucket, inflight.ledger_key(stack.work_prefix), limit=2, running=set)
+        # WHEN the request Lambda's role takes two slots (creating the ledger, then over its ETag)
+        ledger.take("first", "AIDAONE")
+        ledger.take("second", "AIDATWO")
+        # THEN the third is refused for capacity, not for access
+        with pytest.raises(inflight.Full):
+            ledger.take("third", "AIDATHREE")
+        # AND the same writes anywhere else in the work prefix (a run's claim) are denied
+        claim_key = f"{stack.work_prefix}/claims/{stack.prefix}/forged.json"
+        with pytest.raises(AccessDenied):
+            inflight.InFlightLedger(client, bucket, claim_key, limit=2, running=set).take("x", "AIDAONE")
+
+
+def test_the_request_lambda_may_defer_to_its_queue_and_no_further(
+    router: Router, aws: MotoEndpoint, bucket: str
+) -> None:
+    # GIVEN the stack's request queue under the template's queue policy (no consumer: nothing runs afterwards)
+    stack = create_stack(aws, router, bucket)
+    assert stack.iam is not None
+    assert stack.iam.queue_policy is not None
+    admin = boto3.client("sqs", region_name=REGION)
+    queue_url = admin.create_queue(QueueName=f"{stack.stack_name}-requests")["QueueUrl"]
+    admin.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": json.dumps(stack.iam.queue_policy)})
+    dlq_url = admin.create_queue(QueueName=f"{stack.stack_name}-requests-dlq")["QueueUrl"]
+    admin.set_queue_attributes(QueueUrl=dlq_url, Attributes={"Policy": json.dumps(stack.iam.queue_policy)})
+    request_role = role(stack, "RequestFunctionRole")
+
+    def send(who: Principal, url: str) -> str:
+        try:
+            client_as(who, "sqs").send_message(QueueUrl=url, MessageBody=TINY, DelaySeconds=30)
+        except ClientError as exc:
+            return str(exc.response["Error"]["Code"])
+        return "sent"
+
+    # WHEN the request Lambda's role sends a deferred request back  THEN it may, untagged and unlisted
+    assert send(request_role, queue_url) == "sent"
+    # AND it may not send to the dead-letter queue; a role with its policy but another name may not send at all
+    assert send(request_role, dlq_url) == "AccessDenied"
+    impostor = s3_authz.active().register(
+        Principal(f"arn:aws:iam::{s3_authz.ACCOUNT}:role/impostor-{stack.suffix}", request_role.identity)
+    )
+    assert send(impostor, queue_url) == "AccessDenied"
+
+
 def rgd_pod_role(stack: Stack, kms_key_arn: str = "") -> Principal:
     """The kro RayService's pod role for this stack's bucket, bounded by the stack's boundary."""
     kro = shared_test_module("deploy_kro", "tests/deploy/deploy_kro.py")
@@ -204,7 +257,7 @@ def customer_key(aws: MotoEndpoint) -> str:
 def test_with_a_customer_kms_key_the_pipeline_refresh_gc_requests_and_pods_work(
     router: Router, aws: MotoEndpoint, bucket: str, customer_key: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
-    from model_cache import gc
+    from model_cache import gc, inflight
     from model_cache.request_message import cached_result_stands, parse_request
 
     # GIVEN a stack whose bucket encrypts with a customer managed key (EncryptionMode SSE-KMS, KmsKeyArn)
@@ -235,6 +288,13 @@ def test_with_a_customer_kms_key_the_pipeline_refresh_gc_requests_and_pods_work(
     monkeypatch.setenv("MODEL_CACHE_PREFIX", stack.prefix)
     with s3_authz.acting_as(role(stack, "RequestFunctionRole")):
         stands = cached_result_stands(parse_request(f"{TINY}@{manifest['commit']}"))
+        # AND the request Lambda takes an execution slot (an SSE-KMS write and read of the ledger)
+        ledger = inflight.InFlightLedger(
+            s3_client(), bucket, inflight.ledger_key(stack.work_prefix), limit=1, running=set
+        )
+        ledger.take("kms-slot", "AIDAONE")
+        with pytest.raises(inflight.Full):
+            ledger.take("kms-slot-2", "AIDATWO")
     pulled = loader_pull(managed_policy_pod_role(stack), stack, TINY, str(tmp_path / "hub"))
     pulled_by_rgd_pod = loader_pull(rgd_pod_role(stack, customer_key), stack, TINY, str(tmp_path / "hub-rgd"))
     without_key = loader_pull(rgd_pod_role(stack), stack, TINY, str(tmp_path / "hub-rgd-no-key"))

@@ -14,8 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -124,7 +125,7 @@ def state_machine_arn() -> str:
     return arn
 
 
-Outcome = Literal["accepted", "deduplicated-running", "deduplicated-succeeded", "restarted"]
+Outcome = Literal["accepted", "deduplicated-running", "deduplicated-succeeded", "restarted", "deferred"]
 MAX_RESTARTS = 20  # names tried after the first: a request that keeps failing is retried this often in 90 days
 
 
@@ -135,12 +136,14 @@ class StartedExecution:
     `outcome`: `accepted` (a new execution under the request's name), `deduplicated-running` (an
     execution of that name is running and will do the work), `deduplicated-succeeded` (one succeeded
     and its result still stands), `restarted` (the name was taken by an execution that failed, or whose
-    result no longer stands: a new one started under the next free name).
+    result no longer stands: a new one started under the next free name), `deferred` (no slot was free:
+    the request was sent again with a delay of `deferred_seconds`, see `deliver`).
     """
 
     name: str
     outcome: Outcome
     execution_arn: str | None = None
+    deferred_seconds: int | None = None
 
     @property
     def duplicate(self) -> bool:
@@ -150,7 +153,100 @@ class StartedExecution:
 ResultCheck = Callable[[CacheRequest], bool]
 
 
-def accept_request(body: object, sender: str | None, *, policy: Any = None, **start: Any) -> StartedExecution:
+# A request deferred for capacity is sent again by the request Lambda itself; these attributes carry the
+# original SenderId and the deferral count, and are believed only on a message whose SenderId is the
+# request Lambda's own role (SQS sets SenderId; no other principal can send as that role).
+SENDER_ATTRIBUTE = "model-cache-sender"
+DEFERRALS_ATTRIBUTE = "model-cache-deferrals"
+REQUEST_ROLE_ID_ENV = "MODEL_CACHE_REQUEST_ROLE_ID"
+REQUEST_QUEUE_URL_ENV = "MODEL_CACHE_REQUEST_QUEUE_URL"
+DEFER_FLOOR_SECONDS = 15
+DEFER_BASE_SECONDS = 30
+DEFER_CEILING_SECONDS = 900  # SQS's largest DelaySeconds
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One SQS record as the request Lambda gets it: the body, the SenderId SQS set, string attributes."""
+
+    body: str
+    sender_id: str | None
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_sqs_record(cls, record: Mapping[str, Any]) -> Delivery:
+        attributes = {
+            str(name): str(value.get("stringValue"))
+            for name, value in (record.get("messageAttributes") or {}).items()
+            if isinstance(value, Mapping) and value.get("stringValue") is not None
+        }
+        return cls(
+            body=str(record.get("body", "")),
+            sender_id=(record.get("attributes") or {}).get("SenderId"),
+            attributes=attributes,
+        )
+
+    def origin(self, own_principal: str | None) -> tuple[str | None, int]:
+        """(the sender the request is from, how often it was deferred): the attributes' when the request
+        Lambda's own role sent this message, else SQS's SenderId and 0."""
+        from model_cache.inflight import principal
+
+        if own_principal and self.sender_id and principal(self.sender_id) == own_principal:
+            count = self.attributes.get(DEFERRALS_ATTRIBUTE, "0")
+            return self.attributes.get(SENDER_ATTRIBUTE) or self.sender_id, int(count) if count.isdigit() else 0
+        return self.sender_id, 0
+
+
+def defer_delay(deferrals: int, rng: random.Random | None = None) -> int:
+    """Seconds before a deferred request is tried again: full jitter up to a ceiling that doubles with each
+    deferral (30 s, 60 s, ... SQS's 900 s), above a 15 s floor so a saturated cache is not polled in a loop."""
+    ceiling = min(DEFER_CEILING_SECONDS, DEFER_BASE_SECONDS * 2 ** min(deferrals, 10))
+    return (rng or random.Random()).randint(DEFER_FLOOR_SECONDS, ceiling)  # noqa: S311 - jitter, not a secret
+
+
+def deliver(
+    delivery: Delivery,
+    *,
+    own_principal: str | None = None,
+    queue_url: str | None = None,
+    sqs: Any = None,
+    delay_for: Callable[[int], int] = defer_delay,
+    **accept: Any,
+) -> StartedExecution:
+    """An SQS delivery -> its execution, or its deferral.
+
+    A request refused only for capacity (TooManyExecutions) is not failed back to the queue, where each
+    receive counts toward maxReceiveCount and the dead-letter queue: it is sent again with a delay
+    (`delay_for`), carrying its original sender, and this delivery succeeds. A request that breaks a rule
+    still raises, and goes to the dead-letter queue. Without a queue URL (an operator's machine) the
+    refusal propagates as before.
+    """
+    own_principal = own_principal if own_principal is not None else os.environ.get(REQUEST_ROLE_ID_ENV)
+    queue_url = queue_url if queue_url is not None else os.environ.get(REQUEST_QUEUE_URL_ENV)
+    sender, deferrals = delivery.origin(own_principal)
+    try:
+        return accept_request(delivery.body, sender, **accept)
+    except TooManyExecutions:
+        if not queue_url:
+            raise
+    delay = delay_for(deferrals)
+    attributes = {DEFERRALS_ATTRIBUTE: {"DataType": "Number", "StringValue": str(deferrals + 1)}}
+    if sender:
+        attributes[SENDER_ATTRIBUTE] = {"DataType": "String", "StringValue": sender}
+    client = sqs or _sqs()
+    client.send_message(QueueUrl=queue_url, MessageBody=delivery.body, DelaySeconds=delay, MessageAttributes=attributes)
+    return StartedExecution(name="", outcome="deferred", deferred_seconds=delay)
+
+
+def _sqs() -> Any:
+    import boto3
+
+    return boto3.client("sqs")
+
+
+def accept_request(
+    body: object, sender: str | None, *, policy: Any = None, s3: Any = None, **start: Any
+) -> StartedExecution:
     """An SQS message from `sender` (its SenderId, which SQS sets and no sender can forge) -> its execution.
 
     The requester recorded in the execution input (and so in the manifest) is the sender, never the
@@ -167,7 +263,30 @@ def accept_request(body: object, sender: str | None, *, policy: Any = None, **st
     request = replace(parse_request(body), requested_by=sender)
     policy.check_repo(request.repo_id)
     policy.check_force(request.force, sender)
-    return start_request_execution(request, in_flight_limit=policy.max_executions, **start)
+    if policy.max_executions is not None and "ledger" not in start:
+        start["ledger"] = in_flight_ledger(policy.max_executions, s3=s3, **start)
+    return start_request_execution(request, **start)
+
+
+def in_flight_ledger(limit: int, *, s3: Any = None, stepfunctions: Any = None, arn: str | None = None, **_: Any) -> Any:
+    """The slots of MaxExecutionsInFlight (model_cache.inflight), kept in the cache bucket's work prefix."""
+    from model_cache import inflight, transfer
+    from model_cache.plan import DEFAULT_WORK_PREFIX
+
+    bucket = os.environ.get("MODEL_CACHE_BUCKET", "")
+    if not bucket:
+        raise InvalidRequest("MODEL_CACHE_MAX_EXECUTIONS is set but MODEL_CACHE_BUCKET is not: the slots live there")
+    work_prefix = os.environ.get("MODEL_CACHE_WORK_PREFIX") or DEFAULT_WORK_PREFIX
+    client = stepfunctions or _stepfunctions()
+    machine = arn or state_machine_arn()
+    return inflight.InFlightLedger(
+        s3 or transfer.s3_client(),
+        bucket,
+        inflight.ledger_key(work_prefix),
+        limit=limit,
+        running=lambda: _running_names(client, machine),
+        ended=lambda name: _ended(client, machine, name),
+    )
 
 
 def start_request_execution(
@@ -176,7 +295,7 @@ def start_request_execution(
     arn: str | None = None,
     stepfunctions: Any = None,
     result_stands: ResultCheck | None = None,
-    in_flight_limit: int | None = None,
+    ledger: Any = None,
 ) -> StartedExecution:
     """Start the request's execution under its deterministic name (default: $STATE_MACHINE_ARN),
     deduplicating by outcome, not by name.
@@ -186,9 +305,12 @@ def start_request_execution(
     (`result_stands`, default `cached_result_stands`), absorbs the request; a failed, timed-out or
     aborted one, or a success that no longer stands (gc removed it, the branch moved), does not, and
     the request starts again under `{name}-r{n}`. Any other StartExecution error propagates, so the
-    SQS message is delivered again. With `in_flight_limit`, no new execution starts while that many
-    are running: TooManyExecutions (a request that a running one already covers is still absorbed).
+    SQS message is delivered again. With a `ledger` (model_cache.inflight.InFlightLedger), each start
+    first takes a slot, given back when nothing started: TooManyExecutions when every slot is taken or
+    the sender holds its share (a request that a running execution already covers is still absorbed).
     """
+    from model_cache import inflight
+
     client = stepfunctions or _stepfunctions()
     machine = arn or state_machine_arn()
     check = result_stands or cached_result_stands
@@ -196,17 +318,19 @@ def start_request_execution(
     payload = json.dumps(request.to_input())
     for attempt in range(MAX_RESTARTS + 1):
         name = base if attempt == 0 else restart_name(base, attempt)
-        if in_flight_limit is not None and _running(client, machine, in_flight_limit) >= in_flight_limit:
-            covered = _running_execution(client, machine, name)
-            if covered is not None:
-                return StartedExecution(name=name, outcome="deduplicated-running", execution_arn=covered)
-            raise TooManyExecutions(
-                f"{request.repo_id}@{request.revision}: {in_flight_limit} executions are in flight, this cache's "
-                "limit (MaxExecutionsInFlight); the message goes back to the queue and is tried again"
-            )
+        if ledger is not None:
+            try:
+                ledger.take(name, request.requested_by)
+            except inflight.Full as full:
+                covered = _running_execution(client, machine, name) if full.name_in_flight else None
+                if covered is not None:
+                    return StartedExecution(name=name, outcome="deduplicated-running", execution_arn=covered)
+                raise TooManyExecutions(f"{request.repo_id}@{request.revision}: {full}") from None
         try:
             started = client.start_execution(stateMachineArn=machine, name=name, input=payload)
         except client.exceptions.ExecutionAlreadyExists:
+            if ledger is not None:
+                ledger.give_back(name)  # the slot is the existing execution's (listed), not this request's
             described = client.describe_execution(executionArn=execution_arn(machine, name))
             status = described["status"]
             if status == "RUNNING":
@@ -218,6 +342,10 @@ def start_request_execution(
                     name=name, outcome="deduplicated-succeeded", execution_arn=described["executionArn"]
                 )
             continue
+        except BaseException:
+            if ledger is not None:
+                ledger.give_back(name)
+            raise
         outcome: Outcome = "accepted" if attempt == 0 else "restarted"
         return StartedExecution(name=name, outcome=outcome, execution_arn=started["executionArn"])
     raise InvalidRequest(
@@ -226,10 +354,21 @@ def start_request_execution(
     )
 
 
-def _running(client: Any, machine: str, limit: int) -> int:
-    """How many executions are RUNNING, counted up to `limit` (one page is enough to know)."""
-    page = client.list_executions(stateMachineArn=machine, statusFilter="RUNNING", maxResults=min(max(limit, 1), 1000))
-    return len(page.get("executions", []))
+def _ended(client: Any, machine: str, name: str) -> bool:
+    """Whether execution `name` has ended (an unknown name may not be visible yet: not ended)."""
+    try:
+        described = client.describe_execution(executionArn=execution_arn(machine, name))
+    except client.exceptions.ExecutionDoesNotExist:
+        return False
+    return bool(described["status"] != "RUNNING")
+
+
+def _running_names(client: Any, machine: str) -> set[str]:
+    """The names of the executions listed RUNNING (every page)."""
+    names: set[str] = set()
+    for page in client.get_paginator("list_executions").paginate(stateMachineArn=machine, statusFilter="RUNNING"):
+        names.update(str(item["name"]) for item in page.get("executions", []))
+    return names
 
 
 def _running_execution(client: Any, machine: str, name: str) -> str | None:
