@@ -53,7 +53,7 @@ lint: $(INSTALLED) ## ruff (format check + lint) and mypy
 
 .PHONY: reliability-figures
 reliability-figures: $(INSTALLED) ## Run the fault-injection suite and write its figures into docs/reliability.md
-	MODEL_CACHE_WRITE_FIGURES=1 $(PY) -m pytest tests/reliability tests/operations/test_gc_interleaving.py tests/pipeline/test_request_outcomes.py tests/pipeline/test_fargate_stops.py -p no:randomly $(PYTEST_ARGS)
+	MODEL_CACHE_WRITE_FIGURES=1 $(PY) -m pytest tests/reliability tests/operations/test_gc_interleaving.py tests/pipeline/test_request_outcomes.py tests/pipeline/test_fargate_stops.py tests/loader/test_loader_fault_rows.py -p no:randomly $(PYTEST_ARGS)
 
 .PHONY: mutants
 mutants: $(INSTALLED) ## Mutation check: break each guard of the promise on a scratch copy; every one must be killed
