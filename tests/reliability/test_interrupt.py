@@ -28,6 +28,17 @@ EXIT_INTERRUPTED = 130
 SYNC_OPTIONS = ("--concurrency", "2", "--part-size", "5MiB")
 
 
+@pytest.fixture(autouse=True)
+def children_take_ctrl_c() -> Any:
+    """A shell starts a background job with SIGINT ignored, a child inherits that across exec, and
+    Python then installs no KeyboardInterrupt handler: the CLI under test would never see Ctrl-C.
+    While this module's tests start their CLIs, SIGINT is caught here, so each child starts with the
+    default disposition, as it has under a terminal."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def wait_for(condition: Any, what: str, timeout: float = 60.0) -> None:
     """Poll `condition` until it holds (a readiness wait, not a timing assertion)."""
     deadline = time.monotonic() + timeout
