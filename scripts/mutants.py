@@ -1032,12 +1032,20 @@ MUTANTS: tuple[Mutant, ...] = (
         "a Hub that accepts and never answers cannot hold a pod in Init forever",
     ),
     Mutant(
-        "issue23: the Hub fallback holds the node lock across the Hub",
+        "issue23: the Hub fallback (manifest files) holds the node lock across the Hub",
         f"{LOADER}/fallback.py",
         "    return within_deadline(work, deadline=deadline, what=label)",
         "    with cache.locked():\n        return within_deadline(work, deadline=deadline, what=label)",
         ("tests/loader/test_loader_fallback_integrity.py::test_a_hung_fallback_does_not_hold_the_node_lock",),
         "another pod's S3 hit never queues behind a Hub download",
+    ),
+    Mutant(
+        "issue23: the Hub fallback (no manifest) holds the node lock across the Hub",
+        f"{LOADER}/fallback.py",
+        '    return within_deadline(work, deadline=deadline, what=f"{repo_id}@{revision}")',
+        '    with cache.locked():\n        return within_deadline(work, deadline=deadline, what=f"{repo_id}@{revision}")',
+        ("tests/loader/test_loader_fallback_integrity.py::test_a_hung_fallback_does_not_hold_the_node_lock",),
+        "another pod's S3 hit never queues behind a Hub snapshot download",
     ),
     Mutant(
         "issue23: the fallback keeps what the failed S3 attempt allocated",
@@ -1117,8 +1125,9 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "issue23: Ctrl-C during a loader pull lets the pool fetch every queued part",
         f"{LOADER}/transfer.py",
+        "left is what a kill leaves: journalled parts, resumable, no blob renamed.\n"
         "                        self._stop(futures)\n                        raise",
-        "                        raise",
+        "left is what a kill leaves: journalled parts, resumable, no blob renamed.\n                        raise",
         ("tests/reliability/test_interrupt.py::test_ctrl_c_stops_a_loader_pull_within_about_one_part",),
         "Ctrl-C stops model-cache-loader pull within about one part",
     ),
@@ -1167,7 +1176,7 @@ MUTANTS: tuple[Mutant, ...] = (
         f"{CORE}/gc.py",
         "        if renew is not None:\n            renew()",
         "        if False:\n            renew()",
-        ("tests/operations/test_gc_lease.py::test_a_gc_that_cannot_renew_its_lease_in_time_stops_deleting",),
+        ("tests/operations/test_gc_lease.py::test_gc_renews_its_lease_before_each_batch_and_stops_when_it_cannot",),
         "gc's mark stays in force while it deletes",
     ),
     Mutant(
@@ -1189,16 +1198,16 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "issue23: the in-flight ledger is written without a condition",
         f"{CORE}/inflight.py",
-        '                self.s3, self.bucket, self.key, body, "application/json", if_match=etag, create=etag is None',
-        '                self.s3, self.bucket, self.key, body, "application/json"',
+        'put_bytes(self.s3, self.bucket, self.key, body, "application/json", if_match=etag, create=etag is None)',
+        'put_bytes(self.s3, self.bucket, self.key, body, "application/json")',
         ("tests/security/test_governance.py::test_the_limit_is_exact_under_concurrent_request_lambdas",),
         "two request Lambdas never take the last slot twice",
     ),
     Mutant(
         "issue23: a start the listing does not show yet frees its slot",
         f"{CORE}/inflight.py",
-        "                or (_age(slot, now) < LISTING_GRACE_SECONDS and not self.ended(slot.name))",
-        "                or False",
+        "if slot.name in listed or (_age(slot, now) < LISTING_GRACE_SECONDS and not self.ended(slot.name))",
+        "if slot.name in listed",
         ("tests/security/test_governance.py::test_a_start_the_listing_does_not_show_yet_still_holds_its_slot",),
         "ListExecutions' lag cannot let a request past the limit",
     ),

@@ -192,15 +192,20 @@ def test_a_hub_that_never_answers_ends_at_the_deadline(
     assert not (RepoCache(hf_cache, TINY_MODEL).snapshots_dir).exists()
 
 
+@pytest.mark.parametrize("pod_a_has", ["no manifest", "a manifest with a shard gone"])
 def test_a_hung_fallback_does_not_hold_the_node_lock(
-    s3: Any, bucket: str, hub: Any, hub_root: Path, hf_cache: Path, monkeypatch: pytest.MonkeyPatch
+    s3: Any, bucket: str, hub: Any, hub_root: Path, hf_cache: Path, monkeypatch: pytest.MonkeyPatch, pod_a_has: str
 ) -> None:
-    """GIVEN pod A falling back to a Hub that never answers (its model is not in A's bucket)
+    """GIVEN pod A falling back to a Hub that never answers (its model is not in A's bucket at all, or its
+    manifest is there with a shard gone, so the fallback fetches the manifest's files)
     WHEN pod B on the same node pulls the same model, which B's bucket holds
     THEN B's S3 hit completes while A is still waiting on the Hub: no lock spans A's network wait."""
     seed_at_hub_commit(s3, bucket, hub, hub_root)
     empty_bucket = f"{bucket}-empty"[:63]
     s3.create_bucket(Bucket=empty_bucket)
+    if pod_a_has != "no manifest":
+        s3.put_bucket_versioning(Bucket=empty_bucket, VersioningConfiguration={"Status": "Enabled"})
+        seed_with_a_shard_gone(s3, empty_bucket, hub, hub_root)
     silent = SilentHub()
     outcome: dict[str, Any] = {}
 

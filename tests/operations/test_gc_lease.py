@@ -50,3 +50,29 @@ def test_a_gc_that_cannot_renew_its_lease_in_time_stops_deleting(s3: Any, bucket
     ticks[0] += claims.GC_LEASE_SECONDS * 0.6
     with pytest.raises(errors.SnapshotBusy, match="lapsed"):
         lease.renew()
+
+
+def test_gc_renews_its_lease_before_each_batch_and_stops_when_it_cannot(
+    s3: Any, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GIVEN a snapshot of 5 files deleted in batches of 2, and a lease that cannot be renewed a second time
+    WHEN gc deletes the snapshot
+    THEN it renewed before the first batch, stops with SnapshotBusy before the second, and the files of
+    the batches it did not run are still there."""
+    from model_cache import gc, layout
+
+    monkeypatch.setattr(gc, "_DELETE_BATCH", 2)
+    for index in range(5):
+        s3.put_object(Bucket=bucket, Key=layout.file_key("models", REPO, COMMIT, f"f{index}.bin"), Body=b"x")
+    renewals: list[int] = []
+
+    def renew() -> None:
+        renewals.append(len(renewals))
+        if len(renewals) > 1:
+            raise errors.SnapshotBusy("the lease lapsed while gc was paused")
+
+    with pytest.raises(errors.SnapshotBusy, match="lapsed"):
+        gc.delete_snapshot(s3, bucket, "models", REPO, COMMIT, renew=renew)
+    left = s3.list_objects_v2(Bucket=bucket, Prefix=layout.snapshot_prefix("models", REPO, COMMIT)).get("Contents", [])
+    assert renewals == [0, 1]
+    assert len(left) == 3

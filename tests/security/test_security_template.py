@@ -550,13 +550,18 @@ def test_the_copier_execution_role_pulls_only_its_image_and_logs_only_its_group(
 
 def test_only_listed_or_tagged_principals_may_send_requests() -> None:
     """GIVEN the request queue's policy  THEN SendMessage is denied to every principal that is neither listed in
-    RequestSenderPrincipalArns nor tagged model-cache-sender=true."""
+    RequestSenderPrincipalArns nor tagged model-cache-sender=true, except the request function's own role
+    (which sends a request deferred for capacity back with a delay)."""
     policy = template()["Resources"]["RequestQueuesPolicy"]["Properties"]["PolicyDocument"]
     [deny] = [s for s in statements_of(policy, "RequestQueuesPolicy") if s.body.get("Sid") == "DenyUnlistedSenders"]
     assert deny.effect == "Deny"
     assert deny.actions == ["sqs:SendMessage"]
     listed, tagged_only = deny.body["Condition"]["Fn::If"][1:]
-    assert listed["ArnNotLike"] == {"aws:PrincipalArn": {"Ref": "RequestSenderPrincipalArns"}}
+    request_role = {"Fn::GetAtt": ["RequestFunctionRole", "Arn"]}
+    senders = {"Fn::Join": [",", {"Ref": "RequestSenderPrincipalArns"}]}
+    listed_or_request_role = {"Fn::Split": [",", {"Fn::Join": [",", [senders, request_role]]}]}
+    assert listed["ArnNotLike"] == {"aws:PrincipalArn": listed_or_request_role}
+    assert tagged_only["ArnNotLike"] == {"aws:PrincipalArn": request_role}
     assert (
         listed["StringNotEquals"] == tagged_only["StringNotEquals"] == {"aws:PrincipalTag/model-cache-sender": "true"}
     )
