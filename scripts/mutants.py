@@ -996,7 +996,9 @@ MUTANTS: tuple[Mutant, ...] = (
         f"{LOADER}/fallback.py",
         "revision=manifest.commit,  # the commit S3 resolved, never the branch",
         "revision=revision,",
-        ("tests/loader/test_loader_fallback_integrity.py::test_the_fallback_fetches_the_commit_s3_resolved_never_the_branch",),
+        (
+            "tests/loader/test_loader_fallback_integrity.py::test_the_fallback_fetches_the_commit_s3_resolved_never_the_branch",
+        ),
         "pods that fell back serve the commit the S3 pods serve",
     ),
     Mutant(
@@ -1004,7 +1006,9 @@ MUTANTS: tuple[Mutant, ...] = (
         f"{LOADER}/fallback.py",
         "        if size != entry.size or digest != entry.sha256:",
         "        if size != entry.size:",
-        ("tests/loader/test_loader_fallback_integrity.py::test_a_corrupt_byte_from_the_hub_fallback_is_never_installed",),
+        (
+            "tests/loader/test_loader_fallback_integrity.py::test_a_corrupt_byte_from_the_hub_fallback_is_never_installed",
+        ),
         "a byte the Hub corrupted is never installed under the manifest's blob name",
     ),
     Mutant(
@@ -1012,7 +1016,9 @@ MUTANTS: tuple[Mutant, ...] = (
         f"{LOADER}/hfcache.py",
         "            if not trust_size and not self.verified(entry):\n                return False",
         "            if False:\n                return False",
-        ("tests/loader/test_loader_fallback_integrity.py::test_a_blob_of_the_right_size_is_not_trusted_without_a_check",),
+        (
+            "tests/loader/test_loader_fallback_integrity.py::test_a_blob_of_the_right_size_is_not_trusted_without_a_check",
+        ),
         "size alone is not proof: a blob counts as complete only when it was verified",
     ),
     Mutant(
@@ -1052,7 +1058,9 @@ MUTANTS: tuple[Mutant, ...] = (
         f"{LOADER}/api.py",
         "            for entry in manifest.files:\n                self.cache.discard(entry.blob_name)",
         "            for entry in manifest.files[:0]:\n                self.cache.discard(entry.blob_name)",
-        ("tests/loader/test_loader_fallback_integrity.py::test_the_fallback_frees_what_the_failed_s3_attempt_allocated",),
+        (
+            "tests/loader/test_loader_fallback_integrity.py::test_the_fallback_frees_what_the_failed_s3_attempt_allocated",
+        ),
         "a volume sized for the model once can finish a fallback after a partial S3 download",
     ),
     Mutant(
@@ -1079,7 +1087,9 @@ MUTANTS: tuple[Mutant, ...] = (
         "                        # so a consumer that stops at the last tensor it expects never gets it unchecked.\n"
         "                        self._finish(state)\n",
         "",
-        ("tests/loader/test_loader_memory_failures.py::test_a_consumer_that_stops_at_the_last_tensor_still_gets_integrity_error",),
+        (
+            "tests/loader/test_loader_memory_failures.py::test_a_consumer_that_stops_at_the_last_tensor_still_gets_integrity_error",
+        ),
         "no tensor leaves unchecked, the last one included",
     ),
     Mutant(
@@ -1087,7 +1097,9 @@ MUTANTS: tuple[Mutant, ...] = (
         f"{LOADER}/memory.py",
         "        over_budget = memory_limit is not None and pack_cost + tensor_cost(spec) > memory_limit",
         "        over_budget = False",
-        ("tests/loader/test_loader_memory_failures.py::test_memory_limit_bounds_the_bytes_held_when_small_tensors_are_packed",),
+        (
+            "tests/loader/test_loader_memory_failures.py::test_memory_limit_bounds_the_bytes_held_when_small_tensors_are_packed",
+        ),
         "a packed read is never larger than memory_limit",
     ),
     Mutant(
@@ -1110,7 +1122,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "issue23: memory stream header decoded as any JSON encoding",
         f"{LOADER}/memory.py",
         '        text = bytes(raw[8 : 8 + length]).decode("utf-8")',
-        '        text = bytes(raw[8 : 8 + length]).decode(json.detect_encoding(bytes(raw[8 : 8 + length])))',
+        "        text = bytes(raw[8 : 8 + length]).decode(json.detect_encoding(bytes(raw[8 : 8 + length])))",
         ("tests/loader/test_loader_memory_failures.py::test_a_header_is_accepted_exactly_when_safetensors_accepts_it",),
         "headers safetensors rejects (UTF-16) are rejected",
     ),
@@ -1158,8 +1170,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "issue23: gc's mark counts for the claims' seven days, not its lease",
         f"{CORE}/claims.py",
-        "        if item[\"LastModified\"] >= (oldest_lease if name == GC_MARKER else oldest_claim):",
-        "        if item[\"LastModified\"] >= oldest_claim:",
+        '        if item["LastModified"] >= (oldest_lease if name == GC_MARKER else oldest_claim):',
+        '        if item["LastModified"] >= oldest_claim:',
         ("tests/operations/test_gc_lease.py::test_a_killed_gcs_mark_blocks_runs_only_for_its_lease",),
         "a killed gc blocks a commit for minutes, not days",
     ),
@@ -1224,7 +1236,9 @@ MUTANTS: tuple[Mutant, ...] = (
         f"{CORE}/request_message.py",
         "    except TooManyExecutions:\n        if not queue_url:\n            raise",
         "    except TooManyExecutions:\n        raise",
-        ("tests/security/test_governance.py::test_a_request_beyond_the_limit_is_deferred_never_sent_to_the_dead_letter_queue",),
+        (
+            "tests/security/test_governance.py::test_a_request_beyond_the_limit_is_deferred_never_sent_to_the_dead_letter_queue",
+        ),
         "saturation never sends a valid request to the dead-letter queue",
     ),
     Mutant(
@@ -1232,7 +1246,9 @@ MUTANTS: tuple[Mutant, ...] = (
         f"{CORE}/request_message.py",
         "            return self.attributes.get(SENDER_ATTRIBUTE) or self.sender_id, int(count) if count.isdigit() else 0",
         "            return self.sender_id, int(count) if count.isdigit() else 0",
-        ("tests/security/test_governance.py::test_a_request_beyond_the_limit_is_deferred_never_sent_to_the_dead_letter_queue",),
+        (
+            "tests/security/test_governance.py::test_a_request_beyond_the_limit_is_deferred_never_sent_to_the_dead_letter_queue",
+        ),
         "a deferred request starts as the sender who asked, not as the request Lambda",
     ),
     Mutant(
@@ -1256,7 +1272,9 @@ MUTANTS: tuple[Mutant, ...] = (
         "template.yaml",
         "              - ArnNotLike:\n                  aws:PrincipalArn: !GetAtt RequestFunctionRole.Arn\n                StringNotEquals:",
         "              - StringNotEquals:",
-        ("tests/security/test_roles_under_aws_rules.py::test_the_request_lambda_may_defer_to_its_queue_and_no_further",),
+        (
+            "tests/security/test_roles_under_aws_rules.py::test_the_request_lambda_may_defer_to_its_queue_and_no_further",
+        ),
         "the request Lambda can send a deferred request back under the queue policy",
     ),
 )
