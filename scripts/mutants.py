@@ -1161,7 +1161,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "issue23: --bucket takes a URI",
-        f"{CORE}/cli_ops.py",
+        f"{CORE}/cli_common.py",
         "        return ids.validate_bucket(text)",
         "        return text",
         ("tests/integration/test_cli.py::test_a_bucket_given_as_a_uri_is_a_usage_error",),

@@ -54,7 +54,7 @@ def test_pull_prints_the_path_and_a_summary(s3: Any, bucket: str, hf_cache: Path
     [
         ("empty", ["--fallback", "error"], 3, "not cached"),
         ("tampered", [], 4, "has a '.' or '..' segment"),
-        ("unreachable", ["--fallback", "error"], 5, "unreachable"),
+        ("unreachable", ["--fallback", "error"], 7, "unreachable"),
         ("empty", ["--concurrency", "0"], 2, "concurrency must be"),
     ],
 )

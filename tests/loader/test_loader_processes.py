@@ -69,7 +69,9 @@ def test_racing_processes_download_once_and_share(s3: Any, bucket: str, proxy: S
 
     racers = [
         subprocess.Popen(
-            loader_command(bucket, cache, "--concurrency", "2", "--part-size-mib", "1", "-q"),
+            loader_command(
+                bucket, cache, "--concurrency", "2", "--part-size-mib", "1"
+            ),  # not -q: the summary line names the source
             env=loader_env(proxy),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

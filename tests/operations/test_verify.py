@@ -52,7 +52,7 @@ def test_a_freshly_synced_snapshot_has_no_drift_quick_or_deep(s3: Any, bucket: s
 
 def test_an_overwritten_byte_is_found(s3: Any, bucket: str, synced: dict[str, Any]) -> None:
     """GIVEN a synced snapshot  WHEN one byte of the big file is flipped (same size, new object version)
-    THEN the quick check reports the replaced version, the deep check the wrong sha256, and the CLI exits 6."""
+    THEN the quick check reports the replaced version, the deep check the wrong sha256, and the CLI exits 4."""
     item = entry(synced, BIG_FILE)
     data = bytearray(read(s3, bucket, item["key"]))
     data[len(data) // 2] ^= 0xFF

@@ -89,8 +89,9 @@ def test_ctrl_c_stops_a_loader_pull_within_about_one_part(s3: Any, bucket: str, 
     assert not (blobs / name).exists()
 
     s3_proxy.bandwidth_limit = None
+    not_quiet = [arg for arg in argv if arg != "-q"]  # -q keeps only errors; the resume is logged at INFO
     resumed = subprocess.run(
-        [sys.executable, "-m", "model_cache_loader", *argv], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "model_cache_loader", *not_quiet], env=env, capture_output=True, text=True, timeout=120
     )
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming a cut download" in resumed.stderr

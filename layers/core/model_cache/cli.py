@@ -9,16 +9,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError, ProfileNotFound
 
-from model_cache import errors, ids, layout
-from model_cache.cli_ops import OPS_SUBCOMMANDS, bucket_name
+from model_cache import __version__, errors, ids, layout
+from model_cache.cli_common import (
+    EXIT_BROKEN_PIPE,
+    add_bucket_options,
+    add_global_options,
+    report_error,
+    setup_environment,
+    setup_logging,
+)
+from model_cache.cli_ops import OPS_SUBCOMMANDS
 from model_cache.cli_pipeline import PIPELINE_SUBCOMMANDS
 from model_cache.engine import DEFAULT_CONCURRENCY, sync
 from model_cache.loader_release import disk_request, publish_loader
@@ -58,8 +67,7 @@ def add_sync_parser(subparsers: Any) -> None:
         "(HF_ENDPOINT and HF_TOKEN honoured). A no-op when that commit is already published.",
     )
     parser.add_argument("repo", metavar="REPO_ID[@REV]", help="e.g. TinyLlama/TinyLlama-1.1B-Chat-v1.0@main")
-    parser.add_argument("--bucket", required=True, type=bucket_name, help="the cache bucket")
-    parser.add_argument("--prefix", default=layout.DEFAULT_PREFIX, help="key prefix (default: %(default)s)")
+    add_bucket_options(parser)
     parser.add_argument("--revision", help="branch, tag or commit (default: main; or the @REV of REPO_ID)")
     parser.add_argument("--include", action="append", default=[], metavar="GLOB", help="copy only matching files")
     parser.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="skip matching files")
@@ -79,7 +87,7 @@ def run_sync(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.revision and ref_revision and args.revision != ref_revision:
         raise errors.InvalidRequest(f"{args.repo} and --revision {args.revision} disagree: give the revision once")
     revision = args.revision or ref_revision or layout.DEFAULT_REVISION
-    progress = ConsoleProgress(err)
+    progress = None if args.quiet else ConsoleProgress(err)
     result = sync(
         repo_id,
         revision,
@@ -120,8 +128,7 @@ def run_sync(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def add_ls_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser("ls", help="list the cached repos: snapshots, refs, size, date")
-    parser.add_argument("--bucket", required=True, type=bucket_name)
-    parser.add_argument("--prefix", default=layout.DEFAULT_PREFIX, help="key prefix (default: %(default)s)")
+    add_bucket_options(parser)
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     parser.set_defaults(run=run_ls)
 
@@ -184,8 +191,7 @@ def run_ls(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def add_show_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser("show", help="summarize the cached manifest of REPO_ID[@REV]")
     parser.add_argument("repo", metavar="REPO_ID[@REV]")
-    parser.add_argument("--bucket", required=True, type=bucket_name)
-    parser.add_argument("--prefix", default=layout.DEFAULT_PREFIX, help="key prefix (default: %(default)s)")
+    add_bucket_options(parser)
     parser.add_argument("--json", action="store_true", help="print the whole manifest")
     parser.add_argument(
         "--disk-request",
@@ -248,7 +254,7 @@ def add_publish_loader_parser(subparsers: Any) -> None:
         "Publishing a version again is a no-op when the files are the same, an error when they differ.",
     )
     parser.add_argument("wheel", type=Path, metavar="WHEEL", help="dist/model_cache_loader-<version>-py3-none-any.whl")
-    parser.add_argument("--bucket", required=True, type=bucket_name, help="the cache bucket")
+    add_bucket_options(parser, prefix=False)
     parser.set_defaults(run=run_publish_loader)
 
 
@@ -280,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="model-cache",
         description="Mirror Hugging Face Hub repos into S3 at pinned commits, verified. Exit codes: docs/cli.md.",
     )
+    add_global_options(parser, __version__)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in SUBCOMMANDS.values():
         add(subparsers)
@@ -289,21 +296,36 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
+    setup_environment()
     args = build_parser().parse_args(argv)
+    setup_logging(quiet=args.quiet, verbose=args.verbose, own="model_cache")
+    as_json = bool(getattr(args, "json", False))
+
+    def fail(exc: BaseException, code: int, message: str) -> int:
+        return report_error("model-cache", exc, code, message, as_json=as_json, out=out, err=err)
+
     try:
         code: int = args.run(args, out, err)
+        out.flush()
         return code
     except errors.ModelCacheError as exc:
-        err.write(f"model-cache: error: {exc}\n")
-        return exc.exit_code
-    except NoCredentialsError:
-        err.write(
-            "model-cache: error: no AWS credentials: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY\n"
-        )
-        return errors.AccessDenied.exit_code
+        return fail(exc, exc.exit_code, str(exc))
+    except NoCredentialsError as exc:
+        message = "no AWS credentials: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+        return fail(exc, errors.AccessDenied.exit_code, message)
+    except ProfileNotFound as exc:
+        return fail(exc, errors.InvalidRequest.exit_code, f"{exc}: set AWS_PROFILE to a profile in ~/.aws/config")
+    except NoRegionError as exc:
+        return fail(exc, errors.InvalidRequest.exit_code, "no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION)")
     except (BotoCoreError, ClientError) as exc:
-        err.write(f"model-cache: error: AWS request failed: {exc}; check AWS_ENDPOINT_URL, the region and network\n")
-        return errors.TransferError.exit_code
+        message = f"AWS request failed: {exc}; check AWS_ENDPOINT_URL, the region and network"
+        return fail(exc, errors.TransferError.exit_code, message)
+    except BrokenPipeError:
+        # The reader went away (`model-cache ls | head -2`): stop quietly, and keep the interpreter's own
+        # flush at exit from failing on the closed pipe again.
+        if out is sys.stdout:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
         err.write("model-cache: interrupted; uploads of this run were aborted\n")
         return EXIT_INTERRUPTED

@@ -1,6 +1,6 @@
 """`model-cache verify`, `gc` and `cost`: running the cache day to day (docs/operations.md).
 
-`verify` exits 0 when the snapshot matches its manifest and `errors.IntegrityError.exit_code` (6) when
+`verify` exits 0 when the snapshot matches its manifest and `errors.IntegrityError.exit_code` (4) when
 it found drift; `gc` and `cost` exit 0 unless a request fails.
 """
 
@@ -13,6 +13,7 @@ from typing import Any, TextIO
 
 from model_cache import errors, ids, layout
 from model_cache.audit import audit_snapshot
+from model_cache.cli_common import add_bucket_options
 from model_cache.cost import (
     DEFAULT_GET_PRICE_PER_1000,
     DEFAULT_PRICE_PER_GB_MONTH,
@@ -27,15 +28,6 @@ from model_cache.transfer import s3_client
 
 EXIT_OK = 0
 EXIT_DRIFT = errors.IntegrityError.exit_code
-
-
-def bucket_name(text: str) -> str:
-    """--bucket: a bucket's name (S3's naming rules, ids.validate_bucket), never a URI or a path."""
-    try:
-        return ids.validate_bucket(text)
-    except errors.InvalidRequest as exc:
-        hint = " (give the name, e.g. " + repr(text.split("://", 1)[-1].split("/", 1)[0]) + ")" if "/" in text else ""
-        raise argparse.ArgumentTypeError(f"{exc}{hint}") from exc
 
 
 def _non_negative_int(text: str) -> int:
@@ -59,8 +51,7 @@ def _non_negative_float(text: str) -> float:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bucket", required=True, type=bucket_name, help="the cache bucket")
-    parser.add_argument("--prefix", default=layout.DEFAULT_PREFIX, help="key prefix (default: %(default)s)")
+    add_bucket_options(parser)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -72,7 +63,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def add_verify_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "verify",
-        help="re-check a cached snapshot's objects against its manifest; exit 6 on drift",
+        help="re-check a cached snapshot's objects against its manifest; exit 4 on drift",
         description="Check that every file of REPO_ID[@REV] exists with the manifest's size, object version and "
         "S3 CRC64NVME, and that nothing else sits under the snapshot prefix. --deep also streams every object "
         "and checks its sha256 (and git blob id for regular files).",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -17,6 +18,7 @@ import boto3
 from botocore.exceptions import ClientError
 
 from model_cache import errors
+from model_cache.cli_common import QUEUE_URL_ENV
 from model_cache.request_message import parse_request
 
 QUEUE_OUTPUT = "RequestQueueUrl"
@@ -56,7 +58,7 @@ def add_request_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser("request", help="ask the deployed pipeline to cache REPO_ID[@REV]")
     parser.add_argument("repo", metavar="REPO_ID[@REV]")
     target = parser.add_mutually_exclusive_group()
-    target.add_argument("--queue-url", help="the stack's request queue")
+    target.add_argument("--queue-url", help=f"the stack's request queue (default: ${QUEUE_URL_ENV})")
     target.add_argument("--stack-name", help=f"read the queue URL from this stack's {QUEUE_OUTPUT} output")
     parser.add_argument("--include", action="append", default=[], metavar="GLOB", help="only these files (repeat)")
     parser.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="not these files (repeat)")
@@ -77,7 +79,8 @@ def run_request(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.requested_by:
         message["requested_by"] = args.requested_by
     request = parse_request(message)
-    queue_url = _target(args.queue_url, args.stack_name, QUEUE_OUTPUT, "--queue-url")
+    explicit = args.queue_url or os.environ.get(QUEUE_URL_ENV)
+    queue_url = _target(explicit, args.stack_name, QUEUE_OUTPUT, "--queue-url")
     sent = boto3.client("sqs").send_message(QueueUrl=queue_url, MessageBody=json.dumps(request.to_input()))
     out.write(
         f"requested {request.repo_id}@{request.revision} (message {sent['MessageId']}); "

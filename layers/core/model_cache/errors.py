@@ -9,7 +9,9 @@ from __future__ import annotations
 
 
 class ModelCacheError(Exception):
-    """Base class: a problem the user can act on. `exit_code` is the CLI's."""
+    """Base class: a problem the user can act on. `exit_code` is the CLI's: one code per kind of failure,
+    shared with model-cache-loader (docs/cli.md): 2 usage or setup, 3 not found, 4 integrity, 5 access,
+    7 still failing after retries or busy (try again)."""
 
     exit_code = 1
 
@@ -33,9 +35,9 @@ class EntryNotFound(ModelCacheError):
 
 
 class GatedRepo(ModelCacheError):
-    """The repo needs a token (or a different one)."""
+    """The repo needs a token (or a different one): an access problem, the same code as S3's."""
 
-    exit_code = 4
+    exit_code = 5
 
 
 class BucketNotFound(ModelCacheError):
@@ -47,9 +49,10 @@ class AccessDenied(ModelCacheError):
 
 
 class IntegrityError(ModelCacheError):
-    """Bytes that do not match the Hub's declared size or hash. Nothing is published."""
+    """Bytes that do not match the Hub's declared size or hash. Nothing is published. The same code
+    as the loader's IntegrityError (docs/cli.md, the table both CLIs share)."""
 
-    exit_code = 6
+    exit_code = 4
 
 
 class TransferError(ModelCacheError):

@@ -8,6 +8,7 @@ from model_cache_loader.errors import (
     LoaderError,
     ManifestError,
     NotCachedError,
+    S3UnavailableError,
     UsageError,
 )
 
@@ -21,6 +22,7 @@ __all__ = [
     "ManifestError",
     "NotCachedError",
     "PullResult",
+    "S3UnavailableError",
     "UsageError",
     "__version__",
     "pull",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ProfileNotFound
 
 from model_cache_loader import fallback as fallback_mod
 from model_cache_loader import layout, metrics
@@ -23,6 +23,7 @@ from model_cache_loader.errors import (
     LoaderError,
     ManifestError,
     NotCachedError,
+    S3UnavailableError,
     UsageError,
 )
 from model_cache_loader.hfcache import RepoCache, default_cache_dir
@@ -38,7 +39,9 @@ Source = Literal["s3", "local", "hub"]
 DEFAULT_CONCURRENCY = 32
 MIN_PART_SIZE = 64 * 1024
 VERIFY_CHOICES = ("sha256", "crc64nvme", "size", "none", "sha256-local")
-FALLBACK_CHOICES = ("hub", "error")
+# hub: on a miss or with S3 down, the Hub; a wrong setup (no bucket, access denied, no credentials) is an
+# error. always: the Hub on those too. error: never the Hub.
+FALLBACK_CHOICES = ("hub", "error", "always")
 _FALSE = ("false", "0", "no", "off")
 
 
@@ -99,7 +102,10 @@ def make_s3_client(concurrency: int = DEFAULT_CONCURRENCY) -> Any:
         response_checksum_validation="when_required",
         request_checksum_calculation="when_required",
     )
-    return boto3.session.Session().client("s3", region_name=_region(), config=config)
+    try:
+        return boto3.session.Session().client("s3", region_name=_region(), config=config)
+    except ProfileNotFound as exc:
+        raise UsageError(f"{exc}: set AWS_PROFILE to a profile in ~/.aws/config, or unset it") from exc
 
 
 def read_object(s3: Any, bucket: str, key: str) -> bytes:
@@ -227,6 +233,9 @@ class _Pull:
         except NotCachedError as exc:
             return self._miss(exc)
         except AccessError as exc:
+            if not isinstance(exc, S3UnavailableError) and self.fallback != "always":
+                # Not an outage: a setup to fix. A silent Hub download would hide it on every pod.
+                raise
             local = self._local_when_s3_is_down(exc)
             return local if local is not None else self._miss(exc)
         try:
@@ -425,7 +434,7 @@ def pull(
     bucket: str | None = None,
     prefix: str | None = None,
     cache_dir: str | Path | None = None,
-    fallback: Literal["hub", "error"] = "hub",
+    fallback: Literal["hub", "error", "always"] = "hub",
     verify: Literal["sha256", "crc64nvme", "size", "none", "sha256-local"] = "sha256",
     concurrency: int = DEFAULT_CONCURRENCY,
     part_size: int | None = None,
@@ -441,8 +450,9 @@ def pull(
     `repo_id` may be 'org/name@rev' and defaults to MODEL_ID. `bucket` defaults to
     MODEL_CACHE_BUCKET (a name, or 'region=bucket,...' resolved with AWS_REGION), `prefix` to
     MODEL_CACHE_PREFIX or 'models', `cache_dir` to HF_HUB_CACHE / HF_HOME/hub. USE_MODEL_CACHE=false
-    goes straight to the Hub. On a miss, or with S3 unreachable or denied, fallback='hub' downloads
-    from the Hub (and, with request_on_miss or MODEL_CACHE_REQUEST_QUEUE_URL, asks the pipeline to
+    goes straight to the Hub. On a miss, or with S3 unavailable, fallback='hub' downloads
+    from the Hub (a wrong setup - no bucket, access denied, no credentials - raises AccessError unless
+    fallback='always') (and, with request_on_miss or MODEL_CACHE_REQUEST_QUEUE_URL, asks the pipeline to
     cache the model); fallback='error' raises. The fallback fetches the commit S3 resolved and
     checks every file against its manifest when S3 had one; it gives up after `hub_deadline`
     seconds (MODEL_CACHE_HUB_DEADLINE, one hour by default). Raises LoaderError subclasses naming the fix.
@@ -517,7 +527,7 @@ def resolve_model(
     bucket: str | None = None,
     prefix: str | None = None,
     cache_dir: str | Path | None = None,
-    fallback: Literal["hub", "error"] = "hub",
+    fallback: Literal["hub", "error", "always"] = "hub",
     **options: Any,
 ) -> Path:
     """The local snapshot directory of `repo_id` at `revision`, for from_pretrained / vLLM (see `pull`)."""

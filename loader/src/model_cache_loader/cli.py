@@ -1,7 +1,11 @@
 """`model-cache-loader pull REPO_ID[@REV]`: for init containers.
 
-Exit codes: 0 ok, 1 unexpected error, 2 usage, 3 not cached (fallback=error), 4 integrity
-(bad manifest or bytes), 5 S3 access (unreachable, denied, no bucket), 6 Hub fallback failed.
+The CLI contract it shares with `model-cache` (docs/cli.md): the same environment (MODEL_CACHE_BUCKET,
+MODEL_CACHE_PREFIX, MODEL_CACHE_REQUEST_QUEUE_URL, AWS_REGION/AWS_PROFILE, HF_*), `--version`,
+`--quiet`/`--verbose`, third-party INFO logs off by default, progress only on a TTY, one line per error,
+and one exit code per kind of failure: 0 ok, 1 unexpected, 2 usage or setup, 3 not cached
+(fallback=error), 4 integrity, 5 access (no bucket, denied, no credentials), 6 Hub fallback failed,
+7 S3 unavailable after retries, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -29,6 +33,10 @@ from model_cache_loader.transfer import AUTO_PART_MAX, Progress
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as model-cache
+# Third-party loggers kept at WARNING unless --verbose (botocore's credential lines, the Hub client's).
+THIRD_PARTY_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer", "httpx", "httpcore", "huggingface_hub", "filelock")
 
 
 def _mib(count: float) -> str:
@@ -80,8 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="model-cache-loader",
         description="Pull a Hugging Face model from the s3-model-cache bucket into the local HF cache.",
-        epilog="Exit codes: 0 ok, 1 unexpected, 2 usage, 3 not cached, 4 integrity, 5 S3 access, "
-        "6 Hub fallback failed.",
+        epilog="Exit codes: 0 ok, 1 unexpected, 2 usage or setup, 3 not cached, 4 integrity, 5 access "
+        "(no bucket, denied, no credentials), 6 Hub fallback failed, 7 S3 unavailable, 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -90,7 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bucket", help="cache bucket, or 'region=bucket,...' (default: $MODEL_CACHE_BUCKET)")
     p.add_argument("--prefix", help="key prefix (default: $MODEL_CACHE_PREFIX or 'models')")
     p.add_argument("--cache-dir", help="Hugging Face cache dir (default: $HF_HUB_CACHE, $HF_HOME/hub)")
-    p.add_argument("--fallback", choices=FALLBACK_CHOICES, default="hub", help="on a miss (default: hub)")
+    p.add_argument(
+        "--fallback",
+        choices=FALLBACK_CHOICES,
+        default="hub",
+        help="hub (default): the Hub on a miss or with S3 unavailable, a wrong setup is an error; "
+        "always: the Hub on a wrong setup too; error: never the Hub",
+    )
     p.add_argument(
         "--verify",
         choices=VERIFY_CHOICES,
@@ -107,37 +121,58 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--request-on-miss", action="store_true", help="ask the pipeline to cache the model on a miss")
     p.add_argument("--emf", action="store_true", default=None, help="print CloudWatch EMF metrics to stdout")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress display")
+    loudness = p.add_mutually_exclusive_group()
+    loudness.add_argument("--quiet", "-q", action="store_true", help="errors and the snapshot path only")
+    loudness.add_argument("--verbose", "-v", action="store_true", help="third-party libraries' logs too")
     return parser
+
+
+def setup_logging(*, quiet: bool, verbose: bool) -> None:
+    default = "WARNING" if quiet else "DEBUG" if verbose else os.environ.get("MODEL_CACHE_LOG_LEVEL", "INFO")
+    logging.basicConfig(
+        level=default.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
+    )
+    for name in THIRD_PARTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def progress_disabled() -> bool:
+    return os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=os.environ.get("MODEL_CACHE_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(quiet=args.quiet, verbose=args.verbose)
+    # A redrawn line on a terminal, a plain line every few seconds in a log; none when asked.
+    show_progress = not args.quiet and not progress_disabled()
+    if args.quiet or not sys.stderr.isatty():
+        # The Hub fallback's tqdm bars only on a terminal (huggingface_hub reads this when first imported).
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     progress = Progress()
     try:
-        if args.quiet:
-            result = _pull(args, progress)
-        else:
+        if show_progress:
             with ProgressDisplay(progress, sys.stderr):
                 result = _pull(args, progress)
+        else:
+            result = _pull(args, progress)
     except LoaderError as exc:
         print(f"model-cache-loader: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("model-cache-loader: interrupted; run again to resume", file=sys.stderr)
-        return 130
-    rate = result.bytes_downloaded / result.seconds / 1e6 if result.seconds > 0 else 0.0
-    print(
-        f"model-cache-loader: {result.source}: {result.files} files, {_mib(result.bytes_downloaded)} downloaded "
-        f"in {result.seconds:.2f}s ({rate:,.1f} MB/s), commit {result.commit}",
-        file=sys.stderr,
-    )
-    print(result.path)
+        return EXIT_INTERRUPTED
+    if not args.quiet:
+        rate = result.bytes_downloaded / result.seconds / 1e6 if result.seconds > 0 else 0.0
+        print(
+            f"model-cache-loader: {result.source}: {result.files} files, {_mib(result.bytes_downloaded)} "
+            f"downloaded in {result.seconds:.2f}s ({rate:,.1f} MB/s), commit {result.commit}",
+            file=sys.stderr,
+        )
+    try:
+        print(result.path, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     return EXIT_OK
 
 

@@ -1,7 +1,8 @@
 """The loader's errors. Each message names the problem and the fix; `exit_code` is the CLI's.
 
-Exit codes (documented in docs/loader.md): 0 ok, 1 unexpected, 2 usage, 3 not cached,
-4 integrity, 5 access (S3 unreachable or denied), 6 Hub fallback failed.
+Exit codes: the table both CLIs share (docs/reference/exit-codes.md): 0 ok, 1 unexpected,
+2 usage or setup, 3 not cached, 4 integrity, 5 access (no bucket, denied, no credentials),
+6 Hub fallback failed, 7 S3 unavailable after retries (try again), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -44,9 +45,16 @@ class CacheWriteError(LoaderError):
 
 
 class AccessError(LoaderError):
-    """S3 is unreachable, the bucket does not exist, or access is denied."""
+    """The bucket does not exist, access is denied, or there are no credentials: a setup to fix."""
 
     exit_code = 5
+
+
+class S3UnavailableError(AccessError):
+    """S3 is unreachable or kept failing (5xx, throttling) after the retries: try again later. An
+    AccessError too, so code that treats S3 as down either way keeps doing so."""
+
+    exit_code = 7
 
 
 class HubFallbackError(LoaderError):

@@ -49,7 +49,7 @@ try:
 except ImportError:  # the optional `crc` extra
     crc_checksums = None
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from urllib3.exceptions import HTTPError
 
 from model_cache_loader.errors import (
@@ -59,6 +59,7 @@ from model_cache_loader.errors import (
     LoaderError,
     ManifestError,
     NotCachedError,
+    S3UnavailableError,
 )
 from model_cache_loader.hfcache import RepoCache, mark_verified
 from model_cache_loader.manifest import ManifestFile
@@ -76,6 +77,8 @@ DEFAULT_PART_SIZE = 16 * 1024 * 1024
 AUTO_PART_MAX = 64 * 1024 * 1024
 PART_ATTEMPTS = 4
 VERIFY_MODES = ("sha256", "crc64nvme", "size", "none")
+# S3's answers that mean "S3 is not serving right now", not "this setup is wrong": try again later.
+UNAVAILABLE_CODES = frozenset({"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "503", "500"})
 DIGEST_MODES = ("sha256", "crc64nvme")
 
 
@@ -232,8 +235,16 @@ def s3_error(exc: Exception, *, bucket: str, key: str) -> LoaderError:
             return AccessError(
                 f"access denied reading s3://{bucket}/{key}: give the pod's role s3:GetObject on the cache bucket"
             )
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if code in UNAVAILABLE_CODES or (isinstance(status, int) and status >= 500):
+            return S3UnavailableError(f"S3 answered {code or status} reading s3://{bucket}/{key} after retries")
         return AccessError(f"S3 error {code or exc} reading s3://{bucket}/{key}")
-    return AccessError(
+    if isinstance(exc, NoCredentialsError):
+        return AccessError(
+            f"no AWS credentials to read s3://{bucket}/{key}: give the pod a role (Pod Identity, IRSA) "
+            "or set AWS_PROFILE / AWS_ACCESS_KEY_ID"
+        )
+    return S3UnavailableError(
         f"S3 unreachable reading s3://{bucket}/{key} ({type(exc).__name__}: {exc}); "
         "check AWS_ENDPOINT_URL / network / credentials"
     )
