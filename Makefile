@@ -10,6 +10,8 @@ PY := $(VENV)/bin/python
 TOOLS := $(TOOLS_VENV)/bin
 INSTALLED := $(VENV)/.installed
 TOOLS_INSTALLED := $(TOOLS_VENV)/.installed
+KSERVE_VENV := .venv-kserve
+KSERVE_INSTALLED := $(KSERVE_VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: help
@@ -28,8 +30,14 @@ $(TOOLS_INSTALLED): requirements/tools.txt
 	$(TOOLS)/python -m pip install --quiet -r requirements/tools.txt
 	@touch $@
 
+$(KSERVE_INSTALLED): requirements/kserve.txt
+	$(PYTHON) -m venv $(KSERVE_VENV)
+	$(KSERVE_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(KSERVE_VENV)/bin/python -m pip install --quiet -r requirements/kserve.txt
+	@touch $@
+
 .PHONY: install
-install: $(INSTALLED) $(TOOLS_INSTALLED) ## Create .venv (project, tests, demo, bench) and .venv-tools (sam, cfn-lint, checkov)
+install: $(INSTALLED) $(TOOLS_INSTALLED) $(KSERVE_INSTALLED) ## Create .venv (project, tests, demo, bench), .venv-tools (sam, cfn-lint, checkov), .venv-kserve (KServe's storage initializer)
 
 .PHONY: demo
 demo: $(INSTALLED) ## Run the whole story offline: Hub double + local S3 -> cache -> loader -> generate text

@@ -229,3 +229,17 @@ def test_a_closed_pipe_ends_model_cache_quietly(published: str) -> None:
     err = io.StringIO()
     assert main(["ls", "--bucket", published], out=ClosedPipe(), err=err) == 141
     assert err.getvalue() == ""
+
+
+def test_show_uri_prints_the_folder_the_zero_install_consumers_read(s3: Any, bucket: str) -> None:
+    """GIVEN a published snapshot  WHEN `model-cache show REPO --uri` runs  THEN stdout is exactly the snapshot
+    folder's URI (the value for Ray Serve LLM's bucket_uri, vLLM's --model, KServe's storageUri), and it holds
+    every file of the manifest."""
+    seeded = seed_snapshot(s3, bucket, REPO, FILES)
+    done = core("show", REPO, "--bucket", bucket, "--uri")
+    assert done.returncode == 0, done.stderr
+    uri = done.stdout.strip()
+    assert uri == f"s3://{bucket}/models/contract-org--model/snapshots/{seeded.commit}/"
+    prefix = uri.removeprefix(f"s3://{bucket}/")
+    listed = {item["Key"].removeprefix(prefix) for item in s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]}
+    assert set(FILES) <= listed

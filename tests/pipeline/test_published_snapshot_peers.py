@@ -4,7 +4,10 @@
   `refs/main` from our `hash` object and the files byte-identical, and huggingface_hub, offline,
   finds the snapshot it wrote;
 - the Run:ai Model Streamer's `SafetensorsStreamer` (the library behind vLLM's
-  `--load-format runai_streamer`): every tensor equals what `safetensors` loads from the same file.
+  `--load-format runai_streamer`): every tensor equals what `safetensors` loads from the same file;
+- KServe's storage initializer (`kserve_storage.Storage.download`, what its storage-initializer init
+  container runs for a `storageUri: s3://...`), from its own venv (.venv-kserve): every file byte-identical,
+  except that it skips empty objects, by design.
 
 Both talk to moto's S3 server through AWS_ENDPOINT_URL, like any boto3 or AWS SDK client.
 """
@@ -125,3 +128,42 @@ def test_runai_streamer_reads_every_tensor_of_our_snapshot_exactly(
             flat = tensor.contiguous().view(-1).view(torch.uint8)
             expected[name] = [str(tensor.dtype), list(tensor.shape), hashlib.sha256(flat.numpy().tobytes()).hexdigest()]
     assert streamed["tensors"] == expected
+
+
+KSERVE_PYTHON = Path(__file__).resolve().parents[2] / ".venv-kserve" / "bin" / "python"
+KSERVE_DOWNLOAD = "import sys; from kserve_storage import Storage; print(Storage.download(sys.argv[1], sys.argv[2]))"
+
+
+def test_kserve_storage_initializer_downloads_our_snapshot_byte_for_byte(
+    published: dict[str, Any], hub_root: Path, aws: MotoEndpoint, tmp_path: Path
+) -> None:
+    # GIVEN our published snapshot, and KServe's storage initializer as its init container runs it
+    assert KSERVE_PYTHON.exists(), "make install builds .venv-kserve (requirements/kserve.txt)"
+    storage_uri = f"s3://{published['bucket']}/{published['prefix']}"
+    out_dir = tmp_path / "mnt-models"
+    env = {
+        **os.environ,
+        "AWS_ENDPOINT_URL": aws.url,
+        "S3_USE_HTTPS": "0",
+        "S3_VERIFY_SSL": "0",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    # WHEN it downloads storageUri into the model directory
+    done = subprocess.run(
+        [str(KSERVE_PYTHON), "-c", KSERVE_DOWNLOAD, storage_uri, str(out_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    # THEN every non-empty file is there, byte-identical to the Hub's, beside the snapshot's `hash` object
+    # (the commit, written for Ray); empty files are the one thing it leaves out (it skips zero-size objects)
+    source = repo_dir(hub_root, TINY_MODEL)
+    got = sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*") if p.is_file())
+    non_empty = sorted(e["path"] for e in published["files"] if e["size"] > 0)
+    assert got == sorted([*non_empty, "hash"])
+    assert (out_dir / "hash").read_text() == published["commit"]
+    for path in non_empty:
+        assert (out_dir / path).read_bytes() == (source / path).read_bytes(), path

@@ -192,8 +192,15 @@ def add_show_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser("show", help="summarize the cached manifest of REPO_ID[@REV]")
     parser.add_argument("repo", metavar="REPO_ID[@REV]")
     add_bucket_options(parser)
-    parser.add_argument("--json", action="store_true", help="print the whole manifest")
-    parser.add_argument(
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print the whole manifest")
+    output.add_argument(
+        "--uri",
+        action="store_true",
+        help="print only the snapshot's URI, what Ray Serve LLM's bucket_uri, vLLM's --model (runai_streamer) "
+        "and KServe's storageUri take (docs/adopt.md)",
+    )
+    output.add_argument(
         "--disk-request",
         action="store_true",
         help="print only the ephemeral-storage a pod needs for it (the RGD's modelDiskSize), e.g. 16Gi",
@@ -218,6 +225,11 @@ def find_manifest(s3: Any, bucket: str, prefix: str, repo_id: str, revision: str
     return manifest
 
 
+def snapshot_uri(bucket: str, prefix: str, repo_id: str, commit: str) -> str:
+    """s3://bucket/prefix/org--name/snapshots/{commit}/: the folder every zero-install consumer reads."""
+    return f"s3://{bucket}/{layout.snapshot_prefix(prefix, repo_id, commit)}"
+
+
 def run_show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     repo_id, revision = ids.parse_repo_ref(args.repo)
     revision = revision or layout.DEFAULT_REVISION
@@ -227,6 +239,10 @@ def run_show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return EXIT_OK
     if args.disk_request:
         out.write(disk_request(int(manifest["total_size"])) + "\n")
+        return EXIT_OK
+    if args.uri:
+        # The configured bucket, not the manifest's field: a replica in another region has another name.
+        out.write(snapshot_uri(args.bucket, args.prefix, manifest["repo_id"], manifest["commit"]) + "\n")
         return EXIT_OK
     files = manifest["files"]
     out.write(f"{manifest['repo_id']}@{revision}\n")
