@@ -106,3 +106,7 @@ clean: ## Remove build output and caches (keeps the venvs)
 .PHONY: distclean
 distclean: clean ## Also remove the venvs
 	rm -rf $(VENV) $(TOOLS_VENV)
+
+.PHONY: adopt
+adopt: $(INSTALLED) $(KSERVE_INSTALLED) ## Adopt a cached model in Ray Serve LLM, vLLM and KServe by its URI alone, offline (docs/adopt.md)
+	$(PY) -m model_cache.devtools.adopt

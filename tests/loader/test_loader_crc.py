@@ -156,7 +156,7 @@ def test_without_awscrt_crc64nvme_falls_back_to_sha256(
 
     (warning,) = fallback_warnings(caplog)
     assert "awscrt" in warning
-    assert "model-cache-loader[crc]" in warning
+    assert "[crc] extra" in warning
 
 
 @pytest.mark.integration

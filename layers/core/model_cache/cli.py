@@ -23,6 +23,7 @@ from model_cache.cli_common import (
     EXIT_BROKEN_PIPE,
     add_bucket_options,
     add_global_options,
+    add_loudness_to_commands,
     report_error,
     setup_environment,
     setup_logging,
@@ -306,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in SUBCOMMANDS.values():
         add(subparsers)
+    add_loudness_to_commands(subparsers)
     return parser
 
 

@@ -62,6 +62,17 @@ def add_global_options(parser: argparse.ArgumentParser, version: str) -> None:
     loudness.add_argument("-v", "--verbose", action="store_true", help="third-party libraries' logs too")
 
 
+def add_loudness_to_commands(subparsers: Any) -> None:
+    """-q/-v after the command too (`model-cache sync X --quiet`), as `model-cache-loader pull X -q` takes
+    them; SUPPRESS keeps a flag given before the command from being reset by the command's default."""
+    for command in subparsers.choices.values():
+        loudness = command.add_mutually_exclusive_group()
+        loudness.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="errors only")
+        loudness.add_argument(
+            "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="third-party libraries' logs too"
+        )
+
+
 def setup_environment() -> None:
     """AWS_REGION is what the AWS docs and EKS Pod Identity set; botocore reads only AWS_DEFAULT_REGION."""
     if os.environ.get("AWS_REGION") and not os.environ.get("AWS_DEFAULT_REGION"):

@@ -52,7 +52,7 @@ def _import_hub() -> Any:
     except ImportError as exc:
         raise HubFallbackError(
             "the S3 cache missed and the Hub fallback needs huggingface_hub: "
-            "pip install 'model-cache-loader[hub]', or pass fallback='error'"
+            "install huggingface_hub beside the loader (the wheel's [hub] extra), or pass fallback='error'"
         ) from exc
     return huggingface_hub
 

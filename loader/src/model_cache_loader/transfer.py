@@ -355,8 +355,8 @@ class Downloader:
         self._checks_said = True
         if not crc64nvme_available():
             log.warning(
-                "verify=crc64nvme needs awscrt >= 0.38, which is not installed (pip install "
-                "'model-cache-loader[crc]'); verifying sha256 instead"
+                "verify=crc64nvme needs awscrt >= 0.38, which is not installed (install awscrt beside "
+                "the loader: the wheel's [crc] extra); verifying sha256 instead"
             )
             for job in jobs:
                 job.check = "sha256"
