@@ -1277,6 +1277,73 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         "the request Lambda can send a deferred request back under the queue policy",
     ),
+    # --- issue 24: one CLI contract across model-cache and model-cache-loader -------------------
+    Mutant(
+        "issue24: the loader falls back to the Hub on a wrong setup without being asked",
+        f"{LOADER}/api.py",
+        '            if not isinstance(exc, S3UnavailableError) and self.fallback != "always":',
+        "            if False:",
+        ("tests/integration/test_cli_contract.py::test_the_loader_falls_back_on_a_wrong_setup_only_when_asked",),
+        "a wrong bucket or no credentials is an error, not a silent Hub download",
+    ),
+    Mutant(
+        "issue24: the loader reports an S3 outage as a wrong setup",
+        f"{LOADER}/transfer.py",
+        '    return S3UnavailableError(\n        f"S3 unreachable reading',
+        '    return AccessError(\n        f"S3 unreachable reading',
+        ("tests/integration/test_cli_contract.py::test_every_failure_class_has_one_exit_code_in_both_clis",),
+        "S3 unavailable is exit 7 in both CLIs",
+    ),
+    Mutant(
+        "issue24: model-cache's integrity failure keeps its own exit code",
+        f"{CORE}/errors.py",
+        '    as the loader\'s IntegrityError (docs/cli.md, the table both CLIs share)."""\n\n    exit_code = 4',
+        '    as the loader\'s IntegrityError (docs/cli.md, the table both CLIs share)."""\n\n    exit_code = 6',
+        ("tests/integration/test_cli_contract.py::test_every_failure_class_has_one_exit_code_in_both_clis",),
+        "integrity is exit 4 in both CLIs",
+    ),
+    Mutant(
+        "issue24: errors under --json are plain text",
+        f"{CORE}/cli_common.py",
+        "    if as_json:",
+        "    if False:",
+        ("tests/integration/test_cli_contract.py::test_errors_under_json_are_json",),
+        "a --json caller can parse the failure",
+    ),
+    Mutant(
+        "issue24: model-cache ignores MODEL_CACHE_BUCKET",
+        f"{CORE}/cli_common.py",
+        "        default=from_env,\n        required=from_env is None,",
+        "        default=None,\n        required=True,",
+        ("tests/integration/test_cli_contract.py::test_model_cache_reads_the_bucket_and_prefix_from_the_environment",),
+        "both CLIs read the same environment",
+    ),
+    Mutant(
+        "issue24: model-cache ignores AWS_REGION",
+        f"{CORE}/cli_common.py",
+        '    if os.environ.get("AWS_REGION") and not os.environ.get("AWS_DEFAULT_REGION"):',
+        "    if False:",
+        ("tests/integration/test_cli_contract.py::test_aws_region_alone_is_enough",),
+        "AWS_REGION alone is a region",
+    ),
+    Mutant(
+        "issue24: the loader prints third-party INFO logs by default",
+        f"{LOADER}/cli.py",
+        "        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)",
+        "        logging.getLogger(name).setLevel(logging.INFO)",
+        (
+            "tests/integration/test_cli_contract.py::test_a_pull_off_a_terminal_shows_no_third_party_logs_and_no_progress",
+        ),
+        "botocore's credential lines are not in an init container's log",
+    ),
+    Mutant(
+        "issue24: a closed pipe ends model-cache with a traceback",
+        f"{CORE}/cli.py",
+        "    except BrokenPipeError:",
+        "    except ZeroDivisionError:",
+        ("tests/integration/test_cli_contract.py::test_a_closed_pipe_ends_model_cache_quietly",),
+        "`model-cache ls | head` ends quietly",
+    ),
 )
 
 

@@ -243,3 +243,21 @@ def test_show_uri_prints_the_folder_the_zero_install_consumers_read(s3: Any, buc
     prefix = uri.removeprefix(f"s3://{bucket}/")
     listed = {item["Key"].removeprefix(prefix) for item in s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]}
     assert set(FILES) <= listed
+
+
+def test_aws_region_alone_is_enough(aws: Any, bucket: str) -> None:
+    """GIVEN AWS_REGION set and AWS_DEFAULT_REGION not (what EKS Pod Identity and the AWS docs set)
+    WHEN model-cache sends a request to an SQS queue (a client with no default region)
+    THEN it is sent, instead of botocore's "You must specify a region"."""
+    import boto3
+
+    queue_url = boto3.client("sqs", region_name="us-east-1").create_queue(QueueName=f"{bucket}-contract")["QueueUrl"]
+    done = core(
+        "request",
+        "contract-org/model",
+        "--queue-url",
+        queue_url,
+        env={"AWS_DEFAULT_REGION": "", "AWS_REGION": "us-east-1"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "requested contract-org/model@main" in done.stdout
