@@ -176,7 +176,7 @@ def test_model_cache_reads_the_bucket_and_prefix_from_the_environment(published:
     assert "--bucket" in missing.stderr
 
 
-def test_errors_under_json_are_json(hub: Any) -> None:
+def test_errors_under_json_are_json(hub: Any, aws: Any) -> None:
     """GIVEN --json  WHEN the command fails  THEN stdout is one JSON object naming the error and its code."""
     done = core("ls", "--bucket", "contract-absent-bucket", "--json")
     assert done.returncode == errors.BucketNotFound.exit_code
@@ -200,7 +200,7 @@ def test_a_pull_off_a_terminal_shows_no_third_party_logs_and_no_progress(publish
     assert "botocore" in verbose.stderr
 
 
-def test_the_loader_falls_back_on_a_wrong_setup_only_when_asked(hub: Any, hf_cache: Path) -> None:
+def test_the_loader_falls_back_on_a_wrong_setup_only_when_asked(hub: Any, aws: Any, hf_cache: Path) -> None:
     """GIVEN a bucket that does not exist  WHEN pulled with --fallback always  THEN the Hub serves the model
     (the explicit choice); the default (hub) exits 5 without asking the Hub."""
     from model_cache.devtools.modelgen import TINY_MODEL
