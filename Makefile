@@ -110,3 +110,7 @@ distclean: clean ## Also remove the venvs
 .PHONY: adopt
 adopt: $(INSTALLED) $(KSERVE_INSTALLED) ## Adopt a cached model in Ray Serve LLM, vLLM and KServe by its URI alone, offline (docs/adopt.md)
 	$(PY) -m model_cache.devtools.adopt
+
+.PHONY: playground
+playground: $(INSTALLED) ## Start the Hub double and local AWS with the stack deployed, print the env to export, stay up until Ctrl-C
+	$(PY) -m model_cache.devtools.demo --playground

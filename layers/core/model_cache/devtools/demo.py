@@ -15,13 +15,18 @@
 
 MODEL_CACHE_DEMO_DIR (default .demo) holds everything it writes; MODEL_CACHE_DEMO_SYNTHETIC_MB
 (default 1024) sizes the synthetic repo.
+
+--playground (`make playground`) runs stages 1-3 only, then prints the environment that points the CLIs at
+this world and stays up until Ctrl-C; --keep does the same after the whole demo.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -412,18 +417,75 @@ def stop_aws(aws: local_pipeline.LocalAws) -> None:
         aws.stop()
 
 
-def main() -> int:
+PLAYGROUND_STAGES = 3  # build the Hub, start the servers, deploy the stack
+
+
+def playground_environment(world: DemoWorld) -> dict[str, str]:
+    """What a shell needs for `model-cache` and `model-cache-loader` to talk to this world."""
+    assert world.hub is not None
+    assert world.aws is not None
+    assert world.stack is not None
+    return {
+        "AWS_ENDPOINT_URL": world.aws.url,
+        "AWS_ACCESS_KEY_ID": os.environ["AWS_ACCESS_KEY_ID"],
+        "AWS_SECRET_ACCESS_KEY": os.environ["AWS_SECRET_ACCESS_KEY"],
+        "AWS_REGION": REGION,
+        "HF_ENDPOINT": world.hub.url,
+        "HF_HUB_CACHE": str(world.root / "playground-hf-cache"),
+        "MODEL_CACHE_BUCKET": BUCKET,
+        "MODEL_CACHE_PREFIX": PREFIX,
+        "MODEL_CACHE_REQUEST_QUEUE_URL": world.stack.request_queue_url or "",
+    }
+
+
+def stay_up(world: DemoWorld) -> None:
+    """Print the exports and wait for Ctrl-C (or SIGTERM) with everything running."""
+    from model_cache.devtools.servers import stop_requested
+
+    stopped = stop_requested()
+    banner("playground: up until Ctrl-C")
+    print("Paste into another shell:")
+    for name, value in playground_environment(world).items():
+        print(f"export {name}={shlex.quote(value)}")
+    print(f"\nthen, e.g.: model-cache ls; model-cache request {SYNTHETIC_REPO}")
+    print(f"           model-cache-loader pull {modelgen.TINY_MODEL}")
+    print(f"Hub repos: {modelgen.TINY_MODEL}, {SYNTHETIC_REPO}", flush=True)
+    stopped.wait()
+    print("\nplayground: stopping", flush=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m model_cache.devtools.demo",
+        description=(__doc__ or "").split("\n\n", 1)[0],
+        epilog="Stages: " + "; ".join(f"{n}. {title}" for n, (title, _) in enumerate(STAGES, start=1)),
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--playground", action="store_true", help="stages 1-3, then stay up with the env printed")
+    mode.add_argument("--keep", action="store_true", help="the whole demo, then stay up with the env printed")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     demo_dir = Path(os.environ.get(DEMO_DIR_ENV, ".demo"))
     demo_dir.mkdir(parents=True, exist_ok=True)
     world = DemoWorld(root=demo_dir.resolve(), synthetic_size=synthetic_size_from_env())
+    stages = STAGES[:PLAYGROUND_STAGES] if args.playground else STAGES
     started_all = time.monotonic()
     try:
-        for number, (title, stage) in enumerate(STAGES, start=1):
+        for number, (title, stage) in enumerate(stages, start=1):
             banner(f"{number}. {title}")
             started = time.monotonic()
             stage(world)
             world.timings.append((title, time.monotonic() - started))
             print(f"--- {title}: {world.timings[-1][1]:.1f} s", flush=True)
+        if not args.playground:
+            print_summary(world, time.monotonic() - started_all)
+            print(f'\nprompt: "{PROMPT}"')
+            print(f"generated: {world.generated_text}")
+        if args.playground or args.keep:
+            stay_up(world)
     except (DemoError, local_pipeline.LocalPipelineError) as exc:
         print(f"\ndemo: failed: {exc}", file=sys.stderr)
         return 1
@@ -433,9 +495,6 @@ def main() -> int:
             world.hub.stop()
         if world.aws is not None:
             stop_aws(world.aws)
-    print_summary(world, time.monotonic() - started_all)
-    print(f'\nprompt: "{PROMPT}"')
-    print(f"generated: {world.generated_text}")
     return 0
 
 
