@@ -185,3 +185,25 @@ def test_the_schemas_are_what_the_script_cuts_from_the_objects_we_render(objects
         in_schema: set[str] = set()
         declared(schema, kind, in_schema)
         assert in_schema == in_use, f"{kind}: only in the schema {sorted(in_schema - in_use)}"
+
+
+def test_the_existing_rayservice_snippet_in_docs_is_valid_for_the_upstream_crd() -> None:
+    """GIVEN the init-container snippet docs/adopt.md gives for an existing RayService
+    THEN it is a RayService KubeRay's CRD schema accepts, and its init container runs the loader into the
+    volume the Ray container reads as its Hugging Face cache."""
+    import yaml
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "adopt.md").read_text()
+    block = text.split("<!-- adopt:rayservice-begin -->", 1)[1].split("<!-- adopt:rayservice-end -->", 1)[0]
+    service = yaml.safe_load(block.strip().removeprefix("```yaml").removesuffix("```"))
+    errors = sorted(error.message for error in validator("RayService").iter_errors(service))
+    assert errors == []
+    pod = service["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]
+    [init] = pod["initContainers"]
+    assert "python -m model_cache_loader pull" in init["args"][0]
+    mounts = {mount["name"]: mount["mountPath"] for mount in init["volumeMounts"]}
+    [ray] = pod["containers"]
+    assert {mount["name"]: mount["mountPath"] for mount in ray["volumeMounts"]} == mounts
+    cache = {item["name"]: item["value"] for item in ray["env"]}["HF_HUB_CACHE"]
+    assert cache == {item["name"]: item["value"] for item in init["env"]}["HF_HUB_CACHE"]
+    assert cache.startswith(mounts["model-cache"])
