@@ -1344,6 +1344,26 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/integration/test_cli_contract.py::test_a_closed_pipe_ends_model_cache_quietly",),
         "`model-cache ls | head` ends quietly",
     ),
+    Mutant(
+        "issue24: a scheduled refresh of a gated model without a token fails every night",
+        f"{CORE}/steps.py",
+        "    if snapshot.gated and token is None and requested_by == REFRESH_REQUESTER:",
+        "    if False:",
+        (
+            "tests/security/test_gated_prefix.py::test_a_scheduled_refresh_skips_a_gated_model_on_a_stack_without_a_token",
+        ),
+        "a stack without a token does not page every night for a gated tracked model",
+    ),
+    Mutant(
+        "issue24: a team's request for a gated repo is skipped instead of refused",
+        f"{CORE}/steps.py",
+        "    if snapshot.gated and token is None and requested_by == REFRESH_REQUESTER:",
+        "    if snapshot.gated and token is None:",
+        (
+            "tests/security/test_gated_prefix.py::test_a_scheduled_refresh_skips_a_gated_model_on_a_stack_without_a_token",
+        ),
+        "only the schedule's runs are skipped; a team still gets GatedRepo",
+    ),
 )
 
 

@@ -34,4 +34,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     metrics.add_metric(name="UnitsPlanned", unit=MetricUnit.Count, value=result["unit_count"])
     if result["status"] == "already_published":
         metrics.add_metric(name="AlreadyCached", unit=MetricUnit.Count, value=1)
+    if result["status"] == "skipped_gated":
+        logger.warning(
+            "gated model skipped by the scheduled refresh: the stack has no Hub token (HfTokenSecretArn)",
+            extra={"repo_id": result["repo_id"]},
+        )
+        metrics.add_metric(name="RefreshSkippedGated", unit=MetricUnit.Count, value=1)
     return result

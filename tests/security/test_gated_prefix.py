@@ -74,3 +74,24 @@ def test_the_pods_policy_never_reaches_the_gated_prefix_and_the_gated_policy_rea
     gated = {text for text in granted_prefixes("GatedReadOnlyPolicy") if "s3" in text or "Prefix" in text}
     assert gated
     assert all("${GatedPrefix}" in text or text.endswith("${Bucket}") for text in gated), gated
+
+
+@pytest.mark.e2e
+def test_a_scheduled_refresh_skips_a_gated_model_on_a_stack_without_a_token(
+    router: Router, aws: MotoEndpoint, bucket: str, s3: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GIVEN a stack without a Hub token  WHEN the schedule's refresh runs the gated repo (requested_by
+    "schedule", as the tracked list gives it) and a team requests the same repo
+    THEN the refresh's execution succeeds at SkippedGated with nothing written (no page every night), and the
+    team's fails with GatedRepo, as before."""
+    monkeypatch.delenv("HF_TOKEN_SECRET_ARN", raising=False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    stack = create_stack(aws, router, bucket)
+    refresh = stack.run({"repo_id": modelgen.GATED, "requested_by": "schedule"})
+    assert refresh["status"] == "SUCCEEDED", refresh.get("cause")
+    assert s3.list_object_versions(Bucket=bucket).get("Versions", []) == []
+    history = stack.sfn.get_execution_history(executionArn=refresh["executionArn"], maxResults=1000)["events"]
+    entered = [e["stateEnteredEventDetails"]["name"] for e in history if "stateEnteredEventDetails" in e]
+    assert entered[-1] == "SkippedGated"
+    team = stack.run({"repo_id": modelgen.GATED, "requested_by": "AROATEAM0000000000:alice"})
+    assert (team["status"], team.get("error")) == ("FAILED", "GatedRepo")

@@ -18,7 +18,7 @@ from model_cache.hubapi import resolve_token
 from model_cache.plan import DEFAULT_PART_SIZE, DEFAULT_UNIT_SIZE, PlanOptions, UnitItem
 from model_cache.progress import NullProgress, Progress
 from model_cache.publish import Published, hub_head_check, publish
-from model_cache.steps import cleanup_plan, finalize_files, prepare_plan
+from model_cache.steps import SkippedGated, cleanup_plan, finalize_files, prepare_plan
 from model_cache.transfer import FileOutcome, HubReader, copy_files, run_parts, s3_client
 
 DEFAULT_CONCURRENCY = 8
@@ -86,6 +86,8 @@ def sync(
         options=options,
         token=token,
     )
+    if isinstance(prepared, SkippedGated):  # a refresh-only outcome: sync never asks as the schedule
+        raise errors.GatedRepo(f"{repo_id} is gated: set HF_TOKEN to a token with access")
     if isinstance(prepared, Published):
         return _result("already_published", repo_id, revision, bucket, prepared, 0, started, 0)
     plan = prepared

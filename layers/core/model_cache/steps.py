@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -27,6 +28,7 @@ from model_cache.publish import Published
 from model_cache.refresh import reusable_sources
 from model_cache.request_message import validate_requested_by
 from model_cache.selection import select_paths, validate_globs
+from model_cache.tracked import REFRESH_REQUESTER
 from model_cache.transfer import (
     FileOutcome,
     HubReader,
@@ -50,6 +52,15 @@ INLINE_UNITS_LIMIT = 16  # keeps every result under ~8 KB; the Map reads units.j
 # ---------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class SkippedGated:
+    """A scheduled refresh of a gated repo on a stack without a Hub token: nothing to do, nothing written."""
+
+    repo_id: str
+    revision: str
+    commit: str
+
+
 def prepare_plan(
     s3: Any,
     repo_id: str,
@@ -67,7 +78,7 @@ def prepare_plan(
     requested_by: str | None = None,
     policy: RequestPolicy | None = None,
     gated_prefix: str | None = None,
-) -> Plan | Published:
+) -> Plan | Published | SkippedGated:
     """Resolve (one Hub call), and either re-point refs of an already published commit (no copy)
     or select files, plan units and start their multipart uploads.
 
@@ -83,6 +94,10 @@ def prepare_plan(
     include = validate_globs(list(include), "include")
     exclude = validate_globs(list(exclude), "exclude")
     snapshot = resolve(repo_id, revision, token=token)
+    if snapshot.gated and token is None and requested_by == REFRESH_REQUESTER:
+        # A scheduled refresh of a gated model on a stack without a token could only fail (GatedRepo) and
+        # page someone every night: it is skipped, before anything is written, and counted instead.
+        return SkippedGated(repo_id=repo_id, revision=revision, commit=snapshot.commit)
     if snapshot.gated and gated_prefix:
         # A gated repo lives under its own prefix, readable only by the teams given GatedReadOnlyPolicy.
         prefix = validate_prefix(gated_prefix)
@@ -423,6 +438,23 @@ def plan(event: Any, *, token: str | None = None, s3: Any = None) -> dict[str, A
         "prefix": args["prefix"],
         "plan_id": args["plan_id"],
     }
+    if isinstance(prepared, SkippedGated):
+        return {
+            "status": "skipped_gated",
+            **base,
+            "commit": prepared.commit,
+            "plan_key": None,
+            "units_key": None,
+            "units": None,
+            "unit_count": 0,
+            "completions_key": None,
+            "completion_count": 0,
+            "lambda_units": 0,
+            "fargate_units": 0,
+            "files": 0,
+            "total_bytes": 0,
+            "manifest_key": None,
+        }
     if isinstance(prepared, Published):
         return {
             "status": "already_published",
