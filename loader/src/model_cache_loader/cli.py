@@ -122,13 +122,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--request-on-miss", action="store_true", help="ask the pipeline to cache the model on a miss")
     p.add_argument("--emf", action="store_true", default=None, help="print CloudWatch EMF metrics to stdout")
     loudness = p.add_mutually_exclusive_group()
-    loudness.add_argument("--quiet", "-q", action="store_true", help="errors and the snapshot path only")
+    loudness.add_argument(
+        "--quiet", "-q", action="store_true", help="no progress, no summary line (the JSON event per pull stays)"
+    )
     loudness.add_argument("--verbose", "-v", action="store_true", help="third-party libraries' logs too")
     return parser
 
 
-def setup_logging(*, quiet: bool, verbose: bool) -> None:
-    default = "WARNING" if quiet else "DEBUG" if verbose else os.environ.get("MODEL_CACHE_LOG_LEVEL", "INFO")
+def setup_logging(*, verbose: bool) -> None:
+    # --quiet drops the progress and the summary line, not the loader's own log: its one structured event
+    # per pull is what the miss alarm's runbook groups by `reason` (docs/operations.md).
+    default = "DEBUG" if verbose else os.environ.get("MODEL_CACHE_LOG_LEVEL", "INFO")
     logging.basicConfig(
         level=default.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
     )
@@ -142,7 +146,7 @@ def progress_disabled() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(quiet=args.quiet, verbose=args.verbose)
+    setup_logging(verbose=args.verbose)
     # A redrawn line on a terminal, a plain line every few seconds in a log; none when asked.
     show_progress = not args.quiet and not progress_disabled()
     if args.quiet or not sys.stderr.isatty():
