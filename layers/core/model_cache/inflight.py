@@ -134,9 +134,8 @@ class InFlightLedger:
             return [], None
         try:
             return [Slot(**item) for item in json.loads(body)["slots"]], etag
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError):
             # Only the request Lambda writes it; an unreadable ledger is replaced, the listing still counts.
-            del exc
             return [], etag
 
     def _write(self, slots: list[Slot], etag: str | None) -> bool:

@@ -439,39 +439,16 @@ def plan(event: Any, *, token: str | None = None, s3: Any = None) -> dict[str, A
         "plan_id": args["plan_id"],
     }
     if isinstance(prepared, SkippedGated):
-        return {
-            "status": "skipped_gated",
-            **base,
-            "commit": prepared.commit,
-            "plan_key": None,
-            "units_key": None,
-            "units": None,
-            "unit_count": 0,
-            "completions_key": None,
-            "completion_count": 0,
-            "lambda_units": 0,
-            "fargate_units": 0,
-            "files": 0,
-            "total_bytes": 0,
-            "manifest_key": None,
-        }
+        return _without_copy_work("skipped_gated", base, prepared.commit, files=0, total_bytes=0, manifest_key=None)
     if isinstance(prepared, Published):
-        return {
-            "status": "already_published",
-            **base,
-            "commit": prepared.commit,
-            "plan_key": None,
-            "units_key": None,
-            "units": None,
-            "unit_count": 0,
-            "completions_key": None,
-            "completion_count": 0,
-            "lambda_units": 0,
-            "fargate_units": 0,
-            "files": prepared.files,
-            "total_bytes": prepared.total_bytes,
-            "manifest_key": prepared.manifest_key,
-        }
+        return _without_copy_work(
+            "already_published",
+            base,
+            prepared.commit,
+            files=prepared.files,
+            total_bytes=prepared.total_bytes,
+            manifest_key=prepared.manifest_key,
+        )
     the_plan = prepared
     items = unit_items(the_plan)
     try:
@@ -483,6 +460,29 @@ def plan(event: Any, *, token: str | None = None, s3: Any = None) -> dict[str, A
         claims.release(s3, the_plan.bucket, the_plan.claim_key)
         raise
     return planned_result(the_plan, items)
+
+
+def _without_copy_work(
+    status: str, base: dict[str, Any], commit: str, *, files: int, total_bytes: int, manifest_key: str | None
+) -> dict[str, Any]:
+    """The Plan task's result when nothing is copied (already published, or a skipped refresh): every key the
+    ASL's ResultSelector reads, with no plan, units or completions."""
+    return {
+        "status": status,
+        **base,
+        "commit": commit,
+        "plan_key": None,
+        "units_key": None,
+        "units": None,
+        "unit_count": 0,
+        "completions_key": None,
+        "completion_count": 0,
+        "lambda_units": 0,
+        "fargate_units": 0,
+        "files": files,
+        "total_bytes": total_bytes,
+        "manifest_key": manifest_key,
+    }
 
 
 def unit_items(the_plan: Plan) -> list[dict[str, Any]]:
