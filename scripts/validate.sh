@@ -4,7 +4,7 @@
 #   1. sam validate --lint           SAM transform + cfn-lint's default rules
 #   2. cfn-lint + cfn-lint-serverless  the serverless rules (-a cfn_lint_serverless.rules)
 #   3. checkov                       cloudformation and secrets frameworks (and dockerfile for the
-#                                    copier and Ray runtime images), offline; hadolint on both images
+#                                    copier, Ray runtime and loader init images), offline; hadolint on the three
 #   4. statelint                     on the ASL with the template's DefinitionSubstitutions applied.
 #                                    statelint is a Ruby gem and RubyGems is not reachable here, and
 #                                    Debian does not package it, so the npm package asl-validator
@@ -35,10 +35,10 @@ step "checkov (cloudformation, secrets)"
 checkov --quiet --compact --skip-download --framework cloudformation secrets \
   -f template.yaml -f samconfig.toml -f "$ASL" $(printf -- '-f %s ' events/*.json)
 checkov --quiet --compact --skip-download --framework dockerfile secrets \
-  -f containers/copier/Dockerfile -f containers/ray-serve/Dockerfile
+  -f containers/copier/Dockerfile -f containers/ray-serve/Dockerfile -f containers/loader-init/Dockerfile
 
 step "hadolint on the container images"
-hadolint containers/copier/Dockerfile containers/ray-serve/Dockerfile
+hadolint containers/copier/Dockerfile containers/ray-serve/Dockerfile containers/loader-init/Dockerfile
 
 step "statelint (asl-validator) on $ASL with DefinitionSubstitutions applied"
 if [ ! -x node_modules/.bin/asl-validator ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
