@@ -29,9 +29,9 @@ TEMPLATE_PATH = ROOT / "template.yaml"
 BEFORE_UNIT_SIZE = 4 * GiB  # the default unit size before CompleteFiles, when Finalize read split files back
 
 SMALL_GET_S = 0.03  # one small JSON GET (a unit's or completion's record), as Finalize reads them 16 at a time
-COPY_FUNCTION_MEMORY_GB = 2.0  # template CopyFunctionMemory default, for Lambda GB-s
-FARGATE_VCPU = 2  # template CopierCpu default 2048
-FARGATE_MEMORY_GB = 8  # template CopierMemory default 8192
+COPY_FUNCTION_MEMORY_GB = 2.0  # template Settings CopyFunctionMemory, for Lambda GB-s
+FARGATE_VCPU = 2  # template Settings CopierCpu 2048
+FARGATE_MEMORY_GB = 8  # template Settings CopierMemory 8192
 
 # us-east-1 list prices, USD.
 LAMBDA_GB_S = 0.0000133334  # arm64
@@ -163,7 +163,7 @@ class Deployment:
             complete_concurrency=states["CompleteFiles"]["MaxConcurrency"],
             refresh_concurrency=states["RefreshEachModel"]["MaxConcurrency"],
             fargate_timeout_s=states["CopyUnits"]["ItemProcessor"]["States"]["CopyUnitOnFargate"]["TimeoutSeconds"],
-            copy_unit_reserved=int(template["Parameters"]["CopyUnitConcurrency"]["Default"]),
+            copy_unit_reserved=int(template["Mappings"]["Settings"]["Stack"]["CopyUnitConcurrency"]),
             finalize_reserved=int(resources["FinalizeFunction"]["Properties"]["ReservedConcurrentExecutions"]),
             asl=asl,
         )

@@ -1364,6 +1364,43 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         "only the schedule's runs are skipped; a team still gets GatedRepo",
     ),
+    # --- issue 24, item 1: a short guided deploy, the Fargate copier optional ---------------------
+    Mutant(
+        "issue24: a huge file on a stack without the copier goes to a Fargate task that does not exist",
+        f"{CORE}/plan.py",
+        "            if not options.copier:",
+        "            if False:",
+        (
+            "tests/pipeline/test_state_machine.py::test_a_stack_without_the_copier_refuses_a_huge_file_at_plan_naming_the_parameter",
+        ),
+        "without the copier, Plan refuses the file naming CopierImageUri",
+    ),
+    Mutant(
+        "issue24: the state machine never tells Plan the stack has no copier",
+        "statemachine/model_cache.asl.json",
+        """            "copier.$": "States.StringToJson('${CopierConfigured}')",\n""",
+        "",
+        (
+            "tests/pipeline/test_state_machine.py::test_a_stack_without_the_copier_refuses_a_huge_file_at_plan_naming_the_parameter",
+        ),
+        "the template's HasCopier reaches Plan through the ASL",
+    ),
+    Mutant(
+        "issue24: a tuning knob is a guided-deploy question again",
+        "template.yaml",
+        "Parameters:\n  ExistingBucketName:\n",
+        "Parameters:\n  LogLevel:\n    Type: String\n    Default: INFO\n  ExistingBucketName:\n",
+        ("tests/deploy/test_guided_deploy.py",),
+        "at most 15 questions, each described and grouped",
+    ),
+    Mutant(
+        "issue24: the copier's task definition is created on a stack without the copier",
+        "template.yaml",
+        "  CopierTaskDefinition:\n    Type: AWS::ECS::TaskDefinition\n    Condition: HasCopier\n",
+        "  CopierTaskDefinition:\n    Type: AWS::ECS::TaskDefinition\n",
+        ("tests/deploy/test_guided_deploy.py::test_the_fargate_copier_is_optional_and_its_network_required_with_it",),
+        "the stack deploys without an image, VPC or subnets",
+    ),
 )
 
 
@@ -1501,7 +1538,11 @@ def grant_mutants() -> tuple[Mutant, ...]:
         REPO_ROOT / "template.yaml",
         stack_name="mutants",
         bucket="model-cache-mutants",
-        parameters={**stack_iam.SAMPLE_PARAMETERS, "GatedPrefix": "gated-models", "EncryptionMode": "SSE-KMS"},
+        parameters={
+            **stack_iam.SAMPLE_PARAMETERS,
+            "GatedPrefix": "gated-models",
+            "KmsKeyArn": stack_iam.SAMPLE_KMS_KEY_ARN,
+        },
         resources=stack_iam.resource_values("mutants", "mutants"),
     )
     return tuple(

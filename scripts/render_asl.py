@@ -75,6 +75,8 @@ def placeholder_value(name: str) -> str:
         return "subnet-0123456789abcdef0,subnet-0fedcba9876543210"
     if name == "CopierSecurityGroupId":
         return "sg-0123456789abcdef0"
+    if name == "CopierConfigured":
+        return "true"
     if name == "CopierAssignPublicIp":
         return "DISABLED"
     if name == "BucketName":

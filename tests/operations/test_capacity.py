@@ -31,16 +31,15 @@ def asl() -> dict[str, Any]:
 def test_one_refresh_at_its_widest_fits_the_reserved_concurrency(template: dict[str, Any], asl: dict[str, Any]) -> None:
     """GIVEN the refresh Map's parallelism and the copy Map's concurrency in the ASL
     THEN their product, every model of a refresh copying at once, is the least reserved concurrency the
-    template's CopyUnitConcurrency parameter allows, and the copy-unit function reserves exactly that parameter.
+    template's CopyUnitConcurrency setting allows, and the copy-unit function reserves exactly that setting.
     (Failed on 94042d4: 4 x 32 = 128 units against a fixed 50.)"""
     refresh_parallelism = asl["States"]["RefreshEachModel"]["MaxConcurrency"]
     units_per_execution = asl["States"]["CopyUnits"]["MaxConcurrency"]
     worst_case = refresh_parallelism * units_per_execution
-    parameter = template["Parameters"]["CopyUnitConcurrency"]
-    assert int(parameter["MinValue"]) == worst_case
-    assert int(parameter["Default"]) >= worst_case
+    setting = template["Mappings"]["Settings"]["Stack"]["CopyUnitConcurrency"]
+    assert int(setting) >= worst_case
     reserved = template["Resources"]["CopyUnitFunction"]["Properties"]["ReservedConcurrentExecutions"]
-    assert reserved == {"Ref": "CopyUnitConcurrency"}
+    assert reserved == {"Fn::FindInMap": ["Settings", "Stack", "CopyUnitConcurrency"]}
 
 
 def expected_wait_seconds(retrier: dict[str, Any]) -> float:

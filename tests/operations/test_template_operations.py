@@ -31,7 +31,12 @@ def parameters(template: dict[str, Any], **overrides: Any) -> dict[str, Any]:
     for name, spec in template["Parameters"].items():
         if spec["Type"] == "CommaDelimitedList" and isinstance(values[name], str):
             values[name] = values[name].split(",") if values[name] else [""]
-    values.update(overrides)
+    # The tuning knobs (Mappings: Settings: Stack), overridden by key as an operator edits the mapping.
+    values.update(template["Mappings"]["Settings"]["Stack"])
+    for name, value in overrides.items():
+        if isinstance(values.get(name), list) and isinstance(value, str):
+            value = value.split(",") if value else [""]
+        values[name] = value
     return values
 
 
@@ -54,6 +59,8 @@ class Evaluator:
             ((fn, arg),) = node.items()
             if fn == "Ref":
                 return NO_VALUE if arg == "AWS::NoValue" else self.params.get(arg, f"<{arg}>")
+            if fn == "Fn::FindInMap":
+                return self.params.get(arg[2], f"<{arg[2]}>")
             if fn == "Condition":
                 return self.condition(arg)
             if fn == "Fn::If":
@@ -167,8 +174,8 @@ def test_the_gc_function_may_delete_only_current_versions_under_the_prefix(templ
     assert "DeleteObjectVersion" not in json.dumps(gc)
     schedule = gc["Events"]["CollectGarbage"]
     assert schedule["Type"] == "ScheduleV2"
-    assert schedule["Properties"]["State"] == {"Ref": "GcScheduleState"}
-    assert template["Parameters"]["GcScheduleState"]["Default"] == "DISABLED"
+    assert schedule["Properties"]["State"] == {"Fn::FindInMap": ["Settings", "Stack", "GcScheduleState"]}
+    assert template["Mappings"]["Settings"]["Stack"]["GcScheduleState"] == "DISABLED"
 
 
 def emitted_names() -> str:

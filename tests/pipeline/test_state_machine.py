@@ -133,6 +133,26 @@ def test_a_file_above_the_fargate_threshold_takes_the_fargate_branch(
     assert s3.head_object(Bucket=bucket, Key=large["key"])["ContentLength"] == modelgen.NESTED_LARGE_FILE_SIZE
 
 
+def test_a_stack_without_the_copier_refuses_a_huge_file_at_plan_naming_the_parameter(
+    router: Router, aws: MotoEndpoint, bucket: str, s3: Any
+) -> None:
+    # GIVEN a stack deployed without the Fargate copier (empty CopierImageUri) and an 8 MiB threshold
+    stack = create_stack(
+        aws, router, bucket, part_size=5 * MIB, unit_size=5 * MIB, fargate_threshold=8 * MIB, copier=False
+    )
+    # WHEN the nested repo (an 11 MiB file) is requested
+    execution = stack.run(request(modelgen.NESTED))
+    # THEN Plan refuses it before any copy: CopierNotConfigured, naming the file and the parameter to set
+    assert execution["status"] == "FAILED"
+    assert execution["error"] == "CopierNotConfigured", failure_of(execution)
+    assert modelgen.NESTED_LARGE_FILE_PATH in execution["cause"]
+    assert "CopierImageUri" in execution["cause"]
+    # AND nothing was copied or published
+    assert router.copier_runs == []
+    assert router.calls("copy_unit") == []
+    assert all_keys(s3, bucket, stack.prefix) == []
+
+
 def test_schedule_refreshes_tracked_models_and_an_unchanged_model_does_no_copy_work(
     router: Router, aws: MotoEndpoint, bucket: str, s3: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

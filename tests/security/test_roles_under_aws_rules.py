@@ -260,7 +260,7 @@ def test_with_a_customer_kms_key_the_pipeline_refresh_gc_requests_and_pods_work(
     from model_cache import gc, inflight
     from model_cache.request_message import cached_result_stands, parse_request
 
-    # GIVEN a stack whose bucket encrypts with a customer managed key (EncryptionMode SSE-KMS, KmsKeyArn)
+    # GIVEN a stack whose bucket encrypts with a customer managed key (KmsKeyArn)
     stack = create_stack(aws, router, bucket, kms_key_arn=customer_key)
     # WHEN a model is cached: the Distributed Map reads units.json, every task reads and writes SSE-KMS
     manifest = published(stack)

@@ -74,6 +74,13 @@ class PlanLimitExceeded(ModelCacheError):
     exit_code = 2
 
 
+class CopierNotConfigured(ModelCacheError):
+    """A file at or above the Fargate threshold, on a stack deployed without the Fargate copier
+    (an empty CopierImageUri): refused at plan time, before anything is uploaded."""
+
+    exit_code = 2
+
+
 class RepoNotAllowed(ModelCacheError):
     """The repo's org is not one this cache mirrors (the platform's allow or deny list)."""
 

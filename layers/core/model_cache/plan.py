@@ -62,6 +62,9 @@ class PlanOptions:
     # by its completion task), "whole" (one unit per file, hashed in-stream), or "auto": whichever run is
     # faster at the stated rates (model_cache.limits.fastest_plan).
     layout: Layout = "auto"
+    # Whether the stack has the Fargate copier (the template's CopierImageUri); without it a file at or
+    # above fargate_threshold is refused with CopierNotConfigured.
+    copier: bool = True
 
     def __post_init__(self) -> None:
         for name in ("part_size", "unit_size", "fargate_threshold", "unit_concurrency"):
@@ -74,6 +77,8 @@ class PlanOptions:
             )
         if self.unit_size < self.part_size:
             raise errors.InvalidRequest(f"unit_size {self.unit_size} is smaller than part_size {self.part_size}")
+        if not isinstance(self.copier, bool):
+            raise errors.InvalidRequest(f"option copier must be true or false, got {self.copier!r}")
         if self.layout not in LAYOUTS:
             raise errors.InvalidRequest(f"option layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
 
@@ -84,6 +89,7 @@ class PlanOptions:
             "fargate_threshold": self.fargate_threshold,
             "unit_concurrency": self.unit_concurrency,
             "layout": self.layout,
+            "copier": self.copier,
         }
 
     @classmethod
@@ -92,7 +98,7 @@ class PlanOptions:
             return cls()
         if not isinstance(data, dict):
             raise errors.InvalidRequest(f"options must be an object, got {type(data).__name__}")
-        unknown = set(data) - {"part_size", "unit_size", "fargate_threshold", "unit_concurrency", "layout"}
+        unknown = set(data) - {"part_size", "unit_size", "fargate_threshold", "unit_concurrency", "layout", "copier"}
         if unknown:
             raise errors.InvalidRequest(f"unknown option(s): {', '.join(sorted(unknown))}")
         return cls(**data)
@@ -497,6 +503,13 @@ def split_units(files: list[PlannedFile], options: PlanOptions, whole_file_max: 
             pack_bytes += planned.size
             continue
         if planned.size >= options.fargate_threshold:
+            if not options.copier:
+                raise errors.CopierNotConfigured(
+                    f"{planned.path} is {planned.size} bytes, at or above the Fargate threshold "
+                    f"({options.fargate_threshold} bytes, the Settings mapping's FargateThresholdBytes), and this "
+                    "stack has no Fargate copier: deploy it with CopierImageUri, CopierVpcId and CopierSubnetIds "
+                    "(docs/deploy.md) or raise FargateThresholdBytes"
+                )
             add("fargate", [UnitItem(planned.path, 1, planned.part_count)], planned.size)
             continue
         if whole_file_max is not None and planned.size <= whole_file_max:

@@ -106,6 +106,8 @@ class Deployment:
             if function == "Fn::Split":
                 separator, text = argument
                 return str(self.render(text)).split(separator)
+            if function == "Fn::FindInMap":
+                return self._value(mapping_key(*(_text(self.render(item)) for item in argument)))
             if function == "Fn::Select":
                 index, items = argument
                 return self._list(items)[int(self.render(index))]
@@ -120,6 +122,11 @@ class Deployment:
         if name not in self.values:
             raise PolicyError(f"the deployment has no value for {name!r}")
         return self.values[name]
+
+
+def mapping_key(map_name: str, top_key: str, key: str) -> str:
+    """Where a Fn::FindInMap value sits among a Deployment's values."""
+    return f"Fn::FindInMap/{map_name}/{top_key}/{key}"
 
 
 def _text(value: Any) -> str:

@@ -785,12 +785,14 @@ def create_stack(
     kms_key_arn: str = "",
     operator_arns: tuple[str, ...] = (s3_authz.ADMIN_ARN,),
     hf_token_secret_arn: str = "",
+    copier: bool = True,
 ) -> Stack:
     """The template's resources in moto: Lambda functions, ECS cluster + task definition, VPC bits, the
     state machine; and its IAM: each function, the copier and the state machine run as the role the
     template gives them, under the bucket policy it puts on the bucket. `operator_arns` are the
     template's OperatorPrincipalArns (the test harness sets the world up as an operator); with
-    `kms_key_arn` the bucket's default encryption is that customer managed key (EncryptionMode SSE-KMS)."""
+    `kms_key_arn` the bucket's default encryption is that customer managed key (the template's KmsKeyArn). Without
+    `copier` the stack has no Fargate copier (an empty CopierImageUri)."""
     stack = Stack(moto=moto, router=router, bucket=bucket, prefix=prefix, work_prefix=work_prefix)
     stack.suffix = uuid.uuid4().hex[:8]
     stack.stack_name = f"mc-{stack.suffix}"
@@ -851,12 +853,12 @@ def create_stack(
         "CachePrefix": prefix,
         "WorkPrefix": work_prefix,
         "GatedPrefix": gated_prefix,
-        "EncryptionMode": "SSE-KMS" if kms_key_arn else "SSE-S3",
         "KmsKeyArn": kms_key_arn,
         "HfTokenSecretArn": hf_token_secret_arn,
         "OperatorPrincipalArns": ",".join(operator_arns),
-        "CopierVpcId": vpc_id,
-        "CopierSubnetIds": subnet_id,
+        "CopierImageUri": stack_iam.SAMPLE_PARAMETERS["CopierImageUri"] if copier else "",
+        "CopierVpcId": vpc_id if copier else "",
+        "CopierSubnetIds": subnet_id if copier else "",
     }
     resources = stack_iam.resource_values(
         stack.stack_name,
@@ -867,7 +869,8 @@ def create_stack(
     )
     _deploy_iam(stack, resources, parameters)
     assert stack.iam is not None
-    router.copier_principals[task_definition_arn] = stack.iam.roles[stack_iam.COPIER_ROLE]
+    if copier:
+        router.copier_principals[task_definition_arn] = stack.iam.roles[stack_iam.COPIER_ROLE]
     for key, folder in FUNCTION_FOLDERS.items():
         stack.function_arns[key] = _create_function(stack, folder)
 
@@ -887,6 +890,7 @@ def create_stack(
         "CopierSubnetIds": subnet_id,
         "CopierSecurityGroupId": group_id,
         "CopierAssignPublicIp": "DISABLED",
+        "CopierConfigured": "true" if copier else "false",
     }
     definition = render_asl(asl_path().read_text(), substitutions)
     stack.state_machine_arn = stack.sfn.create_state_machine(

@@ -14,7 +14,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from model_cache.devtools.iam_policy import Deployment, as_list
+from model_cache.devtools.iam_policy import Deployment, as_list, mapping_key
 from model_cache.devtools.s3_authz import ACCOUNT, REGION, Principal
 
 # Which template role runs which piece of code.
@@ -37,13 +37,14 @@ WITHOUT_GRANT_ENV = "MODEL_CACHE_WORLD_WITHOUT"
 ENFORCED_SERVICES = ("s3:", "kms:")  # the actions the offline world decides (model_cache.devtools.s3_authz)
 
 
-# The parameters without a default, as a deployment of the stack would give them.
+# A deployment with the optional Fargate copier (its three parameters), as a team would give them.
 SAMPLE_PARAMETERS = {
     "CopierImageUri": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/model-cache-copier:local",
     "CopierVpcId": "vpc-0123456789abcdef0",
     "CopierSubnetIds": "subnet-0123456789abcdef0",
-    "KmsKeyArn": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/00000000-0000-0000-0000-000000000000",
 }
+# A customer managed key for KmsKeyArn (SSE-KMS with it).
+SAMPLE_KMS_KEY_ARN = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/00000000-0000-0000-0000-000000000000"
 FUNCTION_FOLDERS = ("plan", "copy_unit", "finalize", "publish", "cleanup", "tracked_models", "request", "gc")
 
 
@@ -137,6 +138,20 @@ def render_stack_iam(
         if definition.get("Type") in ("CommaDelimitedList", "List<AWS::EC2::Subnet::Id>") and isinstance(value, str):
             value = [item for item in value.split(",") if item] or [""]
         values[name] = value
+    # The tuning knobs live in Mappings (Fn::FindInMap); a test overrides one by its key, as an
+    # operator would by editing the mapping.
+    settings = set()
+    for map_name, top_level in template.get("Mappings", {}).items():
+        for top_key, entries in top_level.items():
+            for key, default in entries.items():
+                value = parameters.get(key, default)
+                if isinstance(default, list) and isinstance(value, str):
+                    value = [item for item in value.split(",") if item] or [""]
+                values[mapping_key(map_name, top_key, key)] = value
+                settings.add(key)
+    unknown = set(parameters) - set(template["Parameters"]) - settings
+    if unknown:
+        raise ValueError(f"not a parameter or a Settings key of {template_path.name}: {', '.join(sorted(unknown))}")
     values.update(
         {
             "CacheBucket": bucket,
