@@ -1401,6 +1401,25 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/deploy/test_guided_deploy.py::test_the_fargate_copier_is_optional_and_its_network_required_with_it",),
         "the stack deploys without an image, VPC or subnets",
     ),
+    # --- issue 24, item 3: the loader's init-container image ---------------------------------------
+    Mutant(
+        "issue24: the init image installs a Hub client the suite never ran",
+        "containers/loader-init/requirements.txt",
+        "huggingface_hub==2.4.0",
+        "huggingface_hub==2.3.0",
+        (
+            "tests/deploy/test_loader_init_image.py::test_the_image_installs_the_tested_versions_of_the_loader_and_its_extras",
+        ),
+        "the image runs what the tests ran",
+    ),
+    Mutant(
+        "issue24: the init image hides the loader's exit code behind a shell",
+        "containers/loader-init/Dockerfile",
+        'ENTRYPOINT ["python", "-m", "model_cache_loader", "pull"]',
+        'ENTRYPOINT ["sh", "-c", "python -m model_cache_loader pull \\"$@\\"; exit 0", "--"]',
+        ("tests/deploy/test_loader_init_image.py",),
+        "the container's exit code is the loader's",
+    ),
 )
 
 
