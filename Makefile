@@ -60,7 +60,7 @@ lint: $(INSTALLED) ## ruff (format check + lint) and mypy
 	for handler in functions/*/app.py; do $(VENV)/bin/mypy --strict --follow-imports=silent "$$handler"; done
 
 .PHONY: reliability-figures
-reliability-figures: $(INSTALLED) ## Run the fault-injection suite and write its figures into docs/reliability.md
+reliability-figures: $(INSTALLED) ## Run the fault-injection suite and write its figures into docs/explanation/reliability.md
 	MODEL_CACHE_WRITE_FIGURES=1 $(PY) -m pytest tests/reliability tests/operations/test_gc_interleaving.py tests/pipeline/test_request_outcomes.py tests/pipeline/test_fargate_stops.py tests/loader/test_loader_fault_rows.py -p no:randomly $(PYTEST_ARGS)
 
 .PHONY: mutants
@@ -91,7 +91,7 @@ loader-wheel: $(INSTALLED) ## Build dist/model_cache_loader-<version>-py3-none-a
 	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation ./loader -w dist
 
 .PHONY: bench
-bench: $(BENCH_INSTALLED) ## Benchmarks (not tests): figures to bench/results/ and docs/performance.md
+bench: $(BENCH_INSTALLED) ## Benchmarks (not tests): figures to bench/results/ and docs/explanation/performance.md
 	$(PY) -m bench
 
 .PHONY: scale
@@ -108,7 +108,7 @@ distclean: clean ## Also remove the venvs
 	rm -rf $(VENV) $(TOOLS_VENV)
 
 .PHONY: adopt
-adopt: $(INSTALLED) $(KSERVE_INSTALLED) ## Adopt a cached model in Ray Serve LLM, vLLM and KServe by its URI alone, offline (docs/adopt.md)
+adopt: $(INSTALLED) $(KSERVE_INSTALLED) ## Adopt a cached model in Ray Serve LLM, vLLM and KServe by its URI alone, offline (docs/how-to/adopt.md)
 	$(PY) -m model_cache.devtools.adopt
 
 .PHONY: playground

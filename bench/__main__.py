@@ -1,5 +1,5 @@
 """`make bench`: run every benchmark suite in turn; each writes bench/results/<name>.json and its
-section of docs/performance.md. `python -m bench copy` or `python -m bench loader` runs one."""
+section of docs/explanation/performance.md. `python -m bench copy` or `python -m bench loader` runs one."""
 
 from __future__ import annotations
 

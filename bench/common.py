@@ -1,4 +1,4 @@
-"""What every benchmark suite shares: where results and docs/performance.md live, and how a suite
+"""What every benchmark suite shares: where results and docs/explanation/performance.md live, and how a suite
 replaces its own section there without touching the others'."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"
-PERFORMANCE_DOC = ROOT / "docs" / "performance.md"
+PERFORMANCE_DOC = ROOT / "docs" / "explanation" / "performance.md"
 
 
 def results_path(name: str) -> Path:
@@ -43,7 +43,7 @@ def write_section(name: str, section: str, doc: Path = PERFORMANCE_DOC) -> None:
 
 def measure_and_record(name: str, run: Callable[[], dict[str, Any]], render: Callable[[dict[str, Any]], str]) -> None:
     """A suite's whole `main`: measure, keep the figures in bench/results/<name>.json, rewrite its
-    section of docs/performance.md, and print the figures."""
+    section of docs/explanation/performance.md, and print the figures."""
     figures = run()
     write_results(name, figures)
     write_section(name, render(figures))
@@ -53,7 +53,7 @@ def measure_and_record(name: str, run: Callable[[], dict[str, Any]], render: Cal
 def publish_snapshot(
     s3: Any, bucket: str, prefix: str, repo_id: str, commit: str, files: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    """Publish uploaded files (their manifest records) in the contract's order (ARCHITECTURE.md 3.1):
+    """Publish uploaded files (their manifest records) in the contract's order (docs/architecture.md 3.1):
     the `hash` object, manifests/{commit}.json, refs/main, then manifest.json. Returns the manifest."""
     import time
 

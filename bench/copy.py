@@ -18,7 +18,7 @@ Run: `python -m bench copy` (or `python -m bench.copy`). Sizes: BENCH_COPY_GIB (
 BENCH_CAPPED_GIB (loadable model, default 1), BENCH_CAP_MBPS (per-connection caps, default "25,5").
 BENCH_COPY_ONLY=cpu_bound|stream_capped re-runs one scenario and keeps the other's figures; =render only
 rewrites the docs section from bench/results/copy.json. Writes
-bench/results/copy.json and the `copy` section of docs/performance.md.
+bench/results/copy.json and the `copy` section of docs/explanation/performance.md.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ sendfile), an end-to-end `hf_hub_download` of a synthetic LFS file, how exactly 
 holds, and the per-request cost of re-scanning a 2,000-file repo.
 
 Run: `python -m bench.hub_double` (writes bench/results/hub_double.json and its section of
-docs/performance.md). Sizes scale with `HUB_BENCH_GIB` (default 1).
+docs/explanation/performance.md). Sizes scale with `HUB_BENCH_GIB` (default 1).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from its first request (imports excluded), so no two share a GIL.
 Run: `python -m bench loader`. Knobs: BENCH_LOADER_GIB (2), BENCH_LOADER_SHARD_MIB (64),
 BENCH_LOADER_LATENCY_MS (30), BENCH_LOADER_CAP_MIBPS (8, per connection), BENCH_LOADER_ROUNDS (3),
 BENCH_LOADER_CONCURRENCY and BENCH_LOADER_PART_MIB (the loader's defaults).
-Writes bench/results/loader.json and the `loader` section of docs/performance.md.
+Writes bench/results/loader.json and the `loader` section of docs/explanation/performance.md.
 """
 
 from __future__ import annotations
@@ -563,7 +563,7 @@ GetObject calls 0.05 s, receiving the bodies 0.4 s, os.pwrite 0.43 s, sha256 1.2
 R on this machine even with perfect scheduling; it gets less than that cap in practice, most likely (not
 proven here) because 32 hashing threads take time slices from moto's busy thread, the critical path. What closes
 the gap here is verify=crc64nvme (the manifest's S3 full-object CRC, which the pipeline recorded after
-checking the file's sha256 against the Hub; docs/loader.md says what it does not guard against). On a pod
+checking the file's sha256 against the Hub; docs/reference/loader.md says what it does not guard against). On a pod
 the gap does not arise: the network, not the CPU, is the limit (the capped table: {capped_mb:.0f} MB/s over 32
 streams; a 10 Gbit/s link is 1.25 GB/s), and sha256 at ~2 GB/s per core runs on cores otherwise idle
 during a pod start. What made the sha256 path cheaper in this round (side-by-side runs with R, client

@@ -10,7 +10,7 @@ nothing: peak RSS minus the baseline is what the stream held. Rounds interleave 
 
 Run: `python -m bench memory_bound`. Knobs: BENCH_MEMORY_TENSORS (10000), BENCH_MEMORY_GIB (1),
 BENCH_MEMORY_ROUNDS (2), BENCH_MEMORY_LIMITS_MIB ("64,256,1024").
-Writes bench/results/memory_bound.json and the `memory_bound` section of docs/loader.md.
+Writes bench/results/memory_bound.json and the `memory_bound` section of docs/reference/loader.md.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from bench.loader import GIB, MIB, PREFIX, REGION, server
 NAME = "memory_bound"
 REPO = "bench-org/ten-thousand-tensors"
 BUCKET = "memory-bound-bench"
-LOADER_DOC = ROOT / "docs" / "loader.md"
+LOADER_DOC = ROOT / "docs" / "reference" / "loader.md"
 
 STREAM = """
 import sys

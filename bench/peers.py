@@ -20,7 +20,7 @@ object against a whole 16 MiB object, on stock moto and on the O(range) server.
 Run: `python -m bench peers`. Knobs: BENCH_PEERS_GIB (2), BENCH_PEERS_SHARD_MIB (1024),
 BENCH_PEERS_ROUNDS (3), BENCH_PEERS_LATENCY_MS (30), BENCH_PEERS_CAP_MIBPS (8),
 BENCH_PEERS_RANGE_OBJECT_GIB (2, the big object of the cost-model row).
-Writes bench/results/peers.json and the `peers` section of docs/performance.md.
+Writes bench/results/peers.json and the `peers` section of docs/explanation/performance.md.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ engine into moto's S3 server (both in this process, loopback HTTP). Scenarios:
 4. a refresh when nothing changed (the no-op).
 
 Figures: wall seconds, bytes the Hub sent, bytes reused inside S3, Hub and S3 request counts. They go to
-bench/results/refresh.json and the `refresh` section of docs/performance.md. Not a test.
+bench/results/refresh.json and the `refresh` section of docs/explanation/performance.md. Not a test.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ model.safetensors.index.json, shard sizes evened out) goes through the real `mak
 `model_cache.limits` and the real Plan task result (`steps.planned_result`), and the state machine's
 concurrencies are read from statemachine/model_cache.asl.json and the template. Durations come from
 the stated rates (`limits.SLOW` / `limits.FAST`), never from this machine. The figures land in
-bench/results/scale.json and docs/performance.md; tests/scale holds every one to its limit.
+bench/results/scale.json and docs/explanation/performance.md; tests/scale holds every one to its limit.
 """
 
 from __future__ import annotations

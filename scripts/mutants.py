@@ -72,7 +72,7 @@ _CPU_INIT_TAIL = """
                             memory: ${schema.spec.resources.worker.memory}
                     # emptyDir: the pod's own disk, sized by modelDiskSize. Node-local: a directory on the
                     # node that every pod there shares (the loader's lock keeps one download per node); the
-                    # node must have it, writable by uid 1000 (docs/deploy.md).
+                    # node must have it, writable by uid 1000 (docs/tutorial/deploy.md).
                     volumes: '${schema.spec.nodeLocalModelCache ? [{"name": "model-cache", "hostPath": {"path": "/var/lib/s3-model-cache", "type": "Directory"}}] : [{"name": "model-cache", "emptyDir": {"sizeLimit": schema.spec.modelDiskSize}}]}'
                     containers:
                       - name: ray-worker
@@ -80,7 +80,7 @@ _CPU_INIT_TAIL = """
 
 
 MUTANTS: tuple[Mutant, ...] = (
-    # --- publish order and refs (ARCHITECTURE.md 3.1) ------------------------------------------
+    # --- publish order and refs (docs/architecture.md 3.1) ------------------------------------------
     Mutant(
         "publish: refs before the manifest",
         f"{CORE}/publish.py",
@@ -1297,8 +1297,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "issue24: model-cache's integrity failure keeps its own exit code",
         f"{CORE}/errors.py",
-        '    as the loader\'s IntegrityError (docs/cli.md, the table both CLIs share)."""\n\n    exit_code = 4',
-        '    as the loader\'s IntegrityError (docs/cli.md, the table both CLIs share)."""\n\n    exit_code = 6',
+        '    as the loader\'s IntegrityError (docs/reference/cli.md, the table both CLIs share)."""\n\n    exit_code = 4',
+        '    as the loader\'s IntegrityError (docs/reference/cli.md, the table both CLIs share)."""\n\n    exit_code = 6',
         ("tests/integration/test_cli_contract.py::test_every_failure_class_has_one_exit_code_in_both_clis",),
         "integrity is exit 4 in both CLIs",
     ),

@@ -120,7 +120,7 @@ def moto_server() -> Iterator[MotoEndpoint]:
     moto_ranges.install()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
-    # S3's and IAM's authorization (ARCHITECTURE.md 4): tests set the world up as the deployer; the
+    # S3's and IAM's authorization (docs/architecture.md 4): tests set the world up as the deployer; the
     # pipeline's code runs as the template's roles (model_cache.devtools.s3_authz).
     global AUTHORIZER
     AUTHORIZER = s3_authz.enforce(server)
@@ -270,7 +270,7 @@ _SNAPSHOT_KEY = re.compile(r"^(?:.+/)?(?P<repo>[^/]+)/snapshots/(?P<commit>[0-9a
 
 
 def failed_clean_problems(s3: Any, bucket_name: str, hub_url: str | None = None, prefix: str = "") -> list[str]:
-    """What makes a failure not clean (ARCHITECTURE.md 3.1): a manifest, ref or hash file published, an
+    """What makes a failure not clean (docs/architecture.md 3.1): a manifest, ref or hash file published, an
     upload left open, or an object under snapshots/ whose bytes are not the Hub's file.
 
     A failed run deletes only objects it wrote that failed verification; verified files it wrote stay

@@ -1,7 +1,7 @@
 """Plan task: resolve the revision at the Hub, select and split the files, start the uploads.
 
 The state machine passes the request plus bucket, prefix, work prefix, plan id and sizing; the
-result is the small summary of docs/internals.md ("State machine task I/O"), never the plan itself.
+result is the small summary of docs/contributing/internals.md ("State machine task I/O"), never the plan itself.
 """
 
 from __future__ import annotations

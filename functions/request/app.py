@@ -1,4 +1,4 @@
-"""Request task: SQS messages (ARCHITECTURE.md 3.3) -> one deduplicated state machine execution each.
+"""Request task: SQS messages (docs/architecture.md 3.3) -> one deduplicated state machine execution each.
 
 Each record is handled on its own (Powertools BatchProcessor, ReportBatchItemFailures): a
 malformed message is logged with the reason and reported as a failed item, so SQS redrives it to
@@ -29,7 +29,7 @@ tracer = Tracer()
 metrics = Metrics()
 # A batch of only malformed messages is still answered with item failures (not an exception), so
 # every message takes the same path to the dead-letter queue and the invocation is not an error.
-# One metric per way a request is acknowledged (docs/pipeline.md): a new execution, one already running
+# One metric per way a request is acknowledged (docs/reference/pipeline.md): a new execution, one already running
 # or already succeeded with its result still in the bucket, or a new run after one that did not stand.
 OUTCOME_METRICS = {
     "accepted": "RequestsAccepted",

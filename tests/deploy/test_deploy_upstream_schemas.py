@@ -188,12 +188,12 @@ def test_the_schemas_are_what_the_script_cuts_from_the_objects_we_render(objects
 
 
 def test_the_existing_rayservice_snippet_in_docs_is_valid_for_the_upstream_crd() -> None:
-    """GIVEN the init-container snippet docs/adopt.md gives for an existing RayService
+    """GIVEN the init-container snippet docs/how-to/adopt.md gives for an existing RayService
     THEN it is a RayService KubeRay's CRD schema accepts, and its init container runs the loader into the
     volume the Ray container reads as its Hugging Face cache."""
     import yaml
 
-    text = (Path(__file__).resolve().parents[2] / "docs" / "adopt.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "docs" / "how-to" / "adopt.md").read_text()
     block = text.split("<!-- adopt:rayservice-begin -->", 1)[1].split("<!-- adopt:rayservice-end -->", 1)[0]
     service = yaml.safe_load(block.strip().removeprefix("```yaml").removesuffix("```"))
     errors = sorted(error.message for error in validator("RayService").iter_errors(service))

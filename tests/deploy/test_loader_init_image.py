@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 IMAGE = REPO_ROOT / "containers" / "loader-init"
 DOCKERFILE = IMAGE / "Dockerfile"
-ADOPT = REPO_ROOT / "docs" / "adopt.md"
+ADOPT = REPO_ROOT / "docs" / "how-to" / "adopt.md"
 REPO = "init-org/model"
 FILES = {"config.json": b'{"model_type": "llama"}\n', "model.safetensors": bytes(range(256)) * 256}
 
@@ -93,7 +93,7 @@ def test_the_snippets_are_valid_for_kuberay_and_for_kubernetes() -> None:
     import kubernetes_validate
 
     upstream = shared_test_module("upstream_schemas", "tests/deploy/test_deploy_upstream_schemas.py")
-    # GIVEN the RayService and the Deployment docs/adopt.md gives for the image
+    # GIVEN the RayService and the Deployment docs/how-to/adopt.md gives for the image
     service = snippet("rayservice-image")
     deployment = snippet("deployment")
     # THEN KubeRay's CRD schema accepts the RayService, Kubernetes' own schema the Deployment (strict)

@@ -1,6 +1,6 @@
 """Adopting a cached model in Ray Serve LLM, vLLM and KServe by changing only its URI (issue 24, item 2):
 `python -m model_cache.devtools.adopt`, whole, in its own process (it owns a Hub double and a moto server).
-docs/adopt.md holds a run of it; this test holds the run to what the doc says."""
+docs/how-to/adopt.md holds a run of it; this test holds the run to what the doc says."""
 
 from __future__ import annotations
 

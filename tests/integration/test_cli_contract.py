@@ -1,4 +1,4 @@
-"""One CLI contract across `model-cache` and `model-cache-loader` (issue 24, item 4; docs/cli.md).
+"""One CLI contract across `model-cache` and `model-cache-loader` (issue 24, item 4; docs/reference/cli.md).
 
 Each failure class is provoked in both CLIs, each run as the process a user or an init container
 runs: the same exit code, one line naming the problem, no traceback. Then the shared conventions:

@@ -1,5 +1,5 @@
 """modelgen's fixture repos as the Hub double serves them: the tiny model is a real Hub model that
-transformers downloads and runs, and each fixture repo looks on the wire as docs/devtools.md says."""
+transformers downloads and runs, and each fixture repo looks on the wire as docs/contributing/devtools.md says."""
 
 from __future__ import annotations
 

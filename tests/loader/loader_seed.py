@@ -1,4 +1,4 @@
-"""Seed moto S3 with a cached snapshot exactly as the pipeline publishes it (ARCHITECTURE.md 3.1/3.2).
+"""Seed moto S3 with a cached snapshot exactly as the pipeline publishes it (docs/architecture.md 3.1/3.2).
 
 The pipeline is built in parallel, so the loader's tests publish for themselves: every file under
 its contract key, then manifests/{commit}.json (schema-valid), then refs/{revision}, then

@@ -42,7 +42,7 @@ def test_miss_falls_back_to_the_hub_into_the_same_cache(
 
 
 def test_miss_sends_a_cache_request_to_the_queue(bucket: str, hub: Any, hf_cache: Path, sqs: Any) -> None:
-    """GIVEN a request queue WHEN a pull misses THEN a request message (ARCHITECTURE 3.3) lands on it."""
+    """GIVEN a request queue WHEN a pull misses THEN a request message (docs/architecture.md 3.3) lands on it."""
     queue_url = sqs.create_queue(QueueName=f"requests-{bucket}")["QueueUrl"]
     pull(f"{TINY_MODEL}@main", bucket=bucket, cache_dir=hf_cache, request_on_miss=True, request_queue_url=queue_url)
 

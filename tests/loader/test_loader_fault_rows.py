@@ -1,6 +1,6 @@
 """The fault table's rows for the loader's failure paths (issue 23, rows 1, 2, 5 and 7): each fault is tried
 at seeded offsets and moments, and after every trial the cache (or what the consumer received) is checked
-byte for byte. `make reliability-figures` writes the rows into docs/reliability.md; `make test` only checks.
+byte for byte. `make reliability-figures` writes the rows into docs/explanation/reliability.md; `make test` only checks.
 """
 
 from __future__ import annotations

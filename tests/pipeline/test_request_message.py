@@ -1,4 +1,4 @@
-"""The request message (ARCHITECTURE.md 3.3) and the deterministic execution name."""
+"""The request message (docs/architecture.md 3.3) and the deterministic execution name."""
 
 from __future__ import annotations
 

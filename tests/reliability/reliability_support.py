@@ -8,7 +8,7 @@ In both, no multipart upload is left open and no loader blob differs from its na
 `corrupted` counts any violation (a manifest or ref pointing at missing or wrong bytes, a bad blob);
 `orphaned` counts open multipart uploads. Both must be 0.
 
-`FaultTable` merges each fault kind's figures into docs/reliability.md between the markers
+`FaultTable` merges each fault kind's figures into docs/explanation/reliability.md between the markers
 `<!-- faults:begin -->` / `<!-- faults:end -->`, keeping the rows of kinds this session did not run.
 """
 
@@ -26,7 +26,7 @@ from conftest import REPO_ROOT, failed_clean_problems, incomplete_uploads
 
 SEED = 20261130
 FIGURES_ENV = "MODEL_CACHE_WRITE_FIGURES"
-DOC_PATH = REPO_ROOT / "docs" / "reliability.md"
+DOC_PATH = REPO_ROOT / "docs" / "explanation" / "reliability.md"
 BEGIN = "<!-- faults:begin -->"
 END = "<!-- faults:end -->"
 HEADER = "| fault kind | trials | recovered | failed clean | corrupted | orphaned uploads |"
@@ -141,7 +141,7 @@ class FaultTable:
         self.trial(recovered=recovered, corrupted=len(state.problems), orphaned=state.open_uploads, note=note)
 
     def write(self) -> None:
-        """Merge this kind's row into docs/reliability.md (rows of other kinds stay as they are), then
+        """Merge this kind's row into docs/explanation/reliability.md (rows of other kinds stay as they are), then
         hold the must-be-0 columns to 0."""
         write_rows([self.row])
         assert self.row.corrupted == 0, f"{self.row.kind}: {self.row.corrupted} corrupted"
@@ -161,7 +161,7 @@ def _parse_rows(block: str) -> dict[str, FaultRow]:
 
 
 def figures_wanted() -> bool:
-    """Tests never rewrite tracked files: the figures go to docs/reliability.md only when asked
+    """Tests never rewrite tracked files: the figures go to docs/explanation/reliability.md only when asked
     (`make reliability-figures` sets MODEL_CACHE_WRITE_FIGURES=1)."""
     return os.environ.get(FIGURES_ENV) == "1"
 

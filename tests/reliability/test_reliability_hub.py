@@ -2,7 +2,7 @@
 
 The Hub double (its own instance, serving reliability_support.FAULT_REPO) injects the fault; boto3
 talks to moto's server. Every trial ends recovered (published, every byte verified) or failed clean
-(a domain error, nothing published, nothing left behind); the figures go to docs/reliability.md.
+(a domain error, nothing published, nothing left behind); the figures go to docs/explanation/reliability.md.
 """
 
 from __future__ import annotations

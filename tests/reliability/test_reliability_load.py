@@ -2,7 +2,7 @@
 state machine in moto's Step Functions engine, against Step Functions' payload and history limits.
 
 The figures (plan and work-file sizes, the largest state payload, history length, executions
-started) go to docs/reliability.md between `<!-- load:begin -->` and `<!-- load:end -->`.
+started) go to docs/explanation/reliability.md between `<!-- load:begin -->` and `<!-- load:end -->`.
 """
 
 from __future__ import annotations
@@ -31,12 +31,12 @@ WIDE = "load-org/wide"
 WIDE_FILES = 2000
 STATE_PAYLOAD_LIMIT = 256 * 1024  # bytes of one state input or output
 HISTORY_LIMIT = 25_000  # events of one execution
-DOC = REPO_ROOT / "docs" / "reliability.md"
+DOC = REPO_ROOT / "docs" / "explanation" / "reliability.md"
 harness = shared_test_module("sfn_harness", "tests/pipeline/sfn_harness.py")
 
 
 def write_figures(rows: dict[str, str]) -> None:
-    """Merge `rows` (figure -> value) into the load section of docs/reliability.md, when asked."""
+    """Merge `rows` (figure -> value) into the load section of docs/explanation/reliability.md, when asked."""
     if not figures_wanted():
         return
     begin, end = "<!-- load:begin -->", "<!-- load:end -->"
@@ -167,7 +167,7 @@ def test_burst_of_200_requests_for_5_models_starts_each_distinct_request_once(
     downloaded = {(r.repo_id, r.file) for r in downloads}
     assert set(copied) == {parse_request(body).repo_id for body in bodies}
     # A narrow (include) request copied first does not seal the commit: a later whole-model request
-    # copies the rest (ARCHITECTURE.md 3.2), so a model may take two copy runs, never a file twice.
+    # copies the rest (docs/architecture.md 3.2), so a model may take two copy runs, never a file twice.
     assert all(count <= 2 for count in copied.values()), copied
     assert len(downloads) == len(downloaded), "no file was fetched from the Hub twice"
     state = check_bucket(s3, bucket)

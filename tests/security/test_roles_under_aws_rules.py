@@ -447,7 +447,7 @@ def model_cache_cli(who: Principal, *args: str) -> subprocess.CompletedProcess[s
 
 
 def test_operator_commands_run_as_the_operator_and_no_one_else(router: Router, aws: MotoEndpoint, bucket: str) -> None:
-    # GIVEN a stack whose OperatorPrincipalArns names the operators' role (docs/deploy.md)
+    # GIVEN a stack whose OperatorPrincipalArns names the operators' role (docs/tutorial/deploy.md)
     stack = create_stack(aws, router, bucket, operator_arns=(OPERATOR_ARN,))
     operator = s3_authz.active().register(Principal(OPERATOR_ARN, [s3_authz.ADMINISTRATOR_ACCESS]))
     team_admin = s3_authz.active().register(

@@ -49,7 +49,7 @@ def capture_logs(caplog: pytest.LogCaptureFixture) -> None:
     """Every record at INFO and above (what Lambda and the pods log), and our own loggers at DEBUG.
 
     Not botocore's DEBUG wire log: it prints response bodies, GetSecretValue's included, which is
-    why nothing here ever turns it on (docs/security.md).
+    why nothing here ever turns it on (docs/explanation/security.md).
     """
     caplog.set_level(logging.INFO)
     for name in ("model_cache", "model_cache_loader", "huggingface_hub"):

@@ -1,4 +1,4 @@
-"""The S3 layout contract (ARCHITECTURE.md 3.1)."""
+"""The S3 layout contract (docs/architecture.md 3.1)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """modelgen: the tiny real model loads and generates offline, every byte is deterministic, and the
-fixture hub has the layout docs/devtools.md promises."""
+fixture hub has the layout docs/contributing/devtools.md promises."""
 
 from __future__ import annotations
 

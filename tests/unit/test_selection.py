@@ -1,4 +1,4 @@
-"""Selection: include/exclude globs and the duplicate-weight-format default (ARCHITECTURE.md 3.3)."""
+"""Selection: include/exclude globs and the duplicate-weight-format default (docs/architecture.md 3.3)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Subcommands register themselves in `SUBCOMMANDS` (name -> function adding its parser); a later one
 (request, status, verify, gc, cost) adds one function and one entry. Domain errors print one line
-naming the problem and the fix and exit with `errors.<Class>.exit_code` (docs/cli.md); no traceback.
+naming the problem and the fix and exit with `errors.<Class>.exit_code` (docs/reference/cli.md); no traceback.
 """
 
 from __future__ import annotations
@@ -199,7 +199,7 @@ def add_show_parser(subparsers: Any) -> None:
         "--uri",
         action="store_true",
         help="print only the snapshot's URI, what Ray Serve LLM's bucket_uri, vLLM's --model (runai_streamer) "
-        "and KServe's storageUri take (docs/adopt.md)",
+        "and KServe's storageUri take (docs/how-to/adopt.md)",
     )
     output.add_argument(
         "--disk-request",
@@ -267,7 +267,8 @@ def add_publish_loader_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "publish-loader",
         help="put the loader's wheel into the bucket for Ray pods (runtime_env py_modules), once per version",
-        description="Write WHEEL to s3://BUCKET/model-cache-loader/{version}/ as .whl and .zip (docs/deploy.md). "
+        description="Write WHEEL to s3://BUCKET/model-cache-loader/{version}/ as .whl and .zip "
+        "(docs/tutorial/deploy.md). "
         "Publishing a version again is a no-op when the files are the same, an error when they differ.",
     )
     parser.add_argument("wheel", type=Path, metavar="WHEEL", help="dist/model_cache_loader-<version>-py3-none-any.whl")
@@ -301,7 +302,8 @@ SUBCOMMANDS: dict[str, Callable[[Any], None]] = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="model-cache",
-        description="Mirror Hugging Face Hub repos into S3 at pinned commits, verified. Exit codes: docs/cli.md.",
+        description="Mirror Hugging Face Hub repos into S3 at pinned commits, verified. "
+        "Exit codes: docs/reference/cli.md.",
     )
     add_global_options(parser, __version__)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -1,9 +1,9 @@
-"""What every `model-cache` subcommand shares with `model-cache-loader`: the CLI contract (docs/cli.md).
+"""What every `model-cache` subcommand shares with `model-cache-loader`: the CLI contract (docs/reference/cli.md).
 
 - Settings come from flags, else the environment both CLIs read: `MODEL_CACHE_BUCKET`,
   `MODEL_CACHE_PREFIX`, `MODEL_CACHE_REQUEST_QUEUE_URL`, `AWS_REGION` (as well as boto3's own
   `AWS_DEFAULT_REGION`), `AWS_PROFILE`, `HF_*`.
-- One exit code per kind of failure (`errors.*.exit_code`; the table in docs/cli.md), one line on
+- One exit code per kind of failure (`errors.*.exit_code`; the table in docs/reference/cli.md), one line on
   stderr naming the fix, or `{"error": {...}}` on stdout under `--json`; never a traceback.
 - Logs: our own at INFO (WARNING with `--quiet`), third-party libraries' (botocore's credential lines,
   httpx, huggingface_hub) at WARNING unless `--verbose`.

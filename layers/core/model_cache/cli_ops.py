@@ -1,4 +1,4 @@
-"""`model-cache verify`, `gc` and `cost`: running the cache day to day (docs/operations.md).
+"""`model-cache verify`, `gc` and `cost`: running the cache day to day (docs/how-to/operations.md).
 
 `verify` exits 0 when the snapshot matches its manifest and `errors.IntegrityError.exit_code` (4) when
 it found drift; `gc` and `cost` exit 0 unless a request fails.
@@ -93,7 +93,7 @@ def run_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         else:
             out.write(
                 f"  {len(report.drift)} problem(s): re-copy with `model-cache sync {report.repo_id}@{report.revision} "
-                f"--bucket {report.bucket} --force` (docs/operations.md, 'verify found drift')\n"
+                f"--bucket {report.bucket} --force` (docs/how-to/operations.md, 'verify found drift')\n"
             )
     return EXIT_OK if report.clean else EXIT_DRIFT
 
@@ -237,7 +237,7 @@ def add_doctor_parser(subparsers: Any) -> None:
         help="check that a bucket has the controls the cache relies on (for ExistingBucketName)",
         description="Block Public Access, a TLS-only bucket policy, versioning, lifecycle rules aborting incomplete "
         "uploads and expiring the work files and noncurrent versions, and distinct cache and work prefixes. Exits 1 "
-        "when any is missing (docs/deploy.md lists the baseline).",
+        "when any is missing (docs/tutorial/deploy.md lists the baseline).",
     )
     _common(parser)
     parser.add_argument("--work-prefix", default="_model-cache-work", help="the work prefix (default: %(default)s)")

@@ -1,6 +1,6 @@
 """`model-cache request` and `model-cache status`: talk to a deployed pipeline stack.
 
-`request` puts the JSON request message (ARCHITECTURE.md 3.3) on the stack's queue, validated
+`request` puts the JSON request message (docs/architecture.md 3.3) on the stack's queue, validated
 first with the same parser the request Lambda uses, so a typo fails here and not in the DLQ.
 `status` lists the state machine's recent executions with their repo, revision and outcome.
 Both find their target by an explicit URL/ARN or by the stack's outputs (`--stack-name`).

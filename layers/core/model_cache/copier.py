@@ -1,6 +1,6 @@
 """The Fargate copier: `python -m model_cache.copier`, one copy unit (a whole huge file) per task.
 
-A thin shell over `steps.copy_unit`. The unit comes as the Map item JSON (docs/internals.md), from
+A thin shell over `steps.copy_unit`. The unit comes as the Map item JSON (docs/contributing/internals.md), from
 `--event '<json>'` or the environment variable MODEL_CACHE_EVENT (what the ECS RunTask override
 sets); the Hub token as the Lambda handlers get it (`tokens.hub_token`): the Secrets Manager secret
 named by HF_TOKEN_SECRET_ARN (what the task definition sets), else HF_TOKEN. With

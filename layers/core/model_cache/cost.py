@@ -6,7 +6,7 @@ the noncurrent object versions a versioned bucket keeps until its lifecycle expi
 each pod start GETs the ref, the manifest and every file in `get_part_size` ranges (the loader's
 default; small files take one GET), priced per 1,000; and the one-time PUT cost of having written the
 snapshots (a PUT per small file, create + parts + complete per multipart one, 3 small objects for the
-publish). GB here is 10^9 bytes, as in docs/cost.md; AWS bills GB as 2^30 bytes, so the estimate is
+publish). GB here is 10^9 bytes, as in docs/explanation/cost.md; AWS bills GB as 2^30 bytes, so the estimate is
 ~7% high. Data transfer is left out: S3 to EKS in one region through a gateway endpoint is free.
 """
 

@@ -5,7 +5,7 @@ else checks them. Each check reads the bucket's own configuration and says what 
 it: Block Public Access (all four), a TLS-only bucket policy covering the bucket and its objects,
 versioning, a lifecycle rule aborting incomplete multipart uploads, one expiring the work prefix, one
 expiring noncurrent versions, and that the work prefix is not the cache prefix. The same baseline is what
-docs/deploy.md lists; exit status 1 when any is missing.
+docs/tutorial/deploy.md lists; exit status 1 when any is missing.
 """
 
 from __future__ import annotations

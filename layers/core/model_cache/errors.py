@@ -10,7 +10,7 @@ from __future__ import annotations
 
 class ModelCacheError(Exception):
     """Base class: a problem the user can act on. `exit_code` is the CLI's: one code per kind of failure,
-    shared with model-cache-loader (docs/cli.md): 2 usage or setup, 3 not found, 4 integrity, 5 access,
+    shared with model-cache-loader (docs/reference/cli.md): 2 usage or setup, 3 not found, 4 integrity, 5 access,
     7 still failing after retries or busy (try again)."""
 
     exit_code = 1
@@ -50,7 +50,7 @@ class AccessDenied(ModelCacheError):
 
 class IntegrityError(ModelCacheError):
     """Bytes that do not match the Hub's declared size or hash. Nothing is published. The same code
-    as the loader's IntegrityError (docs/cli.md, the table both CLIs share)."""
+    as the loader's IntegrityError (docs/reference/cli.md, the table both CLIs share)."""
 
     exit_code = 4
 

@@ -127,7 +127,7 @@ class GcReport:
 
 
 def scheduled_settings(event: object, environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
-    """`collect`'s keyword arguments for a gc Lambda event (docs/operations.md).
+    """`collect`'s keyword arguments for a gc Lambda event (docs/how-to/operations.md).
 
     The schedule passes `{"source": "schedule"}`: the retention comes from GC_KEEP and
     GC_OLDER_THAN_DAYS, the bucket from MODEL_CACHE_BUCKET; a manual invocation may override

@@ -1,4 +1,4 @@
-"""Validation of repo ids, revisions and repo file paths (ARCHITECTURE.md 3.2, 3.3)."""
+"""Validation of repo ids, revisions and repo file paths (docs/architecture.md 3.2, 3.3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The S3 layout contract (ARCHITECTURE.md 3.1). Every key the system reads or writes comes from here."""
+"""The S3 layout contract (docs/architecture.md 3.1). Every key the system reads or writes comes from here."""
 
 from __future__ import annotations
 

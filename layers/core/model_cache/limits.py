@@ -1,6 +1,6 @@
 """The AWS limits a plan must fit, the rates it is judged at, and the check that refuses a plan breaching one.
 
-`check_plan` runs in the Plan task before any upload starts (ARCHITECTURE.md 3.1: a refused plan writes
+`check_plan` runs in the Plan task before any upload starts (docs/architecture.md 3.1: a refused plan writes
 nothing), and `bench/scale.py` (`make scale`) reports the same figures for the shapes of real repos.
 Durations are judged at the SLOW rates with HEADROOM to spare: a plan that only fits at good rates is
 refused, because a unit that outlives its Lambda is retried and outlives it again.

@@ -8,7 +8,7 @@ package and its `.dist-info`, so the release writes the same bytes under both na
     model-cache-loader/{version}/model_cache_loader-{version}-py3-none-any.whl   pip, image builds
     model-cache-loader/{version}/model_cache_loader-{version}-py3-none-any.zip   py_modules, init containers
 
-The keys sit beside the model prefix, not under it: ARCHITECTURE.md 3.1 owns `{prefix}/`, and `gc` and
+The keys sit beside the model prefix, not under it: docs/architecture.md 3.1 owns `{prefix}/`, and `gc` and
 `ls` never see them. Each version is written once (If-None-Match: *). Publishing a version again is a
 no-op when the published wheel holds the same files, and refused when it holds others: a pod that
 pinned a version must never get other code under it.

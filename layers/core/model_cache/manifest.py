@@ -1,4 +1,4 @@
-"""The snapshot manifest (ARCHITECTURE.md 3.2): build it and validate it against the shared JSON Schema."""
+"""The snapshot manifest (docs/architecture.md 3.2): build it and validate it against the shared JSON Schema."""
 
 from __future__ import annotations
 

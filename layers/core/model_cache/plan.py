@@ -257,7 +257,7 @@ class Plan:
     units: list[CopyUnit]
     write_hash_file: bool
     work_prefix: str = DEFAULT_WORK_PREFIX
-    # The request's selection, recorded in the manifest (ARCHITECTURE.md 3.2 `selection`).
+    # The request's selection, recorded in the manifest (docs/architecture.md 3.2 `selection`).
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     # This run's claim on its snapshot (model_cache.claims), released by cleanup.
@@ -508,7 +508,7 @@ def split_units(files: list[PlannedFile], options: PlanOptions, whole_file_max: 
                     f"{planned.path} is {planned.size} bytes, at or above the Fargate threshold "
                     f"({options.fargate_threshold} bytes, the Settings mapping's FargateThresholdBytes), and this "
                     "stack has no Fargate copier: deploy it with CopierImageUri, CopierVpcId and CopierSubnetIds "
-                    "(docs/deploy.md) or raise FargateThresholdBytes"
+                    "(docs/tutorial/deploy.md) or raise FargateThresholdBytes"
                 )
             add("fargate", [UnitItem(planned.path, 1, planned.part_count)], planned.size)
             continue

@@ -1,4 +1,4 @@
-"""Publish a verified snapshot in the order readers rely on (ARCHITECTURE.md 3.1).
+"""Publish a verified snapshot in the order readers rely on (docs/architecture.md 3.1).
 
 every file written and verified -> `hash` -> `manifests/{commit}.json` -> `refs/{revision}` ->
 `manifest.json` (default branch only). A reader that finds a manifest finds every file it names.
@@ -113,7 +113,7 @@ def put_once(s3: Any, bucket: str, key: str, body: bytes, content_type: str) -> 
 
 
 def merge_manifests(existing: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """`existing` with `new`'s extra files: the superset rule of ARCHITECTURE.md 3.2.
+    """`existing` with `new`'s extra files: the superset rule of docs/architecture.md 3.2.
 
     Every entry `existing` has stays exactly as it is (a reader may already use it); an entry of `new`
     for the same path must be identical, or the publish stops. The selection becomes the union's.
@@ -219,7 +219,7 @@ def point_refs(
 ) -> Published:
     """Move refs/{revision} (and manifest.json for main) forward to `manifest`'s commit.
 
-    Refs only move forward (ARCHITECTURE.md 3.1): each write is conditional on what was read
+    Refs only move forward (docs/architecture.md 3.1): each write is conditional on what was read
     (If-Match on its ETag, If-None-Match when absent), and happens only while `is_head()` says the
     commit is still the revision's head on the Hub. manifest.json follows refs/main: it is written
     only while refs/main names this commit, so the two never name different commits for long. A

@@ -1,4 +1,4 @@
-"""The request message (ARCHITECTURE.md 3.3): SQS body or state machine input -> `CacheRequest`.
+"""The request message (docs/architecture.md 3.3): SQS body or state machine input -> `CacheRequest`.
 
 A message is either a bare repo id (`org/name`, optionally `org/name@rev`) or a JSON object
 `{"repo_id", "revision", "include", "exclude", "force", "requested_by"}`. Anything else is

@@ -1,4 +1,5 @@
-"""Which repo files a sync copies: include/exclude globs and the duplicate-weight-format default (ARCHITECTURE.md 3.3).
+"""Which repo files a sync copies: include/exclude globs and the duplicate-weight-format default
+(docs/architecture.md 3.3).
 
 Globs are matched with `fnmatch` against the whole repo path, as `snapshot_download(allow_patterns=...)`
 does: `*` also crosses `/`, so `*.json` selects `sub/config.json` too.

@@ -1,4 +1,5 @@
-"""The state machine's tasks as plain functions: JSON in, JSON out (docs/internals.md, "State machine task I/O").
+"""The state machine's tasks as plain functions: JSON in, JSON out (docs/contributing/internals.md,
+"State machine task I/O").
 
 The Lambda handlers and the Fargate copier call these and nothing else; `engine.sync` runs the same
 typed functions (`prepare_plan`, `transfer.run_parts`, `finalize_files`, `publish.publish`,
@@ -125,7 +126,7 @@ def prepare_plan(
         if not force:
             existing = publish_mod.get_json(s3, bucket, layout.manifest_key(prefix, repo_id, snapshot.commit))
             if existing is not None:
-                # "Published" means published for this selection (ARCHITECTURE.md 3.2): a manifest that
+                # "Published" means published for this selection (docs/architecture.md 3.2): a manifest that
                 # lacks some chosen file is not; only the missing files are copied, and publish writes the union.
                 have = {entry.get("path") for entry in existing.get("files", [])}
                 if all(path in have for path in chosen):

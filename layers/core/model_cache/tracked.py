@@ -3,7 +3,7 @@
 A refresh re-plans each of them at its branch; the plan step finds an unchanged commit already
 published and stops there, so a model that has not moved costs one Hub API call and no copy work.
 Repos found in the bucket are refreshed at every branch or tag they have a ref for, with the
-selection their published manifest records (ARCHITECTURE.md 3.2 `selection`: the union of what the
+selection their published manifest records (docs/architecture.md 3.2 `selection`: the union of what the
 requests asked for), so a refresh never copies more of a repo than was asked; a manifest written
 before `selection` existed was written for the default selection.
 """

@@ -270,7 +270,7 @@ def complete_upload(
         },
         "ChecksumType": "FULL_OBJECT",
         # Write-once: a snapshot key that already holds an object (another run's, maybe published) is
-        # never replaced, on versioned and unversioned buckets alike (ARCHITECTURE.md 3.1).
+        # never replaced, on versioned and unversioned buckets alike (docs/architecture.md 3.1).
         "IfNoneMatch": "*",
     }
     if full_crc64nvme is not None:

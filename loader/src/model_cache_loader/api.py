@@ -257,7 +257,7 @@ class _Pull:
         return resolve_commit(self.s3, self.bucket, self.prefix, self.repo_id, self.revision)
 
     def _manifest(self, commit: str) -> tuple[Manifest, bytes]:
-        # A manifest changes only by growing into a superset (ARCHITECTURE.md 3.2), and only one written
+        # A manifest changes only by growing into a superset (docs/architecture.md 3.2), and only one written
         # for a narrow selection has files to gain, so a local copy of any other needs no S3 read.
         local = self.cache.local_manifest(commit)
         if local is not None:

@@ -1,6 +1,6 @@
 """`model-cache-loader pull REPO_ID[@REV]`: for init containers.
 
-The CLI contract it shares with `model-cache` (docs/cli.md): the same environment (MODEL_CACHE_BUCKET,
+The CLI contract it shares with `model-cache` (docs/reference/cli.md): the same environment (MODEL_CACHE_BUCKET,
 MODEL_CACHE_PREFIX, MODEL_CACHE_REQUEST_QUEUE_URL, AWS_REGION/AWS_PROFILE, HF_*), `--version`,
 `--quiet`/`--verbose`, third-party INFO logs off by default, progress only on a TTY, one line per error,
 and one exit code per kind of failure: 0 ok, 1 unexpected, 2 usage or setup, 3 not cached
@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def setup_logging(*, verbose: bool) -> None:
     # --quiet drops the progress and the summary line, not the loader's own log: its one structured event
-    # per pull is what the miss alarm's runbook groups by `reason` (docs/operations.md).
+    # per pull is what the miss alarm's runbook groups by `reason` (docs/how-to/operations.md).
     default = "DEBUG" if verbose else os.environ.get("MODEL_CACHE_LOG_LEVEL", "INFO")
     logging.basicConfig(
         level=default.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr

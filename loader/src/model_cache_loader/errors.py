@@ -1,6 +1,6 @@
 """The loader's errors. Each message names the problem and the fix; `exit_code` is the CLI's.
 
-Exit codes: the table both CLIs share (docs/reference/exit-codes.md): 0 ok, 1 unexpected,
+Exit codes: the table both CLIs share (docs/reference/cli.md#exit-codes-both-clis): 0 ok, 1 unexpected,
 2 usage or setup, 3 not cached, 4 integrity, 5 access (no bucket, denied, no credentials),
 6 Hub fallback failed, 7 S3 unavailable after retries (try again), 130 interrupted.
 """

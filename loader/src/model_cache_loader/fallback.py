@@ -224,7 +224,7 @@ def requested_by() -> str:
 
 
 def send_cache_request(repo_id: str, revision: str, queue_url: str | None, sqs_client: Any = None) -> bool:
-    """Ask the pipeline to cache the model (ARCHITECTURE.md 3.3). Logged, never fatal."""
+    """Ask the pipeline to cache the model (docs/architecture.md 3.3). Logged, never fatal."""
     if not queue_url:
         log.warning("a cache request for %s was asked for but no queue URL is set (%s)", repo_id, REQUEST_QUEUE_ENV)
         return False

@@ -1,4 +1,4 @@
-"""The S3 layout (ARCHITECTURE.md 3.1) and the Hugging Face cache names, as the loader needs them.
+"""The S3 layout (docs/architecture.md 3.1) and the Hugging Face cache names, as the loader needs them.
 
 A copy of the key functions in `model_cache.layout` (the core package is not installed in pods);
 tests/loader/test_loader_layout.py proves the two agree, so they cannot drift.

@@ -1,4 +1,4 @@
-"""Read and check a snapshot manifest (ARCHITECTURE.md 3.2) before anything touches the disk."""
+"""Read and check a snapshot manifest (docs/architecture.md 3.2) before anything touches the disk."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """`make adopt-transcript`: adopt a cached model in Ray Serve LLM, vLLM and KServe by changing only the
-model's URI, offline, and print what happened (docs/adopt.md holds a run of it).
+model's URI, offline, and print what happened (docs/how-to/adopt.md holds a run of it).
 
 1. a Hub double serving the tiny real model, moto's S3 server, a versioned bucket
 2. `model-cache sync` caches the model; `model-cache show --uri` prints the snapshot folder's URI

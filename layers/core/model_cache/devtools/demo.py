@@ -1,4 +1,4 @@
-"""`make demo`: the whole story offline, in stages, each timed (docs/demo.md explains each one).
+"""`make demo`: the whole story offline, in stages, each timed (docs/tutorial/demo.md explains each one).
 
 1. build a demo Hub: the tiny real model and a 1 GiB synthetic weight repo (generated, nothing downloaded)
 2. start the Hub double and moto's server (S3, SQS, Lambda, Step Functions, ECS) on free loopback ports

@@ -5,7 +5,7 @@
 with the endpoints, headers, status codes and error headers the unmodified `huggingface_hub`
 client reads (model info, tree, paths-info, refs, resolve with LFS redirects to a CDN on a
 second port, ranges). Tests inject faults (dropped connections, 5xx/429, stalls, flipped
-bytes, bandwidth caps) and read a log of every request served. docs/hub-double.md is the
+bytes, bandwidth caps) and read a log of every request served. docs/contributing/hub-double.md is the
 user's guide; the repo-folder convention it documents is a contract with `modelgen`.
 """
 

@@ -1,4 +1,4 @@
-"""IAM's policy evaluation, as the offline world enforces it (ARCHITECTURE.md section 4, amended).
+"""IAM's policy evaluation, as the offline world enforces it (docs/architecture.md section 4, amended).
 
 moto evaluates no resource policy and no permissions boundary, ignores the conditions of identity
 policies, and answers a missing key 404 to anyone; so a least-privilege template passed every test

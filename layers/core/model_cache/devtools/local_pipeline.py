@@ -709,7 +709,7 @@ class Stack:
             kwargs["nextToken"] = page["nextToken"]
 
     def send_request(self, body: str) -> str:
-        """Drop a request message (ARCHITECTURE.md 3.3) on the request queue; returns the message id.
+        """Drop a request message (docs/architecture.md 3.3) on the request queue; returns the message id.
 
         moto's event source mapping delivers it to the request Lambda within the SendMessage call.
         """

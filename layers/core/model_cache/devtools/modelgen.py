@@ -2,7 +2,7 @@
 
 Everything here is generated locally and deterministically (same arguments -> byte-identical
 files); nothing is ever downloaded from any hub. The folders follow the Hub double's repo-folder
-convention (docs/devtools.md): `ROOT/<org>/<name>/...` is repo `org/name`, `ROOT/<name>/...` is a
+convention (docs/contributing/devtools.md): `ROOT/<org>/<name>/...` is repo `org/name`, `ROOT/<name>/...` is a
 no-org repo, every regular file is served at its relative path, and the `.hub-*.json` control
 files at a repo root declare virtual (synthetic) files, gating tokens and refs.
 
@@ -22,7 +22,7 @@ from typing import Any
 from model_cache.errors import InvalidRequest
 from model_cache.ids import validate_repo_id, validate_repo_path
 
-# Fixture repo ids every test can rely on (built by `build_fixture_hub`; documented in docs/devtools.md).
+# Fixture repo ids every test can rely on (built by `build_fixture_hub`; documented in docs/contributing/devtools.md).
 TINY_MODEL = "tiny-org/tiny-llm"
 NESTED = "test-org/nested"
 GATED = "test-org/gated"
@@ -484,7 +484,7 @@ def _small_config(model_type: str = "llama") -> bytes:
 
 
 def build_fixture_hub(root: Path) -> None:
-    """Write the standard fixture repos (module constants, docs/devtools.md) under `root`.
+    """Write the standard fixture repos (module constants, docs/contributing/devtools.md) under `root`.
 
     Deterministic, so their commit ids are stable across runs; a few seconds (the tiny model
     imports torch). Existing repo folders under `root` are not touched but must not clash.
@@ -522,7 +522,7 @@ def build_fixture_hub(root: Path) -> None:
     )
     write_gated(gated, [GATED_TOKEN])
 
-    # One weight set, six formats: the request default keeps only model.safetensors (ARCHITECTURE.md 3.3).
+    # One weight set, six formats: the request default keeps only model.safetensors (docs/architecture.md 3.3).
     _write_files(
         repo_dir(root, MULTI_FORMAT),
         {
