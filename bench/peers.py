@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import s3_files
 from bench.common import (
     ROOT,
     free_port,
@@ -370,14 +371,31 @@ def main() -> None:
             commands = clients(snapshot_uri, dest)
             names = list(commands)
             direct: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
-            for number in range(rounds):
-                order = names[number % len(names) :] + names[: number % len(names)]
-                for name in order:
-                    direct[name].append(attempt(name, commands[name], moto_url, moto_url, dest, expected[name]))
-                print(
-                    f"  round {number + 1}: " + ", ".join(f"{n} {direct[n][-1]['seconds']:.2f}s" for n in names),
-                    flush=True,
-                )
+            on_files: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+            print("copying the snapshot to the low-cost server's store ...", flush=True)
+            s3_files.mirror(s3, BUCKET, work / "store")
+            files_port = free_port()
+            files_cmd = [
+                sys.executable,
+                "-m",
+                "bench.s3_files",
+                "--root",
+                str(work / "store"),
+                "--port",
+                str(files_port),
+            ]
+            with server(files_cmd, files_port) as files_url:
+                for number in range(rounds):
+                    order = names[number % len(names) :] + names[: number % len(names)]
+                    for name in order:
+                        # The two servers back to back for each client, so both see the same machine.
+                        direct[name].append(attempt(name, commands[name], moto_url, moto_url, dest, expected[name]))
+                        on_files[name].append(attempt(name, commands[name], files_url, files_url, dest, expected[name]))
+                    print(
+                        f"  round {number + 1}: "
+                        + ", ".join(f"{n} {shown(direct[n][-1])}/{shown(on_files[n][-1])}" for n in names),
+                        flush=True,
+                    )
             proxy_port = free_port()
             proxy_cmd = [
                 sys.executable, "-m", "model_cache.devtools.s3proxy", "--upstream", moto_url,
@@ -391,18 +409,8 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    best: dict[str, dict[str, Any]] = {}
-    for name, all_runs in direct.items():
-        runs = [r for r in all_runs if "error" not in r]
-        if not runs:
-            best[name] = {"error": all_runs[-1]["error"]}
-            continue
-        best[name] = dict(min(runs, key=lambda r: r["seconds"]))
-        best[name]["failed_runs"] = len(all_runs) - len(runs)
-        best[name]["all_seconds"] = [round(r["seconds"], 2) for r in runs]
-        best[name]["median_client_cpu_seconds"] = statistics.median(r["client_cpu_seconds"] for r in runs)
-        best[name]["median_cpu_s_per_gib"] = statistics.median(r["cpu_s_per_gib"] for r in runs)
-        best[name]["median_server_cpu_seconds"] = statistics.median(r["server_cpu_seconds"] or 0 for r in runs)
+    best = best_runs(direct)
+    files_best = best_runs(on_files)
     peers_to_disk = [n for n in TO_DISK if not n.startswith("loader")]
     fastest = max(peers_to_disk, key=lambda n: best[n].get("mb_per_s", 0.0))
     capped_fastest = max(peers_to_disk, key=lambda n: capped[n].get("mb_per_s", 0.0))
@@ -414,6 +422,9 @@ def main() -> None:
         "cost_model": cost,
         "direct": best,
         "all_runs": direct,
+        "files": files_best,
+        "files_all_runs": on_files,
+        "targets": {server: targets(runs) for server, runs in (("moto", best), ("files", files_best))},
         "capped": capped,
         "latency_ms": latency * 1000,
         "cap_mib_per_s_per_connection": cap / MIB,
@@ -429,6 +440,43 @@ def main() -> None:
     write_results(NAME, results)
     write_section(NAME, render(results))
     print(render(results))
+
+
+def best_runs(all_runs_by_name: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Each client's fastest run, with the medians of its CPU figures over every run."""
+    best: dict[str, dict[str, Any]] = {}
+    for name, all_runs in all_runs_by_name.items():
+        runs = [r for r in all_runs if "error" not in r]
+        if not runs:
+            best[name] = {"error": all_runs[-1]["error"]}
+            continue
+        best[name] = dict(min(runs, key=lambda r: r["seconds"]))
+        best[name]["failed_runs"] = len(all_runs) - len(runs)
+        best[name]["all_seconds"] = [round(r["seconds"], 2) for r in runs]
+        best[name]["median_client_cpu_seconds"] = statistics.median(r["client_cpu_seconds"] for r in runs)
+        best[name]["median_cpu_s_per_gib"] = statistics.median(r["cpu_s_per_gib"] for r in runs)
+        best[name]["median_seconds"] = statistics.median(r["seconds"] for r in runs)
+        best[name]["median_server_cpu_seconds"] = statistics.median(r["server_cpu_seconds"] or 0 for r in runs)
+        best[name]["median_server_cpu_s_per_gib"] = best[name]["median_server_cpu_seconds"] / (runs[0]["bytes"] / GIB)
+    return best
+
+
+def targets(best: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Issue 25's targets on one server: the loader's checks against s5cmd, CPU-s/GiB (medians) and wall
+    (s5cmd's median seconds / the loader's: above 1.0 the loader is faster)."""
+    s5 = best["s5cmd"]
+    found: dict[str, Any] = {}
+    for name in ("loader_sha256", "loader_crc64nvme"):
+        run = best[name]
+        if "error" in run or "error" in s5:
+            continue
+        found[name] = {
+            "cpu_s_per_gib": run["median_cpu_s_per_gib"],
+            "cpu_vs_s5cmd": run["median_cpu_s_per_gib"] / s5["median_cpu_s_per_gib"],
+            "cpu_minus_s5cmd": run["median_cpu_s_per_gib"] - s5["median_cpu_s_per_gib"],
+            "wall_vs_s5cmd": s5["median_seconds"] / run["median_seconds"],
+        }
+    return found
 
 
 def ratio(runs: dict[str, dict[str, Any]], name: str, other: str) -> float | None:
@@ -514,6 +562,7 @@ def render(results: dict[str, Any]) -> str:
             f"{direct[fastest]['median_cpu_s_per_gib'] + results['sha256_cpu_s_per_gib']:.2f}, "
             f"measured {direct['loader_sha256']['median_cpu_s_per_gib']:.2f}.",
             "",
+            *files_section(results, row, header),
             f"### Through the S3 proxy ({results['latency_ms']:g} ms per request, "
             f"{results['cap_mib_per_s_per_connection']:g} MiB/s per connection), one run each",
             "",
@@ -548,6 +597,56 @@ def render(results: dict[str, Any]) -> str:
             f"<!-- {NAME}:end -->",
         ]
     )
+
+
+def files_section(results: dict[str, Any], row: Any, header: list[str]) -> list[str]:
+    """The low-cost server's table and issue 25's targets on both servers."""
+    files = results.get("files")
+    if not files:
+        return []
+
+    def target_line(server: str) -> str:
+        found = results["targets"][server]
+        parts = []
+        for name, label in (("loader_crc64nvme", "crc64nvme"), ("loader_sha256", "sha256")):
+            if name in found:
+                figure = found[name]
+                parts.append(
+                    f"{label}: {figure['cpu_s_per_gib']:.2f} CPU-s/GiB = {figure['cpu_vs_s5cmd']:.2f}x s5cmd's "
+                    f"(s5cmd + {figure['cpu_minus_s5cmd']:.2f}), wall {figure['wall_vs_s5cmd']:.2f}x s5cmd's"
+                )
+        return f"- {server}: " + "; ".join(parts)
+
+    return [
+        f"### Against the low-cost server, interleaved with moto's runs (best of {results['rounds']}; CPU: medians)",
+        "",
+        "`bench/s3_files.py` serves the same snapshot from files with `sendfile` (no authorization, answers "
+        "checked against moto's by tests/integration/test_bench_s3_files.py), so the wall time measures the "
+        "client. Its own cost: "
+        + ", ".join(
+            f"{files[name]['median_server_cpu_s_per_gib']:.2f}"
+            for name in ("s5cmd", "loader_sha256")
+            if "error" not in files[name]
+        )
+        + " CPU-s/GiB serving s5cmd and the loader (moto: "
+        + ", ".join(
+            f"{results['direct'][name]['median_server_cpu_s_per_gib']:.2f}"
+            for name in ("s5cmd", "loader_sha256")
+            if "error" not in results["direct"][name]
+        )
+        + ").",
+        "",
+        header[0].replace("moto CPU s", "server CPU s"),
+        header[1],
+        *[row(name, files[name], " |") for name in TO_DISK + TO_MEMORY],
+        "",
+        "The loader against s5cmd (targets: the default check ≤ 1.1x s5cmd's CPU-s/GiB, sha256 ≤ s5cmd's + 0.6; "
+        "wall ≥ 0.9x s5cmd's on the low-cost server and ≥ 0.85x on moto; wall ratios of medians):",
+        "",
+        target_line("files"),
+        target_line("moto"),
+        "",
+    ]
 
 
 PEER_NOTES = """Where the time goes (direct). Two cores carry moto's server and the client. moto spends about
