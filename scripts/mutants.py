@@ -1420,6 +1420,23 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/deploy/test_loader_init_image.py",),
         "the container's exit code is the loader's",
     ),
+    # --- issue 25: the loader's sha256 keeps pace with its download -------------------------------
+    Mutant(
+        "issue25: sha256 blobs get one wave of parts, hashed after the last byte",
+        f"{LOADER}/transfer.py",
+        "        waves = HASH_WAVES if in_order else 1",
+        "        waves = 1",
+        ("tests/loader/test_loader_pull.py::test_sha256_blobs_get_parts_in_waves_queued_in_turn",),
+        "the hash of a wave overlaps the next wave's download",
+    ),
+    Mutant(
+        "issue25: blobs are queued one after another",
+        f"{LOADER}/transfer.py",
+        "            tasks = _interleaved(queues) if INTERLEAVE_BLOBS else [task for queue in queues for task in queue]",
+        "            tasks = [task for queue in queues for task in queue]",
+        ("tests/loader/test_loader_pull.py::test_a_pull_queues_the_blobs_parts_in_turn",),
+        "every blob's hash frontier moves from the first wave",
+    ),
 )
 
 

@@ -355,6 +355,52 @@ def test_auto_parts_grow_to_each_streams_share_up_to_the_cap() -> None:
     assert plan_part_size(gib, 2 * gib, concurrency=32, part_size=DEFAULT_PART_SIZE) == DEFAULT_PART_SIZE
 
 
+@pytest.mark.unit
+def test_sha256_blobs_get_parts_in_waves_queued_in_turn() -> None:
+    """GIVEN blobs checked by sha256, which must be hashed in file order (issue 25) THEN their parts are
+    sized so the streams cover the model in HASH_WAVES waves, not one, and the blobs' parts are queued
+    in turn, each blob's in order, so every blob's hash frontier moves from the first wave on."""
+    from model_cache_loader.api import DEFAULT_PART_SIZE
+    from model_cache_loader.transfer import HASH_WAVES, _interleaved, plan_part_size
+
+    mib, gib = 1 << 20, 1 << 30
+    auto = {"concurrency": 32, "part_size": DEFAULT_PART_SIZE, "auto": True}
+    assert HASH_WAVES > 1
+    assert plan_part_size(gib, 2 * gib, **auto, in_order=True) == 2 * gib // (32 * HASH_WAVES) == 16 * mib
+    assert plan_part_size(gib, 16 * gib, **auto, in_order=True) == 64 * mib  # the cap holds
+    first, second, third = object(), object(), object()
+    queues: list[list[Any]] = [[(first, 0), (first, 1), (first, 2)], [(second, 0)], [(third, 0), (third, 1)]]
+    assert _interleaved(queues) == [(first, 0), (second, 0), (third, 0), (first, 1), (third, 1), (first, 2)]
+
+
+def test_a_pull_queues_the_blobs_parts_in_turn(
+    s3: Any, bucket: str, hf_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GIVEN two multi-part blobs WHEN pulled THEN their parts are queued in turn (a0, b0, a1, b1, ...),
+    each blob's in order: both hash frontiers move from the first wave (issue 25)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from model_cache_loader import transfer
+
+    part = 64 * 1024
+    files = {"a.safetensors": os.urandom(3 * part), "b.safetensors": os.urandom(3 * part)}
+    seed_snapshot(s3, bucket, REPO, files)
+    queued: list[tuple[str, int]] = []
+
+    class RecordingPool(ThreadPoolExecutor):
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            queued.append((args[0].label, args[1]))
+            return super().submit(fn, *args, **kwargs)
+
+    monkeypatch.setattr(transfer, "ThreadPoolExecutor", RecordingPool)
+    result = pull(REPO, bucket=bucket, cache_dir=hf_cache, part_size=part, concurrency=8)
+    assert [entry for entry in queued if entry[0] in files] == [
+        ("a.safetensors", 0), ("b.safetensors", 0), ("a.safetensors", 1), ("b.safetensors", 1),
+        ("a.safetensors", 2), ("b.safetensors", 2),
+    ]  # fmt: skip
+    assert (result.path / "b.safetensors").read_bytes() == files["b.safetensors"]
+
+
 def test_every_finished_part_starts_its_writeback_before_the_fsync(
     s3: Any, bucket: str, hf_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

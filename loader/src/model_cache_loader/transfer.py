@@ -39,6 +39,7 @@ import os
 import shutil
 import sys
 import threading
+import time
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,8 +74,16 @@ log = logging.getLogger("model_cache_loader")
 # and its page-cache copy must stay in the core's L2 (1 MiB here) between the socket copy, the pwrite
 # and the hash; 128 KiB was no better (2.6-2.7), more calls per byte.
 READ_CHUNK = 256 * 1024
+# Bytes read back and hashed per call. Each call gives up the GIL and must win it back from the
+# receiving threads; at READ_CHUNK the hash ran at ~140 MB/s behind 32 streams (the GIL's switch
+# interval per 256 KiB) and every byte was hashed after the last one arrived (issue 25; bench write_size).
+HASH_READ_CHUNK = 8 * 1024 * 1024
 DEFAULT_PART_SIZE = 16 * 1024 * 1024
 AUTO_PART_MAX = 64 * 1024 * 1024
+# sha256 blobs: the streams cover the model in this many waves, and the blobs' parts are queued
+# interleaved, so each blob's hash keeps pace with its download (plan_part_size; bench write_size).
+HASH_WAVES = 4
+INTERLEAVE_BLOBS = True
 PART_ATTEMPTS = 4
 VERIFY_MODES = ("sha256", "crc64nvme", "size", "none")
 # S3's answers that mean "S3 is not serving right now", not "this setup is wrong": try again later.
@@ -199,6 +208,8 @@ class BlobJob:
     frontier_part: int = 0
     hashing: bool = False
     digest: Any = field(default_factory=hashlib.sha256)
+    # The read-back buffer of whichever thread is hashing this blob (one at a time), HASH_READ_CHUNK bytes.
+    hash_buffer: memoryview | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     journal_fd: int = -1
     finished: bool = False
@@ -265,7 +276,9 @@ def check_for(verify: str, crc64nvme: str | None) -> str:
     return verify
 
 
-def plan_part_size(size: int, total: int, *, concurrency: int, part_size: int, auto: bool = False) -> int:
+def plan_part_size(
+    size: int, total: int, *, concurrency: int, part_size: int, auto: bool = False, in_order: bool = False
+) -> int:
     """Bytes per GET for a blob of `size` among `total` bytes to fetch over `concurrency` streams.
 
     A blob that fits in about one stream's share of the bytes gains nothing from being split, and
@@ -277,9 +290,14 @@ def plan_part_size(size: int, total: int, *, concurrency: int, part_size: int, a
     to AUTO_PART_MAX, so every stream stays busy with fewer, longer requests. Measured side by side
     on the 1 GiB-shard bench (2 GiB, `python -m bench peers`, 4 interleaved rounds): 64 MiB parts
     pulled in 5.2-6.3 s where 16 MiB parts took 5.5-8.0 s, with early writeback in both.
+
+    `in_order` (sha256, which must hash each blob in file order): parts stay small enough that the
+    streams cover the bytes in HASH_WAVES waves, so a wave is hashed while the next one arrives instead
+    of every byte after the last one (issue 25: 0.55 s per GiB after the last byte with one wave).
     """
     if auto:
-        part_size = max(part_size, min(total // max(concurrency, 1), AUTO_PART_MAX))
+        waves = HASH_WAVES if in_order else 1
+        part_size = max(part_size, min(total // max(concurrency * waves, 1), AUTO_PART_MAX))
     whole_limit = max(part_size, int(1.5 * total / max(concurrency, 1)))
     return size if 0 < size <= whole_limit else part_size
 
@@ -308,6 +326,10 @@ class Downloader:
         self._bytes = 0
         self._bytes_lock = threading.Lock()
         self._checks_said = False
+        # When the last byte of any part arrived and the last digest was compared: the verify tail
+        # (`-v` logs it per round; bench write_size reads it).
+        self.last_byte_at = 0.0
+        self.checked_at = 0.0
 
     @property
     def bytes_downloaded(self) -> int:
@@ -383,14 +405,18 @@ class Downloader:
         self._cancel.clear()
         tasks: list[tuple[BlobJob, int]] = []
         try:
-            self._plan_part_sizes(jobs)
             self._plan_checks(jobs)
+            self._plan_part_sizes(jobs)  # after the checks: a sha256 blob's parts are sized to hash in order
             self._check_free_space(jobs)
+            queues: list[list[tuple[BlobJob, int]]] = []
             for job in jobs:
                 self._open(job, allow_resume=allow_resume and job.check in DIGEST_MODES)
-                tasks.extend((job, index) for index in range(job.parts) if index not in job.done)
-                if not tasks or tasks[-1][0] is not job:
+                queue = [(job, index) for index in range(job.parts) if index not in job.done]
+                if queue:
+                    queues.append(queue)
+                else:
                     self._advance_hash(job)  # fully resumed (or empty): verify now
+            tasks = _interleaved(queues) if INTERLEAVE_BLOBS else [task for queue in queues for task in queue]
             self.progress.total += sum(self._part_length(job, i) for job, i in tasks)
             if tasks:
                 with ThreadPoolExecutor(self.concurrency, thread_name_prefix="mcl-get") as pool:
@@ -412,6 +438,14 @@ class Downloader:
             for job in jobs:
                 if not self._finish(job):
                     mismatched.append(job)
+            if tasks:
+                log.info(
+                    "%d files checked %.3f s and in place %.3f s after the last byte (%d bytes fetched)",
+                    len(jobs),
+                    self.checked_at - self.last_byte_at,
+                    time.monotonic() - self.last_byte_at,
+                    sum(self._part_length(job, i) for job, i in tasks),
+                )
             # A mismatch gets one fresh download (S3 may have served a bad byte once); a second one
             # raises IntegrityError, which the caller answers with the Hub fallback.
             return mismatched
@@ -448,6 +482,7 @@ class Downloader:
                     concurrency=self.concurrency,
                     part_size=self.part_size or DEFAULT_PART_SIZE,
                     auto=self.part_size is None,
+                    in_order=job.check == "sha256",
                 )
 
     def _check_free_space(self, jobs: list[BlobJob]) -> None:
@@ -554,6 +589,7 @@ class Downloader:
             job.done = done
 
     def _close(self, job: BlobJob) -> None:
+        job.hash_buffer = None
         for attr in ("fd", "journal_fd"):
             fd = getattr(job, attr)
             if fd >= 0:
@@ -625,6 +661,9 @@ class Downloader:
         else:
             assert last_error is not None
             raise s3_error(last_error, bucket=self.bucket, key=job.key) from last_error
+        received_at = time.monotonic()
+        with self._bytes_lock:
+            self.last_byte_at = max(self.last_byte_at, received_at)
         start_writeback(job.fd, start, end - start)
         try:
             os.write(job.journal_fd, f"{index}\n".encode())
@@ -744,6 +783,7 @@ class Downloader:
             matches = self._file_crc64nvme(job) == decode_crc64nvme(job.crc64nvme, job.label)
         else:
             matches = True
+        self.checked_at = time.monotonic()
         if not matches:
             self._close(job)
             for path in (job.tmp_path, job.journal_path):
@@ -767,6 +807,15 @@ class Downloader:
             job.journal_path.unlink()
         job.finished = True
         return True
+
+
+def _interleaved(queues: list[list[tuple[BlobJob, int]]]) -> list[tuple[BlobJob, int]]:
+    """Each blob's parts in order, the blobs taking turns: every blob's frontier moves from the start,
+    so each is hashed (on its own core) while it downloads, not one after another at the end."""
+    order: list[tuple[BlobJob, int]] = []
+    for position in range(max((len(queue) for queue in queues), default=0)):
+        order.extend(queue[position] for queue in queues if position < len(queue))
+    return order
 
 
 def _write_at(job: BlobJob, chunk: memoryview, offset: int) -> None:
@@ -826,9 +875,11 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def _read_at(job: BlobJob, offset: int, end: int) -> memoryview:
-    """Bytes of the temporary file from `offset` (at most up to `end`), read into this thread's buffer.
-    Only called once the thread's own download is done with the buffer."""
-    buffer = read_buffer()[: min(READ_CHUNK, end - offset)]
+    """Bytes of the temporary file from `offset` (at most up to `end`), read into the blob's read-back
+    buffer. Only the one thread hashing the blob (or finishing it) calls this."""
+    if job.hash_buffer is None:
+        job.hash_buffer = memoryview(bytearray(min(HASH_READ_CHUNK, max(job.size, 1))))
+    buffer = job.hash_buffer[: min(len(job.hash_buffer), end - offset)]
     received = os.preadv(job.fd, [buffer], offset)
     if not received:
         raise IntegrityError(f"{job.label}: temporary file shrank while verifying; is another process writing it?")
