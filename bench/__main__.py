@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-SUITES = ["copy", "loader", "peers", "memory_bound", "hub_double", "refresh", "scale"]
+SUITES = ["copy", "loader", "write_size", "peers", "memory_bound", "hub_double", "refresh", "scale"]
 
 
 def main(argv: list[str]) -> int:
