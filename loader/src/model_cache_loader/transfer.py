@@ -45,6 +45,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from urllib3.exceptions import HTTPError
+
+from model_cache_loader.errors import (
+    AccessError,
+    CacheWriteError,
+    IntegrityError,
+    LoaderError,
+    ManifestError,
+    NotCachedError,
+    S3UnavailableError,
+)
+from model_cache_loader.hfcache import RepoCache, mark_verified
+from model_cache_loader.manifest import ManifestFile
+
 # awscrt (the optional `crc` extra) is imported on first use: 80 ms of a sha256 pull's start-up (issue 25).
 _NOT_LOADED: Any = object()
 crc_checksums: Any = _NOT_LOADED
@@ -61,20 +77,6 @@ def _checksums() -> Any:
         crc_checksums = module
     return crc_checksums
 
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-from urllib3.exceptions import HTTPError
-
-from model_cache_loader.errors import (
-    AccessError,
-    CacheWriteError,
-    IntegrityError,
-    LoaderError,
-    ManifestError,
-    NotCachedError,
-    S3UnavailableError,
-)
-from model_cache_loader.hfcache import RepoCache, mark_verified
-from model_cache_loader.manifest import ManifestFile
 
 FREE_SPACE_MARGIN = 64 * 1024 * 1024  # never fill the volume to the last byte
 HEAD_BEFORE_ALLOCATE = 64 * 1024 * 1024  # blobs this big get their real size from S3 before any allocation
