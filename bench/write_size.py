@@ -40,23 +40,29 @@ import model_cache_loader.transfer as transfer
 transfer.READ_CHUNK = int(sys.argv[1])
 transfer.HASH_WAVES = int(sys.argv[2])
 transfer.INTERLEAVE_BLOBS = sys.argv[3] == "1"
+transfer.HASH_READ_CHUNK = int(sys.argv[4])
 from model_cache_loader.cli import main
-raise SystemExit(main(sys.argv[4:]))
+raise SystemExit(main(sys.argv[5:]))
 """
 TAIL = re.compile(r"checked ([0-9.]+) s and in place ([0-9.]+) s after the last byte")
-# The part schedule before issue 25 (one wave of parts, blobs queued one after another) and after.
-SCHEDULES: dict[str, tuple[int | None, bool]] = {"before": (1, False), "after": (None, True)}
+# The part schedule before issue 25 (one wave of parts, blobs queued one after another, read back and
+# hashed READ_CHUNK at a time) and now (None: the loader's own values).
+SCHEDULES: dict[str, tuple[int | None, bool, int | None]] = {
+    "before": (1, False, 256 * 1024),
+    "after": (None, True, None),
+}
 
 
 def run(chunk: int, streams: int, check: str, endpoint: str, dest: Path, schedule: str = "after") -> dict[str, Any]:
     from model_cache_loader import transfer
 
-    waves, interleave = SCHEDULES[schedule]
+    waves, interleave, hash_chunk = SCHEDULES[schedule]
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
     os.sync()  # each run starts on a quiet disk (see bench/peers.py)
     env = {**os.environ, "AWS_ENDPOINT_URL": endpoint, "MODEL_CACHE_LOG_LEVEL": "WARNING"}
     command = [sys.executable, "-c", PULL, str(chunk), str(waves or transfer.HASH_WAVES), "1" if interleave else "0",
+               str(hash_chunk or transfer.HASH_READ_CHUNK),
                "pull", REPO, "--bucket", BUCKET, "--prefix", PREFIX, "--cache-dir", str(dest), "--fallback", "error",
                "--verbose", "--verify", check, "--concurrency", str(streams)]  # fmt: skip
     started = time.perf_counter()
@@ -166,8 +172,8 @@ def render(results: dict[str, Any]) -> str:
         "| part schedule | to checked, s/GiB | to in place, s/GiB | CPU-s/GiB | seconds |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
-    for schedule, label in (("before", "one wave of parts, blobs one after another (before)"),
-                            ("after", "HASH_WAVES waves, blobs interleaved (now)")):  # fmt: skip
+    for schedule, label in (("before", "one wave of parts, blobs one after another, 256 KiB read-back (before)"),
+                            ("after", "4 waves, blobs in turn, 8 MiB read-back (now)")):  # fmt: skip
         figure = table.get(f"schedule/{schedule}")
         if figure:
             lines.append(
