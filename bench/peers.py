@@ -501,6 +501,7 @@ def sha256_cost() -> float:
 
 def render(results: dict[str, Any]) -> str:
     direct, capped, cost = results["direct"], results["capped"], results["cost_model"]
+    nic_source = results.get("files") or direct
     model = results["model"]
 
     def row(name: str, run: dict[str, Any], extra: str = "") -> str:
@@ -579,16 +580,17 @@ def render(results: dict[str, Any]) -> str:
             "### What CPU-s/GiB means on a pod (on paper)",
             "",
             "A client that spends c CPU-seconds per GiB moves 1/c GiB/s per core it keeps busy, so keeping up "
-            "with a NIC of B Gbit/s takes B/8/1.074 * c cores (1 GiB = 1.074 GB). From the direct medians "
-            "above, which include each client's start-up (Python imports, torch for the to-memory rows) spread "
-            "over this run's GiB:",
+            "with a NIC of B Gbit/s takes B/8/1.074 * c cores (1 GiB = 1.074 GB). From the medians against "
+            "the low-cost server above (the client's own CPU; moto's figures where that server did not run), "
+            "which include each client's start-up (Python imports, torch for the to-memory rows) spread over "
+            "this run's GiB:",
             "",
             "| client | CPU-s/GiB | GiB/s per core | cores for 25 Gbit/s | 50 Gbit/s | 100 Gbit/s |",
             "| --- | ---: | ---: | ---: | ---: | ---: |",
             *[
-                nic_row(name, direct[name]["median_cpu_s_per_gib"])
+                nic_row(name, nic_source[name]["median_cpu_s_per_gib"])
                 for name in TO_DISK + TO_MEMORY
-                if "error" not in direct[name]
+                if "error" not in nic_source[name]
             ],
             "",
             f"sha256 alone: {results['sha256_cpu_s_per_gib']:.2f} CPU-s/GiB, "
