@@ -95,8 +95,18 @@ def publish(s3: Any, total: int, shard_size: int) -> dict[str, Any]:
 
     shards = max(1, -(-total // shard_size))
     contents: dict[str, bytes] = {}
+    weight_map: dict[str, str] = {}
     for index in range(shards):
-        contents[f"model-{index + 1:05d}-of-{shards:05d}.safetensors"] = shard_bytes(index, shard_size)
+        name = f"model-{index + 1:05d}-of-{shards:05d}.safetensors"
+        contents[name] = shard_bytes(index, shard_size)
+        header_size = int.from_bytes(contents[name][:8], "little")
+        tensors = json.loads(contents[name][8 : 8 + header_size])
+        weight_map.update(dict.fromkeys((key for key in tensors if key != "__metadata__"), name))
+    # As every sharded checkpoint has: the loader's to-memory path reads the shards the index names.
+    contents["model.safetensors.index.json"] = json.dumps(
+        {"metadata": {"total_size": sum(len(data) for data in contents.values())}, "weight_map": weight_map},
+        indent=2,
+    ).encode()
     for index, (path, size) in enumerate(SMALL_FILES.items()):
         contents[path] = deterministic_bytes(size, 70 + index)
     digest = hashlib.sha1(usedforsecurity=False)
