@@ -385,16 +385,7 @@ def main() -> None:
             print("copying the snapshot to the low-cost server's store ...", flush=True)
             s3_files.mirror(s3, BUCKET, work / "store")
             files_port = free_port()
-            files_cmd = [
-                sys.executable,
-                "-m",
-                "bench.s3_files",
-                "--root",
-                str(work / "store"),
-                "--port",
-                str(files_port),
-            ]
-            with server(files_cmd, files_port) as files_url:
+            with server(s3_files.command(work / "store", files_port), files_port) as files_url:
                 for number in range(rounds):
                     order = names[number % len(names) :] + names[: number % len(names)]
                     for name in order:

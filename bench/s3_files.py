@@ -20,6 +20,7 @@ import email.utils
 import json
 import os
 import socket
+import sys
 import threading
 from datetime import UTC
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -221,6 +222,11 @@ class Handler(BaseHTTPRequestHandler):
 
 def _iso(http_date: str) -> str:
     return email.utils.parsedate_to_datetime(http_date).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def command(root: Path, port: int) -> list[str]:
+    """The server as its own process (bench.loader.server runs it), serving `root` on `port`."""
+    return [sys.executable, "-m", "bench.s3_files", "--root", str(root), "--port", str(port)]
 
 
 def serve(root: Path, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:

@@ -102,14 +102,13 @@ def main() -> None:
             total = manifest["total_size"]
             s3_files.mirror(s3, BUCKET, work / "store")
         files_port = free_port()
-        files_cmd = [sys.executable, "-m", "bench.s3_files", "--root", str(work / "store"), "--port", str(files_port)]
         cases = [
             (kib, streams, check) for check in ("crc64nvme", "sha256") for streams in streams_list for kib in sizes
         ]
         from model_cache_loader import transfer
 
         chunk = transfer.READ_CHUNK
-        with server(files_cmd, files_port) as files_url:
+        with server(s3_files.command(work / "store", files_port), files_port) as files_url:
             for number in range(rounds):
                 shift = number % len(cases)
                 for kib, streams, check in cases[shift:] + cases[:shift]:

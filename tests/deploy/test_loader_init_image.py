@@ -31,13 +31,9 @@ FILES = {"config.json": b'{"model_type": "llama"}\n', "model.safetensors": bytes
 
 
 def pins(path: Path) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            name, separator, version = line.partition("==")
-            assert separator, f"{path.name}: {line!r} is not an exact pin"
-            found[re.sub(r"[-_.]+", "-", name).lower()] = version
+    """Exact pins by canonical name, as the Ray image's test reads them."""
+    ray_runtime = shared_test_module("ray_runtime", "tests/deploy/test_ray_runtime.py")
+    found: dict[str, str] = ray_runtime.pins(path)
     return found
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from model_cache import errors, ids, layout
@@ -98,7 +98,7 @@ class PlanOptions:
             return cls()
         if not isinstance(data, dict):
             raise errors.InvalidRequest(f"options must be an object, got {type(data).__name__}")
-        unknown = set(data) - {"part_size", "unit_size", "fargate_threshold", "unit_concurrency", "layout", "copier"}
+        unknown = set(data) - {option.name for option in fields(cls)}
         if unknown:
             raise errors.InvalidRequest(f"unknown option(s): {', '.join(sorted(unknown))}")
         return cls(**data)

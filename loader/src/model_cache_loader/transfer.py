@@ -431,7 +431,8 @@ class Downloader:
                 else:
                     self._advance_hash(job)  # fully resumed (or empty): verify now
             tasks = _interleaved(queues) if INTERLEAVE_BLOBS else [task for queue in queues for task in queue]
-            self.progress.total += sum(self._part_length(job, i) for job, i in tasks)
+            fetching = sum(self._part_length(job, i) for job, i in tasks)
+            self.progress.total += fetching
             if tasks:
                 with ThreadPoolExecutor(self.concurrency, thread_name_prefix="mcl-get") as pool:
                     futures: list[Future[None]] = [pool.submit(self._fetch_part, job, i) for job, i in tasks]
@@ -458,7 +459,7 @@ class Downloader:
                     len(jobs),
                     self.checked_at - self.last_byte_at,
                     time.monotonic() - self.last_byte_at,
-                    sum(self._part_length(job, i) for job, i in tasks),
+                    fetching,
                 )
             # A mismatch gets one fresh download (S3 may have served a bad byte once); a second one
             # raises IntegrityError, which the caller answers with the Hub fallback.

@@ -108,6 +108,11 @@ class StackIam:
         return str(self.deployment.values[f"{logical_id}.Arn"])
 
 
+def _listed(value: str) -> list[str]:
+    """A comma-separated value as CloudFormation gives a list parameter: [""] when empty."""
+    return [item for item in value.split(",") if item] or [""]
+
+
 def role_arn(stack_name: str, logical_id: str) -> str:
     return f"arn:aws:iam::{ACCOUNT}:role/{stack_name}-{logical_id}"
 
@@ -136,7 +141,7 @@ def render_stack_iam(
     for name, definition in template["Parameters"].items():
         value = parameters.get(name, definition.get("Default", ""))
         if definition.get("Type") in ("CommaDelimitedList", "List<AWS::EC2::Subnet::Id>") and isinstance(value, str):
-            value = [item for item in value.split(",") if item] or [""]
+            value = _listed(value)
         values[name] = value
     # The tuning knobs live in Mappings (Fn::FindInMap); a test overrides one by its key, as an
     # operator would by editing the mapping.
@@ -146,7 +151,7 @@ def render_stack_iam(
             for key, default in entries.items():
                 value = parameters.get(key, default)
                 if isinstance(default, list) and isinstance(value, str):
-                    value = [item for item in value.split(",") if item] or [""]
+                    value = _listed(value)
                 values[mapping_key(map_name, top_key, key)] = value
                 settings.add(key)
     unknown = set(parameters) - set(template["Parameters"]) - settings
