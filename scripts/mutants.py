@@ -35,6 +35,7 @@ LOADER = "loader/src/model_cache_loader"
 PIPELINE_TESTS = "tests/reliability/test_integrity_pipeline.py"
 LOADER_TESTS = "tests/reliability/test_integrity_loader.py"
 MEMORY_TESTS = "tests/loader/test_loader_memory.py"
+AUTO_TESTS = "tests/loader/test_loader_verify_auto.py"
 PYTEST_TIMEOUT_SECONDS = 180
 
 
@@ -1436,6 +1437,38 @@ MUTANTS: tuple[Mutant, ...] = (
         "            tasks = [task for queue in queues for task in queue]",
         ("tests/loader/test_loader_pull.py::test_a_pull_queues_the_blobs_parts_in_turn",),
         "every blob's hash frontier moves from the first wave",
+    ),
+    Mutant(
+        "issue25: the default check takes the CRC for an unpinned read",
+        f"{LOADER}/transfer.py",
+        '        verify = "crc64nvme" if pinned else "sha256"',
+        '        verify = "crc64nvme"',
+        (f"{AUTO_TESTS}::test_a_flipped_bit_is_caught_by_the_chosen_check_and_nothing_kept",),
+        "a file that may have been replaced since the pipeline checked it is checked by sha256",
+    ),
+    Mutant(
+        "issue25: S3's overwritable null version taken for a pin",
+        f"{LOADER}/manifest.py",
+        '    return version_id if version_id and version_id != "null" else None',
+        "    return version_id or None",
+        (f"{AUTO_TESTS}::test_the_default_check_is_crc64nvme_only_for_a_read_pinned_to_the_checked_version",),
+        "only a version whose bytes cannot change lets the CRC stand in for sha256",
+    ),
+    Mutant(
+        "issue25: to memory, a replica's read taken for pinned",
+        f"{LOADER}/memory.py",
+        "pinned=self.own_bucket and entry.version_id is not None)",
+        "pinned=entry.version_id is not None)",
+        (f"{AUTO_TESTS}::test_to_memory_the_default_check_follows_the_pin_too",),
+        "a replica, read at its current versions, is checked by sha256 to memory too",
+    ),
+    Mutant(
+        "issue25: asked for sha256, a CRC-only marker trusted",
+        f"{LOADER}/api.py",
+        '        return ("sha256",) if self.verify == "sha256" else DIGEST_CHECKS',
+        "        return DIGEST_CHECKS",
+        (f"{AUTO_TESTS}::test_asked_for_sha256_a_blob_checked_only_by_its_crc_is_hashed_again_not_fetched",),
+        "--verify sha256 means every blob's sha256 was compared",
     ),
 )
 

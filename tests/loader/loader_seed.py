@@ -114,17 +114,24 @@ def seed_snapshot(
     manifest_override: dict[str, Any] | None = None,
     object_override: Mapping[str, bytes] | None = None,
     with_crc: bool = False,
+    pin_versions: bool = False,
 ) -> Seeded:
     """Publish `files` as `repo_id`@`revision`. `object_override` uploads different bytes than the
     manifest describes (a corrupted object); `manifest_override` replaces the manifest (tampering);
-    `with_crc` records each file's CRC64NVME (of `files`, not of the overriding bytes)."""
+    `with_crc` records each file's CRC64NVME (of `files`, not of the overriding bytes);
+    `pin_versions` records the version id each PUT answered, as the pipeline does."""
     commit = commit or commit_for(files)
+    versions: dict[str, str | None] = {}
     for path, content in files.items():
         body = (object_override or {}).get(path, content)
-        s3.put_object(Bucket=bucket, Key=layout.file_key(prefix, repo_id, commit, path), Body=body)
+        answer = s3.put_object(Bucket=bucket, Key=layout.file_key(prefix, repo_id, commit, path), Body=body)
+        versions[path] = answer["VersionId"] if pin_versions else None
     if "hash" not in files:
         s3.put_object(Bucket=bucket, Key=layout.hash_key(prefix, repo_id, commit), Body=commit.encode())
     manifest = manifest_override or build_manifest(bucket, prefix, repo_id, revision, commit, files, with_crc=with_crc)
+    if manifest_override is None:
+        for entry in manifest["files"]:
+            entry["version_id"] = versions[entry["path"]]
     body = json.dumps(manifest, indent=1).encode()
     s3.put_object(Bucket=bucket, Key=layout.manifest_key(prefix, repo_id, commit), Body=body)
     s3.put_object(Bucket=bucket, Key=layout.ref_key(prefix, repo_id, revision), Body=commit.encode())

@@ -26,7 +26,7 @@ from model_cache_loader.errors import (
     S3UnavailableError,
     UsageError,
 )
-from model_cache_loader.hfcache import RepoCache, default_cache_dir
+from model_cache_loader.hfcache import DIGEST_CHECKS, RepoCache, default_cache_dir
 from model_cache_loader.manifest import Manifest, ManifestFile, parse_manifest
 
 # DEFAULT_PART_SIZE is part of this module's API (the CLI, the bench and callers read it from here).
@@ -38,7 +38,7 @@ log = logging.getLogger("model_cache_loader")
 Source = Literal["s3", "local", "hub"]
 DEFAULT_CONCURRENCY = 32
 MIN_PART_SIZE = 64 * 1024
-VERIFY_CHOICES = ("sha256", "crc64nvme", "size", "none", "sha256-local")
+VERIFY_CHOICES = ("auto", "sha256", "crc64nvme", "size", "none", "sha256-local")
 # hub: on a miss or with S3 down, the Hub; a wrong setup (no bucket, access denied, no credentials) is an
 # error. always: the Hub on those too. error: never the Hub.
 FALLBACK_CHOICES = ("hub", "error", "always")
@@ -281,13 +281,14 @@ class _Pull:
     def _from_s3(self, manifest: Manifest, body: bytes) -> PullResult:
         rehash = self.verify == "sha256-local"
         trust_size = self.verify in ("size", "none")
-        if not rehash and self.cache.snapshot_complete(manifest, trust_size=trust_size):
+        accept = self._accepted_checks()
+        if not rehash and self.cache.snapshot_complete(manifest, trust_size=trust_size, accept=accept):
             return self._local(manifest, body, reason=None)
         with self.cache.locked():
             # Another process may have pulled it while we waited for the lock.
-            if not rehash and self.cache.snapshot_complete(manifest, trust_size=trust_size):
+            if not rehash and self.cache.snapshot_complete(manifest, trust_size=trust_size, accept=accept):
                 return self._local(manifest, body, reason="pulled by another process")
-            missing = self.cache.missing_files(manifest, rehash=rehash, trust_size=trust_size)
+            missing = self.cache.missing_files(manifest, rehash=rehash, trust_size=trust_size, accept=accept)
             downloaded = 0
             if missing:
                 downloaded = self._download(missing, manifest_bucket=manifest.raw.get("bucket"))
@@ -298,6 +299,11 @@ class _Pull:
         return self._result(
             self.cache.snapshot_dir(manifest.commit), source, manifest.commit, downloaded, len(manifest.files), None
         )
+
+    def _accepted_checks(self) -> tuple[str, ...]:
+        """The verified markers that count: asked for sha256, a blob checked only by its CRC is
+        hashed again (locally, not downloaded) before it is trusted; any digest otherwise."""
+        return ("sha256",) if self.verify == "sha256" else DIGEST_CHECKS
 
     def _download(self, missing: list[ManifestFile], *, manifest_bucket: object) -> int:
         assert self.bucket is not None
@@ -339,7 +345,9 @@ class _Pull:
             manifest = self._checked(parse_manifest(body, source=f"(local copy of {commit})"), commit)
         except ManifestError:
             return None
-        if not self.cache.snapshot_complete(manifest, trust_size=self.verify in ("size", "none")):
+        if not self.cache.snapshot_complete(
+            manifest, trust_size=self.verify in ("size", "none"), accept=self._accepted_checks()
+        ):
             return None
         reason = f"S3 unavailable, using the snapshot already on disk: {exc}"
         log.warning("%s", reason)
@@ -435,7 +443,7 @@ def pull(
     prefix: str | None = None,
     cache_dir: str | Path | None = None,
     fallback: Literal["hub", "error", "always"] = "hub",
-    verify: Literal["sha256", "crc64nvme", "size", "none", "sha256-local"] = "sha256",
+    verify: Literal["auto", "sha256", "crc64nvme", "size", "none", "sha256-local"] = "auto",
     concurrency: int = DEFAULT_CONCURRENCY,
     part_size: int | None = None,
     request_on_miss: bool = False,

@@ -108,8 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--verify",
         choices=VERIFY_CHOICES,
-        default="sha256",
-        help="default: sha256; crc64nvme checks S3's full-object CRC (needs awscrt, else sha256)",
+        default="auto",
+        help="auto (default): S3's full-object CRC64NVME for files read at the version the manifest "
+        "pins (the pipeline checked their sha256 before publishing), sha256 for the rest and without "
+        "awscrt; sha256 or crc64nvme for every file; sha256-local also re-hashes what is on disk",
     )
     p.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="parallel GETs")
     p.add_argument(

@@ -94,15 +94,15 @@ def mark_verified(blob: Path, marker: Path, check: str) -> None:
     write_atomically(marker, _marker_text(check, blob.stat()).encode("ascii"), durable=False)
 
 
-def marker_matches(blob: Path, marker: Path, size: int) -> bool:
-    """The marker names a digest check and the blob is still the file that passed it."""
+def marker_matches(blob: Path, marker: Path, size: int, accept: tuple[str, ...] = DIGEST_CHECKS) -> bool:
+    """The marker names a digest check in `accept` and the blob is still the file that passed it."""
     try:
         text = marker.read_text()
         stat = blob.stat()
     except (OSError, UnicodeDecodeError):
         return False
     check = text.split(" ", 1)[0]
-    return check in DIGEST_CHECKS and stat.st_size == size and text == _marker_text(check, stat)
+    return check in DIGEST_CHECKS and check in accept and stat.st_size == size and text == _marker_text(check, stat)
 
 
 class RepoCache:
@@ -136,10 +136,12 @@ class RepoCache:
 
     # ---- state checks --------------------------------------------------------------------------
 
-    def blob_ok(self, entry: ManifestFile, *, rehash: bool, trust_size: bool = False) -> bool:
-        """The blob holds the manifest's bytes: the right size, and verified (a current marker, or
-        hashed now and marked). `rehash` hashes it whatever the marker says; `trust_size` (verify
-        size or none) takes the size alone, as the caller asked."""
+    def blob_ok(
+        self, entry: ManifestFile, *, rehash: bool, trust_size: bool = False, accept: tuple[str, ...] = DIGEST_CHECKS
+    ) -> bool:
+        """The blob holds the manifest's bytes: the right size, and verified (a current marker naming
+        a check in `accept`, or hashed now and marked). `rehash` hashes it whatever the marker says;
+        `trust_size` (verify size or none) takes the size alone, as the caller asked."""
         path = self.blob_path(entry.blob_name)
         try:
             stat = path.stat()
@@ -149,7 +151,7 @@ class RepoCache:
             return False
         if trust_size and not rehash:
             return True
-        if not rehash and self.verified(entry):
+        if not rehash and self.verified(entry, accept):
             return True
         if sha256_of(path) != entry.sha256:
             log.warning(
@@ -161,12 +163,17 @@ class RepoCache:
         mark_verified(path, self.marker_path(entry.blob_name), "sha256")
         return True
 
-    def verified(self, entry: ManifestFile) -> bool:
-        """A marker says this very blob (same size, inode, mtime) passed a digest check."""
-        return marker_matches(self.blob_path(entry.blob_name), self.marker_path(entry.blob_name), entry.size)
+    def verified(self, entry: ManifestFile, accept: tuple[str, ...] = DIGEST_CHECKS) -> bool:
+        """A marker says this very blob (same size, inode, mtime) passed a digest check in `accept`."""
+        return marker_matches(self.blob_path(entry.blob_name), self.marker_path(entry.blob_name), entry.size, accept)
 
     def missing_files(
-        self, manifest: Manifest, *, rehash: bool = False, trust_size: bool = False
+        self,
+        manifest: Manifest,
+        *,
+        rehash: bool = False,
+        trust_size: bool = False,
+        accept: tuple[str, ...] = DIGEST_CHECKS,
     ) -> list[ManifestFile]:
         """Files of the manifest whose blob is absent, the wrong size, or not the manifest's bytes."""
         checked: dict[str, bool] = {}
@@ -174,14 +181,16 @@ class RepoCache:
         for entry in manifest.files:
             name = entry.blob_name
             if name not in checked:
-                checked[name] = self.blob_ok(entry, rehash=rehash, trust_size=trust_size)
+                checked[name] = self.blob_ok(entry, rehash=rehash, trust_size=trust_size, accept=accept)
             if not checked[name]:
                 missing.append(entry)
         return missing
 
-    def snapshot_complete(self, manifest: Manifest, *, trust_size: bool = False) -> bool:
+    def snapshot_complete(
+        self, manifest: Manifest, *, trust_size: bool = False, accept: tuple[str, ...] = DIGEST_CHECKS
+    ) -> bool:
         """Stat-based: every snapshot link exists and resolves to a blob of the manifest's size that a
-        marker says was verified (`trust_size`: the size alone, for verify size or none)."""
+        marker says passed a check in `accept` (`trust_size`: the size alone, for verify size or none)."""
         snapshot = self.snapshot_dir(manifest.commit)
         for entry in manifest.files:
             link = snapshot / entry.path
@@ -192,7 +201,7 @@ class RepoCache:
                     return False
             except OSError:
                 return False
-            if not trust_size and not self.verified(entry):
+            if not trust_size and not self.verified(entry, accept):
                 return False
         return True
 

@@ -21,7 +21,9 @@ class ManifestFile:
     key: str
     # S3's full-object CRC64NVME as the pipeline recorded it (base64), or None
     crc64nvme: str | None = None
-    # the S3 version the pipeline verified; GETs ask for exactly it (None: an unversioned bucket)
+    # the S3 version the pipeline verified; GETs ask for exactly it (None: an unversioned bucket).
+    # A pin is a promise the bytes cannot change, so S3's "null" version (overwritten in place in a
+    # bucket without versioning) is no pin: parse_manifest reads it as None.
     version_id: str | None = None
 
     @property
@@ -108,7 +110,7 @@ def parse_manifest(body: bytes, *, source: str) -> Manifest:
                 lfs=entry["lfs"],
                 key=entry["key"],
                 crc64nvme=entry["crc64nvme"],
-                version_id=entry["version_id"],
+                version_id=_version_pin(entry["version_id"]),
             )
         )
     _check_no_file_dir_clash(seen_paths, source)
@@ -135,3 +137,9 @@ def _check_no_file_dir_clash(paths: set[str], source: str) -> None:
             parent = "/".join(parts[:depth])
             if parent in paths:
                 raise ManifestError(f"manifest {source}: {parent!r} is both a file and a directory; re-publish")
+
+
+def _version_pin(version_id: str | None) -> str | None:
+    """The manifest's version id as a pin: S3's "null" version (an object written while the bucket
+    had no versioning, overwritten in place by the next PUT) and "" pin nothing."""
+    return version_id if version_id and version_id != "null" else None

@@ -310,7 +310,7 @@ class TensorStream:
             head += self._get_range(entry, 8, 8 + length)
         data_start, specs = parse_header(bytes(head), entry.size, entry.path)
         state = _FileState(entry, specs, data_start, ranges=plan_ranges(specs, self.part_size, self.memory_limit))
-        check = check_for(self.verify, entry.crc64nvme)
+        check = check_for(self.verify, entry.crc64nvme, pinned=self.own_bucket and entry.version_id is not None)
         if check == "sha256":
             state.digest = hashlib.sha256()
         elif check == "crc64nvme":
@@ -504,7 +504,7 @@ def stream_safetensors(
     *,
     bucket: str | None = None,
     prefix: str | None = None,
-    verify: Literal["sha256", "crc64nvme", "size"] = "sha256",
+    verify: Literal["auto", "sha256", "crc64nvme", "size"] = "auto",
     memory_limit: int = DEFAULT_MEMORY_LIMIT,
     concurrency: int = DEFAULT_CONCURRENCY,
     part_size: int = DEFAULT_PART_SIZE,
@@ -524,8 +524,8 @@ def stream_safetensors(
     if not ref_text:
         raise UsageError("no model given: pass repo_id or set MODEL_ID")
     name, revision = layout.parse_repo_ref(ref_text, default_revision=revision)
-    if verify not in ("sha256", "crc64nvme", "size"):
-        raise UsageError(f"verify must be sha256, crc64nvme or size, got {verify!r}")
+    if verify not in ("auto", "sha256", "crc64nvme", "size"):
+        raise UsageError(f"verify must be auto, sha256, crc64nvme or size, got {verify!r}")
     _positive("memory_limit", memory_limit)
     _positive("concurrency", concurrency)
     _positive("part_size", part_size, MIN_PART_SIZE)

@@ -13,6 +13,12 @@ is ever read back; at ~30 GB/s per core it costs about 3% of sha256. It needs aw
 extra); without it, or for a file whose manifest entry has no CRC64NVME, the file is verified by
 sha256 and a log line says why.
 
+verify="auto" (the default) chooses per blob by threat model (docs/explanation/security.md): a
+blob read at the exact version the manifest pins is the object the pipeline checked by sha256
+before publishing, so what is left to catch is corruption in transit or on disk, which CRC64NVME
+catches; a blob read unpinned (a replica, a manifest without version ids) could have been
+overwritten since, so it is checked by sha256. Without awscrt every blob is checked by sha256.
+
 Bodies are received straight into a reused per-thread buffer (see BodyReader), then written with
 os.pwrite and hashed from that same buffer: one copy from the socket, one into the page cache.
 
@@ -97,7 +103,7 @@ AUTO_PART_MAX = 64 * 1024 * 1024
 HASH_WAVES = 4
 INTERLEAVE_BLOBS = True
 PART_ATTEMPTS = 4
-VERIFY_MODES = ("sha256", "crc64nvme", "size", "none")
+VERIFY_MODES = ("auto", "sha256", "crc64nvme", "size", "none")
 # S3's answers that mean "S3 is not serving right now", not "this setup is wrong": try again later.
 UNAVAILABLE_CODES = frozenset({"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "503", "500"})
 DIGEST_MODES = ("sha256", "crc64nvme")
@@ -282,9 +288,12 @@ def crc64nvme_update(chunk: memoryview, crc: int) -> int:
     return result
 
 
-def check_for(verify: str, crc64nvme: str | None) -> str:
+def check_for(verify: str, crc64nvme: str | None, *, pinned: bool) -> str:
     """How a file is checked under `verify`: crc64nvme only where awscrt is here and the manifest
-    recorded the file's CRC, else sha256 for either digest mode; size and none as asked."""
+    recorded the file's CRC (and, for auto, the read is pinned to the manifest's version), else
+    sha256 for the digest modes; size and none as asked."""
+    if verify == "auto":
+        verify = "crc64nvme" if pinned else "sha256"
     if verify == "crc64nvme" and (crc64nvme is None or not crc64nvme_available()):
         return "sha256"
     return verify
@@ -381,6 +390,13 @@ class Downloader:
     def _plan_checks(self, jobs: list[BlobJob]) -> None:
         """Each blob's check: the asked mode, or sha256 where a CRC64NVME check cannot be made
         (said once per pull, not again for a blob downloaded once more)."""
+        if self.verify == "auto":
+            # Chosen per blob, nothing to warn about: sha256 where the read is unpinned is the point.
+            self._plan_checks_quietly(jobs)
+            for job in jobs:
+                if job.check == "crc64nvme" and job.crc64nvme is not None:
+                    decode_crc64nvme(job.crc64nvme, job.label)  # a malformed value fails before any download
+            return
         for job in jobs:
             job.check = self.verify
         if self.verify != "crc64nvme":
@@ -413,7 +429,7 @@ class Downloader:
 
     def _plan_checks_quietly(self, jobs: list[BlobJob]) -> None:
         for job in jobs:
-            job.check = check_for(self.verify, job.crc64nvme)
+            job.check = check_for(self.verify, job.crc64nvme, pinned=job.version_id is not None)
 
     def _run_round(self, jobs: list[BlobJob], *, allow_resume: bool) -> list[BlobJob]:
         self._cancel.clear()
