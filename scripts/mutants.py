@@ -722,10 +722,20 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "loader: a blob renamed without its digest matching",
         f"{LOADER}/transfer.py",
-        "            matches = job.hashed_bytes == job.size and job.digest.hexdigest() == job.sha256",
-        "            matches = True",
-        (f"{LOADER_TESTS}::test_a_retry_that_serves_other_bytes_is_never_renamed_into_a_blob",),
+        "            return job.hashed_bytes == job.size and job.digest.hexdigest() == job.sha256",
+        "            return True",
+        (f"{LOADER_TESTS}::test_a_retry_that_serves_other_bytes_is_never_renamed_into_a_blob[sha256]",),
         "no blob differs from its name",
+    ),
+    Mutant(
+        "loader: a blob renamed without its CRC64NVME matching (the default for pinned reads)",
+        f"{LOADER}/transfer.py",
+        "            return self._file_crc64nvme(job) == decode_crc64nvme(job.crc64nvme, job.label)",
+        "            return True",
+        (
+            f"{LOADER_TESTS}::test_a_retry_that_serves_other_bytes_is_never_renamed_into_a_blob[default-crc64nvme-pinned]",
+        ),
+        "no blob differs from its name, under the default check too",
     ),
     Mutant(
         "loader: staging files named per process",
@@ -1015,7 +1025,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "issue23: a blob of the right size is trusted without a verified marker",
         f"{LOADER}/hfcache.py",
-        "            if not trust_size and not self.verified(entry):\n                return False",
+        "            if not trust_size and not self.verified(entry, accept):\n                return False",
         "            if False:\n                return False",
         (
             "tests/loader/test_loader_fallback_integrity.py::test_a_blob_of_the_right_size_is_not_trusted_without_a_check",
@@ -1025,8 +1035,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "issue23: a marker is believed after its blob was rewritten",
         f"{LOADER}/hfcache.py",
-        "    return check in DIGEST_CHECKS and stat.st_size == size and text == _marker_text(check, stat)",
-        "    return check in DIGEST_CHECKS and stat.st_size == size",
+        "    return check in DIGEST_CHECKS and check in accept and stat.st_size == size and text == _marker_text(check, stat)",
+        "    return check in DIGEST_CHECKS and check in accept and stat.st_size == size",
         ("tests/loader/test_loader_pull.py::test_a_blob_rewritten_since_it_was_verified_is_checked_again",),
         "the marker holds only for the very file (inode, mtime) that passed the check",
     ),

@@ -135,19 +135,22 @@ def test_a_manifest_that_grew_into_a_superset_is_read_again(
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("verify", ["auto", "sha256"], ids=["default-crc64nvme-pinned", "sha256"])
 def test_a_retry_that_serves_other_bytes_is_never_renamed_into_a_blob(
-    fault_hub_endpoint: HubServer, published: str, s3_proxy: S3Proxy, proxy_client: Any, tmp_path: Path
+    fault_hub_endpoint: HubServer, published: str, s3_proxy: S3Proxy, proxy_client: Any, tmp_path: Path, verify: str
 ) -> None:
     """GIVEN S3 resets the weight's first GET after 512 KiB, and the retry's answer has one byte flipped
-    WHEN the loader pulls (one stream)  THEN the flipped byte is caught (the retry asks only for bytes not yet received
-    and hashed, so every byte on disk is hashed), the weight is fetched once more, and every blob hashes
+    WHEN the loader pulls (one stream), with the default check (the pipeline pinned every version, so
+    CRC64NVME) or sha256
+    THEN the flipped byte is caught (the retry asks only for bytes not yet received
+    and checked, so every byte on disk is checked), the weight is fetched once more, and every blob hashes
     to its name.
     (Failed on 93eecbe: the retry restarted at the part's first byte and rewrote bytes already hashed, so
     a blob holding the flipped byte was renamed into blobs/<sha256>.)"""
     s3_proxy.faults.add("GetObject", "reset", key=f"*/{WEIGHT}", offset=512 * KIB)
     s3_proxy.faults.add("GetObject", "flip", key=f"*/{WEIGHT}", offset=100)
-    # One stream: the reset lands on the first part, whose bytes are hashed in-stream as they arrive.
-    result = pull_via(proxy_client, published, tmp_path / "cache", fallback="error", concurrency=1)
+    # One stream: the reset lands on the first part, whose bytes are checked in-stream as they arrive.
+    result = pull_via(proxy_client, published, tmp_path / "cache", fallback="error", concurrency=1, verify=verify)
     assert s3_proxy.faults.pending() == 0
     assert result.source == "s3"
     assert_pulled_the_hub_bytes(result, fault_hub_endpoint, tmp_path / "cache")
