@@ -508,7 +508,7 @@ def render(results: dict[str, Any]) -> str:
             "| --- | ---: | ---: | ---: | ---: | --- |",
             cpu_row("R: raw S3 GET (the loader's GETs and reads, bodies discarded)", "raw_get"),
             cpu_row("R0: the same GETs read with botocore `body.read(1 MiB)`", "raw_get_botocore_read"),
-            cpu_row("**loader**, verify=sha256 (default)", "loader_sha256"),
+            cpu_row("**loader**, verify=sha256", "loader_sha256"),
             cpu_row("**loader**, verify=crc64nvme", "loader_crc64nvme"),
             cpu_row("loader, verify=size", "loader_size"),
             "",
