@@ -855,7 +855,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "loader: finished parts not written back early",
         f"{LOADER}/transfer.py",
-        "        start_writeback(job.fd, start, end - start)\n",
+        "        self._writeback.put(job.fd, start, end - start)\n",
         "",
         ("tests/loader/test_loader_pull.py::test_every_finished_part_starts_its_writeback_before_the_fsync",),
         "the fsync before the rename does not write the whole blob at the end",
@@ -1447,6 +1447,28 @@ MUTANTS: tuple[Mutant, ...] = (
         "            tasks = [task for queue in queues for task in queue]",
         ("tests/loader/test_loader_pull.py::test_a_pull_queues_the_blobs_parts_in_turn",),
         "every blob's hash frontier moves from the first wave",
+    ),
+    Mutant(
+        "issue25: the receiving threads start the writeback themselves",
+        f"{LOADER}/transfer.py",
+        "        self._writeback.put(job.fd, start, end - start)\n",
+        "        start_writeback(job.fd, start, end - start)\n",
+        (
+            "tests/loader/test_loader_pull.py::"
+            "test_the_receiving_threads_never_wait_on_the_disk_and_every_writeback_starts_before_the_fsync",
+        ),
+        "a receiving thread never waits on the disk; the check is not held by writeback",
+    ),
+    Mutant(
+        "issue25: the blobs fsynced while their writeback is still queued",
+        f"{LOADER}/transfer.py",
+        "            self._writeback.finish()  # every part's writeback started, before any fsync waits for it\n",
+        "",
+        (
+            "tests/loader/test_loader_pull.py::"
+            "test_the_receiving_threads_never_wait_on_the_disk_and_every_writeback_starts_before_the_fsync",
+        ),
+        "every part's writeback is started before the fsync, which then waits for little",
     ),
     Mutant(
         "issue25: the default check takes the CRC for an unpinned read",

@@ -119,3 +119,7 @@ def test_demo_pulls_the_published_snapshot_byte_for_byte(
         assert local.stat().st_size == entry["size"]
         assert sha256_of(local) == entry["sha256"]
     assert {"model-00001-of-00002.safetensors", "tokenizer.json", "config.json"} <= set(pulled)
+    # The pipeline pins every version and records every CRC, so the default check was CRC64NVME, and says so.
+    assert all(entry["version_id"] and entry["crc64nvme"] for entry in manifest["files"])
+    blobs = {entry["sha256"] if entry["lfs"] else entry["git_oid"] for entry in manifest["files"]}
+    assert f"verified by crc64nvme ({len(blobs)} blobs)" in run.stdout, output_of(run)

@@ -419,3 +419,44 @@ def test_every_finished_part_starts_its_writeback_before_the_fsync(
     seed_snapshot(s3, bucket, REPO, {"model.safetensors": content})
     pull(REPO, bucket=bucket, cache_dir=hf_cache, part_size=65_536, concurrency=3)
     assert sorted(calls) == [(start, min(65_536, len(content) - start), 2) for start in range(0, len(content), 65_536)]
+
+
+def test_the_receiving_threads_never_wait_on_the_disk_and_every_writeback_starts_before_the_fsync(
+    s3: Any, bucket: str, hf_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GIVEN a multi-part blob, and a record of each sync_file_range call (its thread) and each fsync
+    WHEN pulled THEN no receiving thread starts a writeback itself (sync_file_range blocks while the
+    disk is behind, which held the last parts, and so the check, ~0.5 s/GiB after the last byte): one
+    writeback thread does, and every part's writeback is started before the blob's fsync."""
+    import threading
+
+    from model_cache_loader import transfer
+
+    events: list[tuple[str, str]] = []
+    fsynced = threading.Event()
+
+    def record(fd: int, offset: int, length: int, flags: int) -> int:
+        # A disk that is behind: the first writeback waits (up to a second) for any fsync, so an
+        # fsync that does not wait for the queued writebacks shows up ahead of them.
+        if not events:
+            fsynced.wait(timeout=1.0)
+        events.append(("writeback", threading.current_thread().name))
+        return 0
+
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", threading.current_thread().name))
+        fsynced.set()
+        real_fsync(fd)
+
+    monkeypatch.setattr(transfer, "_SYNC_FILE_RANGE", record)
+    monkeypatch.setattr(transfer.os, "fsync", fsync)
+    content = os.urandom(7 * 65_536 + 5)
+    seed_snapshot(s3, bucket, REPO, {"model.safetensors": content})
+    pull(REPO, bucket=bucket, cache_dir=hf_cache, part_size=65_536, concurrency=4, fallback="error")
+    writebacks = [name for kind, name in events if kind == "writeback"]
+    assert len(writebacks) == 8
+    assert set(writebacks) == {"mcl-writeback"}
+    kinds = [kind for kind, _ in events]
+    assert kinds.index("fsync") > max(i for i, kind in enumerate(kinds) if kind == "writeback")
