@@ -282,6 +282,19 @@ def stage_show(world: DemoWorld) -> None:
     run_cli("ls", "--bucket", BUCKET)
 
 
+def checks_used(cache_dir: Path, repo_id: str) -> str:
+    """The checks the pull's blobs passed, from their verified markers: the loader chooses per file
+    (CRC64NVME for a read pinned to the manifest's version, sha256 otherwise)."""
+    from model_cache_loader.hfcache import RepoCache
+
+    markers = RepoCache(cache_dir, repo_id).verified_dir
+    counts: dict[str, int] = {}
+    for marker in sorted(markers.iterdir()) if markers.is_dir() else []:
+        check = marker.read_text().split(" ", 1)[0]
+        counts[check] = counts.get(check, 0) + 1
+    return ", ".join(f"{check} ({count} blobs)" for check, count in sorted(counts.items())) or "nothing"
+
+
 def stage_pull(world: DemoWorld) -> None:
     from model_cache_loader import pull
 
@@ -297,7 +310,7 @@ def stage_pull(world: DemoWorld) -> None:
     rate = result.bytes_downloaded / result.seconds / 1e6 if result.seconds > 0 else 0.0
     print(
         f"source {result.source}: {result.files} files, {human_bytes(result.bytes_downloaded)} in "
-        f"{result.seconds:.2f} s ({rate:.1f} MB/s), sha256 verified"
+        f"{result.seconds:.2f} s ({rate:.1f} MB/s), verified by {checks_used(world.hf_cache, modelgen.TINY_MODEL)}"
     )
     manifest = read_manifest(modelgen.TINY_MODEL)
     for entry in manifest["files"]:
@@ -398,7 +411,7 @@ def print_summary(world: DemoWorld, total: float) -> None:
     print(
         f"    -> s3://{BUCKET}/{PREFIX}/<org>--<name>/snapshots/<commit>/<file>, then manifests/, refs/, manifest.json"
     )
-    print("    -> model-cache-loader: ranged GETs, sha256 verified")
+    print("    -> model-cache-loader: ranged GETs, each blob checked (CRC64NVME at the pinned version, else sha256)")
     print(f"    -> {world.hf_cache}/models--<org>--<name>/blobs/<sha256> <- snapshots/<commit>/<file>")
     print("    -> transformers from_pretrained(snapshot), offline")
     if world.aws is not None:
