@@ -22,6 +22,7 @@ from safetensors.numpy import save
 from model_cache import layout
 from model_cache_loader import IntegrityError, pull, transfer
 from model_cache_loader.cli import main as cli_main
+from model_cache_loader.hfcache import RepoCache
 from model_cache_loader.memory import load_state_dict
 
 pytestmark = pytest.mark.integration
@@ -63,10 +64,9 @@ def republish_manifest(s3: Any, seeded: Seeded, **changes: Any) -> None:
     s3.put_object(Bucket=seeded.bucket, Key=layout.root_manifest_key(seeded.prefix, seeded.repo_id), Body=body)
 
 
-def marker_check(cache: Path, seeded: Seeded, path: str) -> str:
+def marker_check(cache: Path, seeded: Seeded, path: str) -> str | None:
     """The check the verified marker says this file's blob passed."""
-    marker = cache / f"models--{REPO.replace('/', '--')}" / ".model-cache-loader" / "verified" / seeded.blob_name(path)
-    return marker.read_text().split(" ", 1)[0]
+    return RepoCache(cache, REPO).recorded_check(seeded.blob_name(path))
 
 
 # The ways a read is or is not pinned to the version the pipeline checked.
@@ -74,6 +74,10 @@ PINNED = "pinned"
 UNPINNED = "no version ids"
 NULL_VERSION = 'S3\'s "null" version'
 REPLICA = "read from another bucket (a replica)"
+
+
+# The check the default chooses for each way of reading.
+CHECK_BY_READ = [(PINNED, "crc64nvme"), (UNPINNED, "sha256"), (NULL_VERSION, "sha256"), (REPLICA, "sha256")]
 
 
 def seed_as(s3: Any, bucket: str, how: str, object_override: dict[str, bytes] | None = None) -> Seeded:
@@ -90,7 +94,7 @@ def seed_as(s3: Any, bucket: str, how: str, object_override: dict[str, bytes] | 
 
 @pytest.mark.parametrize(
     ("how", "expected"),
-    [(PINNED, "crc64nvme"), (UNPINNED, "sha256"), (NULL_VERSION, "sha256"), (REPLICA, "sha256")],
+    CHECK_BY_READ,
 )
 def test_the_default_check_is_crc64nvme_only_for_a_read_pinned_to_the_checked_version(
     s3: Any, bucket: str, hf_cache: Path, how: str, expected: str
@@ -108,7 +112,7 @@ def test_the_default_check_is_crc64nvme_only_for_a_read_pinned_to_the_checked_ve
 
 @pytest.mark.parametrize(
     ("how", "caught_by"),
-    [(PINNED, "crc64nvme"), (UNPINNED, "sha256"), (NULL_VERSION, "sha256"), (REPLICA, "sha256")],
+    CHECK_BY_READ,
 )
 def test_a_flipped_bit_is_caught_by_the_chosen_check_and_nothing_kept(
     s3: Any, bucket: str, hf_cache: Path, how: str, caught_by: str

@@ -101,8 +101,13 @@ def marker_matches(blob: Path, marker: Path, size: int, accept: tuple[str, ...] 
         stat = blob.stat()
     except (OSError, UnicodeDecodeError):
         return False
-    check = text.split(" ", 1)[0]
+    check = _check_named(text)
     return check in DIGEST_CHECKS and check in accept and stat.st_size == size and text == _marker_text(check, stat)
+
+
+def _check_named(marker_text: str) -> str:
+    """The check a verified marker's text names (its first word; see _marker_text)."""
+    return marker_text.split(" ", 1)[0]
 
 
 class RepoCache:
@@ -162,6 +167,14 @@ class RepoCache:
             return False
         mark_verified(path, self.marker_path(entry.blob_name), "sha256")
         return True
+
+    def recorded_check(self, blob_name: str) -> str | None:
+        """The check the blob's verified marker names (whether or not the blob still matches it),
+        None without a readable marker: what a pull's summary reports."""
+        try:
+            return _check_named(self.marker_path(blob_name).read_text())
+        except (OSError, UnicodeDecodeError):
+            return None
 
     def verified(self, entry: ManifestFile, accept: tuple[str, ...] = DIGEST_CHECKS) -> bool:
         """A marker says this very blob (same size, inode, mtime) passed a digest check in `accept`."""

@@ -395,9 +395,7 @@ class Downloader:
         if self.verify == "auto":
             # Chosen per blob, nothing to warn about: sha256 where the read is unpinned is the point.
             self._plan_checks_quietly(jobs)
-            for job in jobs:
-                if job.check == "crc64nvme" and job.crc64nvme is not None:
-                    decode_crc64nvme(job.crc64nvme, job.label)  # a malformed value fails before any download
+            _refuse_malformed_crcs(jobs)
             return
         for job in jobs:
             job.check = self.verify
@@ -418,9 +416,7 @@ class Downloader:
         without = [job for job in jobs if job.crc64nvme is None]
         for job in without:
             job.check = "sha256"
-        for job in jobs:
-            if job.crc64nvme is not None:
-                decode_crc64nvme(job.crc64nvme, job.label)  # a malformed value fails before any download
+        _refuse_malformed_crcs(jobs)
         if without:
             shown = ", ".join(job.label for job in without[:5]) + (", ..." if len(without) > 5 else "")
             log.warning(
@@ -851,6 +847,13 @@ class Downloader:
         with contextlib.suppress(FileNotFoundError):
             job.journal_path.unlink()
         job.finished = True
+
+
+def _refuse_malformed_crcs(jobs: list[BlobJob]) -> None:
+    """A malformed CRC64NVME in the manifest fails (ManifestError) before any download."""
+    for job in jobs:
+        if job.check == "crc64nvme" and job.crc64nvme is not None:
+            decode_crc64nvme(job.crc64nvme, job.label)
 
 
 def _interleaved(queues: list[list[tuple[BlobJob, int]]]) -> list[tuple[BlobJob, int]]:

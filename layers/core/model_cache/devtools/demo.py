@@ -287,10 +287,10 @@ def checks_used(cache_dir: Path, repo_id: str) -> str:
     (CRC64NVME for a read pinned to the manifest's version, sha256 otherwise)."""
     from model_cache_loader.hfcache import RepoCache
 
-    markers = RepoCache(cache_dir, repo_id).verified_dir
+    cache = RepoCache(cache_dir, repo_id)
     counts: dict[str, int] = {}
-    for marker in sorted(markers.iterdir()) if markers.is_dir() else []:
-        check = marker.read_text().split(" ", 1)[0]
+    for marker in sorted(cache.verified_dir.iterdir()) if cache.verified_dir.is_dir() else []:
+        check = cache.recorded_check(marker.name) or "unreadable"
         counts[check] = counts.get(check, 0) + 1
     return ", ".join(f"{check} ({count} blobs)" for check, count in sorted(counts.items())) or "nothing"
 
