@@ -18,10 +18,10 @@ PYTEST_ARGS ?=
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(INSTALLED): pyproject.toml loader/pyproject.toml requirements/constraints.txt
+$(INSTALLED): pyproject.toml loader/pyproject.toml devtools/pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c requirements/constraints.txt -e ".[dev]" -e "./loader[hub]"
+	$(PY) -m pip install --quiet -c requirements/constraints.txt -e ".[dev]" -e "./loader[hub]" -e ./devtools
 	@touch $@
 
 $(TOOLS_INSTALLED): requirements/tools.txt
@@ -41,7 +41,7 @@ install: $(INSTALLED) $(TOOLS_INSTALLED) $(KSERVE_INSTALLED) ## Create .venv (pr
 
 .PHONY: demo
 demo: $(INSTALLED) ## Run the whole story offline: Hub double + local S3 -> cache -> loader -> generate text
-	$(PY) -m model_cache.devtools.demo
+	$(PY) -m model_cache_devtools.demo
 
 .PHONY: test
 test: install lint validate build ## Lint, validate the template/ASL, sam build, and run the whole test suite
@@ -50,6 +50,10 @@ test: install lint validate build ## Lint, validate the template/ASL, sam build,
 .PHONY: test-fast
 test-fast: $(INSTALLED) ## Only the pytest suite, skipping the linters and sam build
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+.PHONY: test-unit
+test-unit: $(INSTALLED) ## Only the unit tests (marker `unit`: no servers, no sockets), in seconds
+	$(PY) -m pytest -m unit -q $(PYTEST_ARGS)
 
 .PHONY: lint
 lint: $(INSTALLED) ## ruff (format check + lint) and mypy
@@ -109,8 +113,8 @@ distclean: clean ## Also remove the venvs
 
 .PHONY: adopt
 adopt: $(INSTALLED) $(KSERVE_INSTALLED) ## Adopt a cached model in Ray Serve LLM, vLLM and KServe by its URI alone, offline (docs/how-to/adopt.md)
-	$(PY) -m model_cache.devtools.adopt
+	$(PY) -m model_cache_devtools.adopt
 
 .PHONY: playground
 playground: $(INSTALLED) ## Start the Hub double and local AWS with the stack deployed, print the env to export, stay up until Ctrl-C
-	$(PY) -m model_cache.devtools.demo --playground
+	$(PY) -m model_cache_devtools.demo --playground

@@ -57,7 +57,7 @@ def publish_snapshot(
     the `hash` object, manifests/{commit}.json, refs/main, then manifest.json. Returns the manifest."""
     import time
 
-    from model_cache import layout
+    from model_cache.contract import layout
 
     s3.put_object(Bucket=bucket, Key=layout.hash_key(prefix, repo_id, commit), Body=commit.encode())
     manifest = {

@@ -101,7 +101,7 @@ def worker_hub_get(args: dict[str, Any]) -> dict[str, Any]:
 
 def worker_s3_put(args: dict[str, Any]) -> dict[str, Any]:
     """Multipart upload of `bytes` bytes from memory: same part size, concurrency and checksum as the engine."""
-    from model_cache.transfer import s3_client
+    from model_cache.adapters.s3 import s3_client
 
     s3 = s3_client(CONCURRENCY)
     size = int(args["bytes"])
@@ -138,7 +138,7 @@ def worker_s3_put(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def worker_engine(args: dict[str, Any]) -> dict[str, Any]:
-    from model_cache.engine import sync
+    from model_cache.pipeline.engine import sync
 
     began = time.perf_counter()
     result = sync(
@@ -209,7 +209,7 @@ def worker_main(name: str, raw: str) -> None:
 
 @contextmanager
 def hub_process(root: Path, bandwidth: int | None = None) -> Iterator[str]:
-    command = [sys.executable, "-m", "model_cache.devtools.hub", "--root", str(root), "--port", "0"]
+    command = [sys.executable, "-m", "model_cache_devtools.hub", "--root", str(root), "--port", "0"]
     if bandwidth:
         command += ["--bandwidth", str(bandwidth)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -229,7 +229,7 @@ def s3_process() -> Iterator[str]:
     port = free_port()
     # moto with S3's cost model for ranged GETs (O(range)); stock moto reads the whole object for each.
     process = subprocess.Popen(
-        [sys.executable, "-m", "model_cache.devtools.moto_ranges", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "model_cache_devtools.moto_ranges", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -305,7 +305,7 @@ def make_bucket(s3_url: str, name: str) -> str:
 
 
 def cpu_bound(work: Path, gib: float) -> dict[str, Any]:
-    from model_cache.devtools import modelgen
+    from model_cache_devtools import modelgen
 
     size = int(gib * GIB)
     root = work / "hub-cpu"
@@ -347,7 +347,7 @@ def loadable_model(root: Path, gib: float) -> int:
     """A real Llama (random weights) of about `gib` GiB in safetensors shards, loadable by transformers."""
     import numpy as np
 
-    from model_cache.devtools import modelgen
+    from model_cache_devtools import modelgen
 
     hidden = 1024
     per_layer = 10 * hidden * hidden * 4  # float32: attention ~4h^2 + MLP 3 x (2h x h), modelgen's Llama shapes

@@ -25,9 +25,9 @@ from typing import Any
 import httpx2
 
 from bench.common import measure_and_record
-from model_cache.devtools import synthetic
-from model_cache.devtools.hub import HubServer
-from model_cache.devtools.synthetic import SyntheticFile
+from model_cache_devtools import synthetic
+from model_cache_devtools.hub import HubServer
+from model_cache_devtools.synthetic import SyntheticFile
 
 NAME = "hub_double"
 MIB = 1 << 20

@@ -12,7 +12,7 @@ from its first request (imports excluded), so no two share a GIL.
   are interleaved and the best of each kept, because the cores are shared; each run also records the
   CPU seconds of its own process and of moto's server, which the other tenants of the machine do not
   disturb as much as wall time. Target: loader >= 0.90 R.
-- Latency- and stream-capped (through model_cache.devtools.s3proxy: per-request latency and a
+- Latency- and stream-capped (through model_cache_devtools.s3proxy: per-request latency and a
   per-connection bandwidth cap, as real S3 has): the seed's load_model_from_s3 (list the prefix,
   download_file per object in turn, default TransferConfig) and `aws s3 cp --recursive` (one
   s3transfer TransferManager, default TransferConfig, every file submitted at once) against the
@@ -85,7 +85,7 @@ def _s3(concurrency: int) -> Any:
 
 
 def _snapshot_objects(s3: Any) -> list[tuple[str, int]]:
-    from model_cache import layout
+    from model_cache.contract import layout
 
     manifest = json.loads(
         s3.get_object(Bucket=BUCKET, Key=layout.root_manifest_key(PREFIX, REPO))["Body"].read().decode()
@@ -203,7 +203,7 @@ def worker_aws_cp(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _snapshot_prefix(s3: Any, bucket: str = BUCKET, repo: str = REPO, prefix: str = PREFIX) -> str:
-    from model_cache import layout
+    from model_cache.contract import layout
 
     commit = s3.get_object(Bucket=bucket, Key=layout.ref_key(prefix, repo, "main"))["Body"].read().decode()
     return layout.snapshot_prefix(prefix, repo, commit)
@@ -297,9 +297,9 @@ def publish_model(s3: Any, total_bytes: int, shard_bytes: int) -> dict[str, Any]
     """Upload the synthetic model and publish it in contract order: files, manifest, ref, manifest.json."""
     from awscrt import checksums
 
-    from model_cache import layout
-    from model_cache.devtools.synthetic import SyntheticFile, git_blob_oid, lfs_pointer
-    from model_cache.verify import crc64nvme_b64
+    from model_cache.contract import layout
+    from model_cache.pipeline.verify import crc64nvme_b64
+    from model_cache_devtools.synthetic import SyntheticFile, git_blob_oid, lfs_pointer
 
     shards = max(1, -(-total_bytes // shard_bytes))
     contents: dict[str, tuple[int, int]] = {}  # path -> (size, seed)
@@ -367,7 +367,7 @@ def main() -> None:
     use_bench_environment(work, REGION)
     try:
         # moto with S3's cost model for ranged GETs (O(range)); stock moto reads the whole object for each.
-        moto_cmd = [sys.executable, "-m", "model_cache.devtools.moto_ranges", "-H", "127.0.0.1", "-p", str(moto_port)]
+        moto_cmd = [sys.executable, "-m", "model_cache_devtools.moto_ranges", "-H", "127.0.0.1", "-p", str(moto_port)]
         with server(moto_cmd, moto_port) as moto_url:
             import boto3
 
@@ -420,7 +420,7 @@ def main() -> None:
             print(f"  warm restart: {[round(r['seconds'], 3) for r in warm]} s", flush=True)
 
             proxy_cmd = [
-                sys.executable, "-m", "model_cache.devtools.s3proxy", "--upstream", moto_url,
+                sys.executable, "-m", "model_cache_devtools.s3proxy", "--upstream", moto_url,
                 "--port", str(proxy_port), "--latency", str(latency), "--bandwidth", str(cap),
             ]  # fmt: skip
             with server(proxy_cmd, proxy_port) as proxy_url:

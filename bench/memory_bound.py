@@ -1,7 +1,7 @@
 """What `memory_limit` bounds, measured (issue 23, row 6): the peak RSS of `stream_safetensors` over a
 1 GiB model of 10,000 tensors, at three `memory_limit` settings, each a whole process.
 
-One O(range) moto server (model_cache.devtools.moto_ranges), one snapshot: two real safetensors shards
+One O(range) moto server (model_cache_devtools.moto_ranges), one snapshot: two real safetensors shards
 of 5,000 float16 tensors each (~107 KB a tensor, 1 GiB in all) with their `model.safetensors.index.json`,
 published as the pipeline publishes it. Each run streams every tensor and drops it (a consumer that moves
 tensors on as they come, e.g. onto a GPU), and is measured with GNU time's peak RSS (the client's own
@@ -79,8 +79,8 @@ def build_shards(total: int, tensors: int, folder: Path) -> dict[str, Path]:
 def publish(s3: Any, paths: dict[str, Path]) -> dict[str, Any]:
     from boto3.s3.transfer import TransferConfig
 
-    from model_cache import layout
-    from model_cache.devtools.synthetic import git_blob_oid, lfs_pointer
+    from model_cache.contract import layout
+    from model_cache_devtools.synthetic import git_blob_oid, lfs_pointer
 
     digests = {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in paths.items()}
     commit = hashlib.sha1("".join(sorted(digests.values())).encode(), usedforsecurity=False).hexdigest()
@@ -139,7 +139,7 @@ def main() -> None:
         print(f"building {total / GIB:g} GiB of safetensors in {tensors:,} tensors ...", flush=True)
         paths = build_shards(total, tensors, work)
         port = free_port()
-        moto_cmd = [sys.executable, "-m", "model_cache.devtools.moto_ranges", "-H", "127.0.0.1", "-p", str(port)]
+        moto_cmd = [sys.executable, "-m", "model_cache_devtools.moto_ranges", "-H", "127.0.0.1", "-p", str(port)]
         with server(moto_cmd, port) as moto_url:
             import boto3
 

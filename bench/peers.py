@@ -1,6 +1,6 @@
 """The loader against the native peers, side by side, on real shard sizes (issue 14).
 
-One run, one moto server (with S3's O(range) cost model, model_cache.devtools.moto_ranges), one
+One run, one moto server (with S3's O(range) cost model, model_cache_devtools.moto_ranges), one
 snapshot: a 2 GiB model of real safetensors in 1 GiB shards (float16 tensors of 32 MiB), published
 as the pipeline publishes it. Every client is timed as a whole process, from exec to exit, with its
 own CPU seconds (user + sys, all threads, from wait4) and peak RSS, and moto's CPU over the same run:
@@ -70,7 +70,7 @@ def shard_bytes(index: int, shard_size: int) -> bytes:
     import numpy as np
     from safetensors.numpy import save
 
-    from model_cache.devtools.synthetic import SyntheticFile
+    from model_cache_devtools.synthetic import SyntheticFile
 
     tensor_bytes = TENSOR_MIB * MIB
     count = max(1, shard_size // tensor_bytes)
@@ -89,10 +89,10 @@ def publish(s3: Any, total: int, shard_size: int) -> dict[str, Any]:
     from awscrt import checksums
     from boto3.s3.transfer import TransferConfig
 
-    from model_cache import layout
-    from model_cache.devtools.modelgen import deterministic_bytes
-    from model_cache.devtools.synthetic import git_blob_oid, lfs_pointer
-    from model_cache.verify import crc64nvme_b64
+    from model_cache.contract import layout
+    from model_cache.pipeline.verify import crc64nvme_b64
+    from model_cache_devtools.modelgen import deterministic_bytes
+    from model_cache_devtools.synthetic import git_blob_oid, lfs_pointer
 
     shards = max(1, -(-total // shard_size))
     contents: dict[str, bytes] = {}
@@ -345,12 +345,12 @@ def cost_model_rows(big_size: int) -> dict[str, Any]:
     """Stock moto against the O(range) server, each with a `big_size` object and a 16 MiB one."""
     import boto3
 
-    from model_cache.devtools.synthetic import SyntheticFile
+    from model_cache_devtools.synthetic import SyntheticFile
 
     rows: dict[str, Any] = {"big_object_bytes": big_size}
     big = SyntheticFile(big_size, 1).read()
     small = SyntheticFile(16 * MIB, 2).read()
-    for label, module in (("stock_moto", "moto.server"), ("o_range_moto", "model_cache.devtools.moto_ranges")):
+    for label, module in (("stock_moto", "moto.server"), ("o_range_moto", "model_cache_devtools.moto_ranges")):
         port = free_port()
         with server([sys.executable, "-m", module, "-H", "127.0.0.1", "-p", str(port)], port) as url:
             s3 = boto3.client("s3", region_name=REGION, endpoint_url=url)
@@ -381,7 +381,7 @@ def main() -> None:
         print("the stand-in's cost of a ranged GET ...", flush=True)
         cost = cost_model_rows(int(float(os.environ.get("BENCH_PEERS_RANGE_OBJECT_GIB", "2")) * GIB))
         port = free_port()
-        moto_cmd = [sys.executable, "-m", "model_cache.devtools.moto_ranges", "-H", "127.0.0.1", "-p", str(port)]
+        moto_cmd = [sys.executable, "-m", "model_cache_devtools.moto_ranges", "-H", "127.0.0.1", "-p", str(port)]
         with server(moto_cmd, port) as moto_url:
             import boto3
 
@@ -423,7 +423,7 @@ def main() -> None:
                     )
             proxy_port = free_port()
             proxy_cmd = [
-                sys.executable, "-m", "model_cache.devtools.s3proxy", "--upstream", moto_url,
+                sys.executable, "-m", "model_cache_devtools.s3proxy", "--upstream", moto_url,
                 "--port", str(proxy_port), "--latency", str(latency), "--bandwidth", str(cap),
             ]  # fmt: skip
             with server(proxy_cmd, proxy_port) as proxy_url:
@@ -594,7 +594,7 @@ def render(results: dict[str, Any]) -> str:
             "| --- | ---: | ---: | ---: |",
             f"| stock moto | {stock['range_of_big_s'] * 1000:.0f} ms | {stock['small_object_s'] * 1000:.0f} ms | "
             f"{stock['ratio']:.1f}x |",
-            f"| moto with `model_cache.devtools.moto_ranges` | {patched['range_of_big_s'] * 1000:.0f} ms | "
+            f"| moto with `model_cache_devtools.moto_ranges` | {patched['range_of_big_s'] * 1000:.0f} ms | "
             f"{patched['small_object_s'] * 1000:.0f} ms | {patched['ratio']:.1f}x |",
             "",
             f"### Direct to moto, best of {results['rounds']} interleaved rounds (CPU figures: medians)",
@@ -687,7 +687,7 @@ def files_section(results: dict[str, Any], row: Any, header: list[str]) -> list[
         f"### Against the low-cost server, interleaved with moto's runs (best of {results['rounds']}; CPU: medians)",
         "",
         "`bench/s3_files.py` serves the same snapshot from files with `sendfile` (no authorization, answers "
-        "checked against moto's by tests/integration/test_bench_s3_files.py), so the wall time measures the "
+        "checked against moto's by tests/world/test_bench_s3_files.py), so the wall time measures the "
         "client. Its own cost: "
         + ", ".join(
             f"{files[name]['median_server_cpu_s_per_gib']:.2f}"

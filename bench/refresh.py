@@ -28,8 +28,8 @@ from typing import Any
 import boto3
 
 from bench.common import measure_and_record
-from model_cache.devtools.hub import HubServer
-from model_cache.engine import sync
+from model_cache.pipeline.engine import sync
+from model_cache_devtools.hub import HubServer
 
 NAME = "refresh"
 MIB = 1 << 20
@@ -100,7 +100,7 @@ def _scenario(hub: HubServer, s3: _CountingS3, bucket: str) -> dict[str, Any]:
 def run() -> dict[str, Any]:
     from moto.server import ThreadedMotoServer
 
-    from model_cache.devtools import moto_ranges
+    from model_cache_devtools import moto_ranges
 
     moto_ranges.install()  # ranged GETs at O(range), as on S3
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")

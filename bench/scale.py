@@ -2,7 +2,7 @@
 
 Nothing is transferred: each listing (file counts and sizes of the real repo, from its
 model.safetensors.index.json, shard sizes evened out) goes through the real `make_plan`, the real
-`model_cache.limits` and the real Plan task result (`steps.planned_result`), and the state machine's
+`model_cache.pipeline.limits` and the real Plan task result (`steps.planned_result`), and the state machine's
 concurrencies are read from statemachine/model_cache.asl.json and the template. Durations come from
 the stated rates (`limits.SLOW` / `limits.FAST`), never from this machine. The figures land in
 bench/results/scale.json and docs/explanation/performance.md; tests/scale holds every one to its limit.
@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.common import ROOT, measure_and_record
-from model_cache import limits, steps
-from model_cache.hubapi import HubFile, Snapshot
-from model_cache.plan import S3_MAX_PARTS, GiB, MiB, Plan, PlanOptions
-from model_cache.selection import select_paths
+from model_cache.adapters.hubapi import HubFile, Snapshot
+from model_cache.contract.selection import select_paths
+from model_cache.pipeline import limits, steps, work_files
+from model_cache.pipeline.plan import S3_MAX_PARTS, GiB, MiB, Plan, PlanOptions
 
 NAME = "scale"
 GB = 10**9
@@ -184,7 +184,6 @@ def parent_history_events(asl: dict[str, Any], with_retries: bool) -> int:
     2 per Pass/Choice/Succeed, 5 per Task, 6 per Distributed Map; each retry adds 3 (failed, scheduled, started)."""
     path = [
         "Refresh?",
-        "ApplyRequestDefaults",
         "Plan",
         "AlreadyPublished?",
         "CopyUnits",
@@ -261,7 +260,7 @@ def model(
             "cost_usd": _cost(plan, units, completions),
         }
     items = steps.unit_items(plan)
-    completions_json = steps.completion_items(plan)
+    completions_json = work_files.completion_items(plan)
     figures["payload"] = {
         "plan_result_bytes": len(json.dumps(steps.planned_result(plan, items))),
         "largest_map_item_bytes": max(len(json.dumps(item)) for item in items + completions_json),

@@ -92,7 +92,7 @@ def main() -> None:
     runs: dict[str, list[dict[str, Any]]] = {}
     try:
         port = free_port()
-        moto_cmd = [sys.executable, "-m", "model_cache.devtools.moto_ranges", "-H", "127.0.0.1", "-p", str(port)]
+        moto_cmd = [sys.executable, "-m", "model_cache_devtools.moto_ranges", "-H", "127.0.0.1", "-p", str(port)]
         with server(moto_cmd, port) as moto_url:
             import boto3
 

@@ -2,7 +2,7 @@
 
 - AWS: moto's real HTTP server on 127.0.0.1, reached by boto3 through AWS_ENDPOINT_URL with fake
   credentials. One server per session; tests isolate themselves with fresh bucket/queue names.
-- The Hugging Face Hub: our Hub double (model_cache.devtools.hub), reached by huggingface_hub
+- The Hugging Face Hub: our Hub double (model_cache_devtools.hub), reached by huggingface_hub
   through HF_ENDPOINT.
 - A real LambdaContext dataclass for handler tests, and sample events from events/.
 
@@ -113,15 +113,15 @@ def moto_server() -> Iterator[MotoEndpoint]:
     """moto's real HTTP server on a free loopback port; AWS_ENDPOINT_URL points every boto3 client at it."""
     from moto.server import ThreadedMotoServer
 
-    from model_cache.devtools import moto_ranges, s3_authz
+    from model_cache_devtools import moto_ranges, s3_authz
 
     # S3's cost model for ranged GETs (O(range)), as the benchmarks measure against; the answers
-    # themselves are stock moto's (tests/integration/test_moto_ranges.py).
+    # themselves are stock moto's (tests/world/test_moto_ranges.py).
     moto_ranges.install()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     # S3's and IAM's authorization (docs/architecture.md 4): tests set the world up as the deployer; the
-    # pipeline's code runs as the template's roles (model_cache.devtools.s3_authz).
+    # pipeline's code runs as the template's roles (model_cache_devtools.s3_authz).
     global AUTHORIZER
     AUTHORIZER = s3_authz.enforce(server)
     host, port = server.get_host_and_port()
@@ -161,7 +161,7 @@ def sfn(aws: MotoEndpoint) -> Any:
 
 
 def client_as(principal: Any, service: str = "s3") -> Any:
-    """A boto3 client signing with a registered principal's role-session keys (model_cache.devtools.s3_authz)."""
+    """A boto3 client signing with a registered principal's role-session keys (model_cache_devtools.s3_authz)."""
     keys = principal.credentials()
     return boto3.client(
         service,
@@ -239,13 +239,13 @@ def loader_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def s3_proxy(aws: MotoEndpoint) -> Iterator[Any]:
-    """An S3Proxy (model_cache.devtools.s3proxy) in front of the session's moto server: no latency, no
+    """An S3Proxy (model_cache_devtools.s3proxy) in front of the session's moto server: no latency, no
     bandwidth cap, no faults, an empty request log; stopped after the test.
 
     AWS_ENDPOINT_URL still names moto: build a client with `endpoint_url=s3_proxy.url`, or
     `monkeypatch.setenv("AWS_ENDPOINT_URL", s3_proxy.url)` to route code that builds its own clients.
     """
-    from model_cache.devtools.s3proxy import S3Proxy
+    from model_cache_devtools.s3proxy import S3Proxy
 
     with S3Proxy(aws.url) as proxy:
         yield proxy
@@ -307,7 +307,7 @@ def failed_clean_problems(s3: Any, bucket_name: str, hub_url: str | None = None,
 @pytest.fixture(scope="session")
 def hub_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder of repos the Hub double serves: the tiny real model and small fixture repos."""
-    from model_cache.devtools import modelgen
+    from model_cache_devtools import modelgen
 
     root = tmp_path_factory.mktemp("hub")
     modelgen.build_fixture_hub(root)
@@ -317,7 +317,7 @@ def hub_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @contextmanager
 def running_hub(root: Path) -> Iterator[Any]:
     """The Hub double serving `root` on a free loopback port, stopped on exit."""
-    from model_cache.devtools.hub import HubServer
+    from model_cache_devtools.hub import HubServer
 
     server = HubServer(root, host="127.0.0.1", port=0)
     server.start()
@@ -440,7 +440,7 @@ def seed_snapshot(s3: Any, bucket: str, repo_id: str, files: dict[str, bytes], *
 @pytest.fixture
 def request_handler(aws: MotoEndpoint, sfn: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[ModuleType, str]:
     """functions/request/app.py wired (STATE_MACHINE_ARN) to a fresh, non-executing state machine in moto."""
-    from model_cache.devtools.local_pipeline import load_handler_module
+    from model_cache_devtools.local_pipeline import load_handler_module
 
     arn = sfn.create_state_machine(
         name=unique_name("request-target"),
@@ -454,7 +454,7 @@ def request_handler(aws: MotoEndpoint, sfn: Any, monkeypatch: pytest.MonkeyPatch
 @pytest.fixture(scope="session")
 def fault_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A Hub double serving the reliability tests' FAULT_REPO (tests/reliability/reliability_support.py), warmed."""
-    from model_cache.devtools.hub import HubServer
+    from model_cache_devtools.hub import HubServer
 
     support = shared_test_module("reliability_support", "tests/reliability/reliability_support.py")
     with HubServer(support.build_fault_hub(tmp_path_factory.mktemp("fault-hub"))) as server:

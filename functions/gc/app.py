@@ -1,4 +1,4 @@
-"""Scheduled gc: delete snapshots no ref or manifest.json names, beyond the retention (model_cache.gc).
+"""Scheduled gc: delete snapshots no ref or manifest.json names, beyond the retention (model_cache.operations.gc).
 
 The schedule passes `{"source": "schedule"}`; the retention comes from GC_KEEP and
 GC_OLDER_THAN_DAYS (template parameters). A manual invocation may override `keep`,
@@ -14,9 +14,9 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from model_cache.gc import collect, scheduled_settings
-from model_cache.metrics import counted_failure
-from model_cache.transfer import s3_client
+from model_cache.adapters.metrics import counted_failure
+from model_cache.adapters.s3 import s3_client
+from model_cache.operations.gc import collect, scheduled_settings
 
 logger = Logger()
 tracer = Tracer()

@@ -5,9 +5,9 @@ malformed message is logged with the reason and reported as a failed item, so SQ
 the dead-letter queue after maxReceiveCount; a valid one starts an execution whose name is the
 request's deterministic name. A taken name is a duplicate only when that execution is running, or
 succeeded with its result still in the bucket; otherwise the request runs again under a new name
-(model_cache.request_message.start_request_execution). A valid request with no free execution slot
+(model_cache.pipeline.request_message.start_request_execution). A valid request with no free execution slot
 is deferred: sent again with a delay, never counted toward the dead-letter queue
-(model_cache.request_message.deliver).
+(model_cache.pipeline.request_message.deliver).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from model_cache.errors import ModelCacheError
-from model_cache.request_message import Delivery, deliver
+from model_cache.contract.errors import ModelCacheError
+from model_cache.pipeline.request_message import Delivery, deliver
 
 logger = Logger()
 tracer = Tracer()

@@ -14,10 +14,10 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from model_cache.ids import validate_bucket, validate_plan_id, validate_prefix, validate_work_prefix
-from model_cache.plan import DEFAULT_WORK_PREFIX, new_plan_id
-from model_cache.tracked import write_tracked_list
-from model_cache.transfer import s3_client
+from model_cache.adapters.s3 import s3_client
+from model_cache.contract.ids import validate_bucket, validate_plan_id, validate_prefix, validate_work_prefix
+from model_cache.pipeline.plan import DEFAULT_WORK_PREFIX, new_plan_id
+from model_cache.pipeline.tracked import write_tracked_list
 
 logger = Logger()
 tracer = Tracer()

@@ -28,9 +28,11 @@ import pytest
 from badinput_support import build_manifest
 from conftest import LambdaContext, failed_clean_problems, incomplete_uploads, load_event, seed_snapshot
 
-from model_cache import cli, errors, transfer
-from model_cache.devtools import modelgen
-from model_cache.engine import sync
+from model_cache.adapters import hub_reader
+from model_cache.cli import main as cli
+from model_cache.contract import errors
+from model_cache.pipeline.engine import sync
+from model_cache_devtools import modelgen
 from model_cache_loader import cli as loader_cli
 from model_cache_loader import pull
 from model_cache_loader.errors import LoaderError
@@ -165,11 +167,11 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """A size that lies looks like a connection cut short: keep its 8 retries quick."""
 
     @dataclass
-    class Quick(transfer.RetryPolicy):
+    class Quick(hub_reader.RetryPolicy):
         base_delay: float = 0.001
         max_delay: float = 0.01
 
-    monkeypatch.setattr(transfer, "RetryPolicy", Quick)
+    monkeypatch.setattr(hub_reader, "RetryPolicy", Quick)
 
 
 @pytest.mark.integration

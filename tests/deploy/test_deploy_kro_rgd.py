@@ -755,7 +755,7 @@ def test_the_loader_release_the_rgd_names_is_the_loader_in_the_repo(rgd: dict[st
     # GIVEN loader/pyproject.toml's version  THEN the RGD's py_modules key is that release's zip key
     import tomllib
 
-    from model_cache.loader_release import release_keys
+    from model_cache.operations.loader_release import release_keys
 
     version = tomllib.loads((RGD_PATH.parents[2] / "loader" / "pyproject.toml").read_text())["project"]["version"]
     assert release_keys(version)[1] == LOADER_ZIP_KEY

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from conftest import local_ray_serve, seed_snapshot, shared_test_module
 
-from model_cache.devtools.modelgen import TINY_MODEL, repo_dir
+from model_cache_devtools.modelgen import TINY_MODEL, repo_dir
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -32,8 +32,8 @@ import yaml
 from conftest import REPO_ROOT, local_ray_serve, running_hub, seed_snapshot, shared_test_module
 from deploy_kro import load_rgd, render_instance
 
-from model_cache.devtools import modelgen
-from model_cache.loader_release import publish_loader
+from model_cache.operations.loader_release import publish_loader
+from model_cache_devtools import modelgen
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1200)]
 

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from model_cache import cli, errors
-from model_cache.loader_release import disk_request, publish_loader, release_keys, wheel_files_digest
+from model_cache.cli import main as cli
+from model_cache.contract import errors
+from model_cache.operations.loader_release import disk_request, publish_loader, release_keys, wheel_files_digest
 
 pytestmark = pytest.mark.integration
 

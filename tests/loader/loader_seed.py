@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from model_cache import layout
-from model_cache.devtools.synthetic import git_blob_oid, lfs_pointer
+from model_cache.contract import layout
+from model_cache_devtools.synthetic import git_blob_oid, lfs_pointer
 
 LFS_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf", "*.onnx", "*.h5", "*.msgpack", "*.model")
 LFS_SIZE_THRESHOLD = 10 * 1024 * 1024
@@ -55,7 +55,7 @@ def crc64nvme_of(content: bytes) -> str:
     """S3's full-object CRC64NVME of `content` in its textual form, as the pipeline records it."""
     from awscrt import checksums
 
-    from model_cache.verify import crc64nvme_b64
+    from model_cache.pipeline.verify import crc64nvme_b64
 
     return crc64nvme_b64(checksums.crc64nvme(content))
 

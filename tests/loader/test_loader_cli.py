@@ -79,7 +79,7 @@ def test_exit_codes(s3: Any, bucket: str, hf_cache: Path, setup: str, args: list
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     """GIVEN an invalid repo id or unknown option WHEN parsed THEN exit code 2 with a message."""
     assert main(["pull", "not a repo id", "--bucket", "b", "-q"]) == 2
-    assert "is not a Hugging Face model id" in capsys.readouterr().err
+    assert "is not a Hub model id" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exited:
         main(["pull", "org/name", "--verify", "md5"])
     assert exited.value.code == 2

@@ -235,9 +235,9 @@ def test_the_crc_the_pipeline_records_is_the_one_the_loader_checks(
     WHEN pulled with verify='crc64nvme'
     THEN every manifest entry carries a crc64nvme equal to the CRC64NVME of the Hub's bytes, no file falls
     back to sha256, and every pulled file equals the Hub's bytes."""
-    from model_cache.devtools import modelgen
-    from model_cache.engine import sync
-    from model_cache.plan import MiB
+    from model_cache.pipeline.engine import sync
+    from model_cache.pipeline.plan import MiB
+    from model_cache_devtools import modelgen
 
     published = sync(modelgen.NESTED, bucket=bucket, part_size=5 * MiB, concurrency=4, s3=s3)
     manifest = json.loads(s3.get_object(Bucket=bucket, Key=published.manifest_key)["Body"].read())

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from loader_seed import RequestCounter
 
-from model_cache.devtools.modelgen import TINY_MODEL
+from model_cache_devtools.modelgen import TINY_MODEL
 from model_cache_loader import AccessError, HubFallbackError, NotCachedError, metrics, pull
 from model_cache_loader.api import make_s3_client
 
@@ -113,7 +113,7 @@ def test_an_object_missing_mid_download_falls_back_to_the_hub(
     WHEN pulled THEN fallback='error' raises NotCachedError naming it, and fallback='hub' gets the model."""
     from loader_seed import repo_files, seed_snapshot
 
-    from model_cache.devtools.modelgen import repo_dir
+    from model_cache_devtools.modelgen import repo_dir
 
     seeded = seed_snapshot(
         s3, bucket, TINY_MODEL, repo_files(repo_dir(hub_root, TINY_MODEL)), commit=hub.store.snapshot(TINY_MODEL).commit

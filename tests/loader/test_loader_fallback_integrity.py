@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from loader_seed import Seeded, repo_files, seed_snapshot
 
-from model_cache.devtools.modelgen import TINY_MODEL, repo_dir
+from model_cache_devtools.modelgen import TINY_MODEL, repo_dir
 from model_cache_loader import HubFallbackError, IntegrityError, UsageError, pull
 from model_cache_loader.hfcache import TMP_SUFFIX, RepoCache
 

@@ -19,7 +19,7 @@ from conftest import shared_test_module
 from loader_seed import Seeded, repo_files, seed_snapshot
 from safetensors.numpy import save
 
-from model_cache.devtools.modelgen import TINY_MODEL, repo_dir
+from model_cache_devtools.modelgen import TINY_MODEL, repo_dir
 from model_cache_loader import HubFallbackError, IntegrityError, pull
 from model_cache_loader.hfcache import RepoCache
 from model_cache_loader.memory import stream_safetensors

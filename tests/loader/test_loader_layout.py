@@ -1,4 +1,4 @@
-"""The loader's own copy of the S3 layout agrees with the core package's, and other small pieces."""
+"""The S3 layout and the repo-id rules have one owner, the loader, and the core uses exactly it; other small pieces."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import json
 import pytest
 from loader_seed import build_manifest, small_repo
 
-from model_cache import ids as core_ids
-from model_cache import layout as core
-from model_cache.errors import InvalidRequest
+from model_cache.contract import ids as core_ids
+from model_cache.contract import layout as core
+from model_cache.contract.errors import InvalidRequest
 from model_cache_loader import layout as ours
 from model_cache_loader.api import select_bucket
 from model_cache_loader.errors import ManifestError, UsageError
@@ -27,6 +27,18 @@ REPO_IDS = [
     "x" * 96,
 ]
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def test_the_core_layout_is_the_loaders() -> None:
+    """GIVEN the core's layout module WHEN each name it exports is looked up THEN it is the loader's own object,
+    not a copy that could drift, and a copy of FileRecord is not kept either."""
+    from model_cache.contract.manifest import FileRecord
+    from model_cache_loader.manifest import ManifestFile
+
+    assert core.__all__
+    copies = [name for name in core.__all__ if getattr(core, name) is not getattr(ours, name)]
+    assert copies == []
+    assert FileRecord is ManifestFile
 
 
 @pytest.mark.parametrize("repo_id", REPO_IDS)

@@ -16,7 +16,7 @@ from loader_seed import repo_files, seed_snapshot
 from safetensors.numpy import save
 from safetensors.torch import load_file
 
-from model_cache.devtools.modelgen import TINY_MODEL, repo_dir
+from model_cache_devtools.modelgen import TINY_MODEL, repo_dir
 from model_cache_loader import IntegrityError, pull
 from model_cache_loader.memory import (
     TENSOR_OVERHEAD,

@@ -1,6 +1,6 @@
 """Real processes: several pulls racing for one model on one node, and a pull killed mid-download.
 
-S3 is reached through model_cache.devtools.s3proxy with a per-connection bandwidth cap, so a
+S3 is reached through model_cache_devtools.s3proxy with a per-connection bandwidth cap, so a
 download lasts long enough for the processes to overlap and for a kill to land mid-way; the proxy's
 request log counts the bytes S3 really sent.
 """
@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from loader_seed import seed_snapshot
 
-from model_cache.devtools.s3proxy import S3Proxy
+from model_cache_devtools.s3proxy import S3Proxy
 from model_cache_loader import pull
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from loader_seed import repo_files, seed_snapshot
 
-from model_cache.devtools.modelgen import TINY_MODEL, repo_dir
+from model_cache_devtools.modelgen import TINY_MODEL, repo_dir
 from model_cache_loader import pull
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

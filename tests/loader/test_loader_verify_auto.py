@@ -19,7 +19,7 @@ import pytest
 from loader_seed import Seeded, seed_snapshot
 from safetensors.numpy import save
 
-from model_cache import layout
+from model_cache.contract import layout
 from model_cache_loader import IntegrityError, pull, transfer
 from model_cache_loader.cli import main as cli_main
 from model_cache_loader.hfcache import RepoCache

@@ -9,12 +9,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from model_cache import layout
-from model_cache import manifest as manifest_mod
-from model_cache.devtools.local_pipeline import load_function_module
-from model_cache.devtools.modelgen import deterministic_bytes, repo_dir
-from model_cache.manifest import FileRecord
-from model_cache.plan import MiB
+from model_cache.contract import layout
+from model_cache.contract import manifest as manifest_mod
+from model_cache.contract.manifest import FileRecord
+from model_cache.pipeline.plan import MiB
+from model_cache_devtools.local_pipeline import load_function_module
+from model_cache_devtools.modelgen import deterministic_bytes, repo_dir
 
 OPS_ORG = "ops-org"
 PART_SIZE = 5 * MiB  # S3's minimum part size, so a 12 MiB file is a 3-part multipart upload

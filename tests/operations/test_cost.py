@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 from ops_support import put_manifest
 
-from model_cache import cli, errors, layout
-from model_cache.cost import GB, Prices, estimate, gets_per_pull, puts_to_write
-from model_cache.manifest import FileRecord
-from model_cache.plan import GiB, MiB
+from model_cache.cli import main as cli
+from model_cache.contract import errors, layout
+from model_cache.contract.manifest import FileRecord
+from model_cache.operations.cost import GB, Prices, estimate, gets_per_pull, puts_to_write
+from model_cache.pipeline.plan import GiB, MiB
 
 
 def publish_fake(s3: Any, bucket: str, repo_id: str, commit: str, sizes: list[int]) -> None:

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from conftest import REPO_ROOT, shared_test_module, unique_name
 
-from model_cache import cli
-from model_cache.devtools import stack_iam
+from model_cache.cli import main as cli
+from model_cache_devtools import stack_iam
 
 pytestmark = pytest.mark.integration
 

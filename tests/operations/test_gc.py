@@ -18,10 +18,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from ops_support import load_handler, put_manifest
 
-from model_cache import cli, errors, gc, layout
-from model_cache import manifest as manifest_mod
-from model_cache.gc import ORPHAN_GRACE_DAYS, SnapshotInfo, collect, decide
-from model_cache.manifest import FileRecord
+from model_cache.cli import main as cli
+from model_cache.contract import errors, layout
+from model_cache.contract import manifest as manifest_mod
+from model_cache.contract.manifest import FileRecord
+from model_cache.operations import gc
+from model_cache.operations.gc import ORPHAN_GRACE_DAYS, SnapshotInfo, collect, decide
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
@@ -186,7 +188,7 @@ def test_gc_deletes_the_manifest_before_the_files(s3: Any, s3_proxy: Any, bucket
     report = collect(proxied, bucket, repo_ids=[repo_id], keep=0, older_than_days=7, now=NOW)
 
     assert [d.commit for d in report.decisions if d.action == "delete"] == [old]
-    # gc's own mark under the work prefix (model_cache.claims) is not part of the snapshot's order.
+    # gc's own mark under the work prefix (model_cache.pipeline.claims) is not part of the snapshot's order.
     deletes = [
         (r.operation, r.method, r.path)
         for r in s3_proxy.requests

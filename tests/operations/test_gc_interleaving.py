@@ -21,11 +21,12 @@ from typing import Any
 import pytest
 from conftest import incomplete_uploads, shared_test_module
 
-from model_cache import errors, layout, steps
-from model_cache.engine import sync
-from model_cache.gc import collect
-from model_cache.plan import MiB
-from model_cache.transfer import s3_client
+from model_cache.adapters.s3 import s3_client
+from model_cache.contract import errors, layout
+from model_cache.operations.gc import collect
+from model_cache.pipeline import steps
+from model_cache.pipeline.engine import sync
+from model_cache.pipeline.plan import MiB
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from model_cache import claims, errors
+from model_cache.contract import errors
+from model_cache.pipeline import claims
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +60,8 @@ def test_gc_renews_its_lease_before_each_batch_and_stops_when_it_cannot(
     WHEN gc deletes the snapshot
     THEN it renewed before the first batch, stops with SnapshotBusy before the second, and the files of
     the batches it did not run are still there."""
-    from model_cache import gc, layout
+    from model_cache.contract import layout
+    from model_cache.operations import gc
 
     monkeypatch.setattr(gc, "_DELETE_BATCH", 2)
     for index in range(5):

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from ops_support import PART_SIZE, load_handler, make_repo, write_files
 
-from model_cache import steps
-from model_cache.engine import sync
-from model_cache.metrics import UNKNOWN_CAUSE, failure_cause
+from model_cache.adapters.metrics import UNKNOWN_CAUSE, failure_cause
+from model_cache.pipeline import steps
+from model_cache.pipeline.engine import sync
 
 
 def emf_documents(text: str) -> list[dict[str, Any]]:

@@ -15,10 +15,12 @@ from botocore.config import Config
 from conftest import REGION, all_keys, failed_clean_problems, incomplete_uploads
 from ops_support import BIG_FILE, PART_SIZE, default_files, make_repo, manifest_at, read, ref_commit, write_files
 
-from model_cache import errors, layout, plan, steps
-from model_cache.audit import audit_snapshot
-from model_cache.engine import sync
-from model_cache.plan import MiB
+from model_cache.contract import errors, layout
+from model_cache.operations.audit import audit_snapshot
+from model_cache.pipeline import finalize, plan, prepare, steps
+from model_cache.pipeline.engine import sync
+from model_cache.pipeline.events import PlanRequest
+from model_cache.pipeline.plan import MiB
 
 pytestmark = pytest.mark.integration
 
@@ -109,13 +111,13 @@ def test_a_big_unchanged_file_is_copied_with_upload_part_copy(
     write_files(hub_root, repo_id, {"README.md": b"# ops test repo, edited\n"})
     hub.requests.clear()
 
-    prepared = steps.prepare_plan(s3, repo_id, "main", bucket=bucket)
+    prepared = prepare.prepare_plan(s3, PlanRequest.create(repo_id, "main", bucket=bucket))
     assert isinstance(prepared, plan.Plan)
     big = prepared.file(BIG_FILE)
     assert big.copy_from is not None
     assert big.multipart
     assert big.part_count == 3
-    steps.cleanup_plan(s3, prepared)
+    finalize.cleanup_plan(s3, prepared)
     result = sync(repo_id, bucket=bucket, part_size=PART_SIZE, concurrency=4, s3=s3)
 
     assert set(hub_file_bytes(hub, repo_id)) == {"README.md"}
@@ -230,7 +232,7 @@ def test_refreshing_an_unchanged_model_costs_one_hub_api_call_and_a_few_s3_reads
     assert result.status == "already_published"
     hub_calls = [(r.method, r.endpoint) for r in hub.requests.matching(repo_id=repo_id)]
     assert hub_calls == [("GET", "api")]
-    # three small reads, and the run's claim for gc (model_cache.claims): written, its folder listed, released
+    # three small reads, and the run's claim for gc (model_cache.pipeline.claims): written, its folder listed, released
     assert s3_proxy.requests.operations() == [
         "PutObject",
         "ListObjectsV2",
@@ -247,8 +249,8 @@ def test_verify_and_cost_see_the_refreshed_and_the_old_snapshot(
     """GIVEN a repo refreshed once (two snapshots)  WHEN cost and gc --keep 0 --older-than 0 run
     THEN cost counts one current and one old snapshot; gc deletes only the old one, and the current one
     still verifies deep; a refresh after that fetches only what changed even though the old one is gone."""
-    from model_cache.cost import estimate
-    from model_cache.gc import collect
+    from model_cache.operations.cost import estimate
+    from model_cache.operations.gc import collect
 
     repo_id = first_sync["repo_id"]
     write_files(hub_root, repo_id, {"README.md": b"# ops test repo, v2\n"})

@@ -1,5 +1,5 @@
 """Incremental refresh through the very ASL in statemachine/, run by moto's Step Functions engine with the
-real handlers (model_cache.devtools.local_pipeline routes Lambda to them in-process): the unchanged files
+real handlers (model_cache_devtools.local_pipeline routes Lambda to them in-process): the unchanged files
 run as a `copy-from` unit on the Lambda branch, the ASL needs no change, and only the changed file comes
 from the Hub."""
 
@@ -14,8 +14,8 @@ import pytest
 from conftest import MotoEndpoint, incomplete_uploads
 from ops_support import PART_SIZE, make_repo, manifest_at, read, ref_commit, write_files
 
-from model_cache import layout
-from model_cache.devtools.local_pipeline import Router, create_stack, executing_state_machines, install_routes
+from model_cache.contract import layout
+from model_cache_devtools.local_pipeline import Router, create_stack, executing_state_machines, install_routes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -83,7 +83,7 @@ def test_the_scheduled_refresh_keeps_a_narrow_request_narrow(
     refresh = stack.run({"refresh": {"source": "schedule"}})
 
     assert refresh["status"] == "SUCCEEDED", refresh.get("cause")
-    [child] = [call.event for call in router.calls("plan")[1:]]
+    [child] = [call.event["request"] for call in router.calls("plan")[1:]]
     assert (child["repo_id"], child["include"], child["exclude"]) == (repo_id, ["config.json"], [])
     snapshot = hub.repo_info(repo_id)
     manifest = manifest_at(s3, bucket, layout.manifest_key("models", repo_id, snapshot.commit))

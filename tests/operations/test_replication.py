@@ -15,7 +15,7 @@ import pytest
 from conftest import unique_name
 from ops_support import PART_SIZE, make_repo
 
-from model_cache.engine import sync
+from model_cache.pipeline.engine import sync
 
 pytestmark = pytest.mark.integration
 

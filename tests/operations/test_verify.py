@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 from ops_support import BIG_FILE, PART_SIZE, make_repo, manifest_at, read
 
-from model_cache import cli, errors, layout
-from model_cache.audit import audit_snapshot
-from model_cache.engine import sync
+from model_cache.cli import main as cli
+from model_cache.contract import errors, layout
+from model_cache.operations.audit import audit_snapshot
+from model_cache.pipeline.engine import sync
 
 pytestmark = pytest.mark.integration
 

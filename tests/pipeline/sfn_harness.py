@@ -1,6 +1,6 @@
 """Run statemachine/model_cache.asl.json in moto's Step Functions engine, against real servers.
 
-A thin test-side wrapper over `model_cache.devtools.local_pipeline` (which `make demo` runs too):
+A thin test-side wrapper over `model_cache_devtools.local_pipeline` (which `make demo` runs too):
 that module says exactly what is real and what is routed (Lambda invocations to the handlers
 in-process, ECS RunTask to the copier as a local process). Here the patches go through pytest's
 MonkeyPatch, so they are undone after each test.
@@ -14,8 +14,8 @@ from types import ModuleType
 import pytest
 from conftest import MotoEndpoint
 
-from model_cache.devtools import local_pipeline
-from model_cache.devtools.local_pipeline import (
+from model_cache_devtools import local_pipeline
+from model_cache_devtools.local_pipeline import (
     ACCOUNT,
     FUNCTION_FOLDERS,
     MIB,

@@ -16,8 +16,9 @@ import pytest
 from conftest import MotoEndpoint, incomplete_uploads, shared_test_module
 from sfn_harness import Router, create_stack, executing_state_machines, install_routes
 
-from model_cache import errors, steps
-from model_cache.plan import MiB
+from model_cache.contract import errors
+from model_cache.pipeline import steps
+from model_cache.pipeline.plan import MiB
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import EVENTS_DIR, REPO_ROOT
 from sfn_harness import ASL_PATH, FUNCTIONS_DIR, load_handler_module, render_module
 
-from model_cache import errors
+from model_cache.contract import errors
 
 LAMBDA_TRANSIENT = {
     "Lambda.ServiceException",

@@ -16,8 +16,8 @@ import pytest
 from conftest import MotoEndpoint, failed_clean_problems, incomplete_uploads, shared_test_module
 from sfn_harness import MIB, Router, create_stack, executing_state_machines, install_routes
 
-from model_cache import layout
-from model_cache.devtools import modelgen
+from model_cache.contract import layout
+from model_cache_devtools import modelgen
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 support = shared_test_module("reliability_support", "tests/reliability/reliability_support.py")

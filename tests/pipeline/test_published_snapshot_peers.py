@@ -28,8 +28,8 @@ import pytest
 from conftest import MotoEndpoint
 from sfn_harness import Router, create_stack, executing_state_machines, install_routes
 
-from model_cache import layout
-from model_cache.devtools.modelgen import TINY_MODEL, repo_dir
+from model_cache.contract import layout
+from model_cache_devtools.modelgen import TINY_MODEL, repo_dir
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from model_cache.errors import InvalidRequest
-from model_cache.request_message import MAX_EXECUTION_NAME_LENGTH, CacheRequest, parse_request
+from model_cache.contract.errors import InvalidRequest
+from model_cache.pipeline.request_message import MAX_EXECUTION_NAME_LENGTH, CacheRequest, parse_request
 
 pytestmark = pytest.mark.unit
 

@@ -19,9 +19,9 @@ import pytest
 from conftest import LambdaContext, MotoEndpoint, load_event, shared_test_module
 from sfn_harness import Router, Stack, create_stack, executing_state_machines, install_routes
 
-from model_cache import layout
-from model_cache.devtools.local_pipeline import load_handler_module
-from model_cache.plan import MiB
+from model_cache.contract import layout
+from model_cache.pipeline.plan import MiB
+from model_cache_devtools.local_pipeline import load_handler_module
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -23,9 +23,9 @@ import pytest
 from conftest import EVENTS_DIR, LambdaContext, MotoEndpoint, incomplete_uploads, load_event, shared_test_module
 from sfn_harness import Router, create_stack, executing_state_machines, install_routes, refresh_children
 
-from model_cache import layout
-from model_cache.devtools.local_pipeline import load_function_module
-from model_cache.plan import MiB
+from model_cache.contract import layout
+from model_cache.pipeline.plan import MiB
+from model_cache_devtools.local_pipeline import load_function_module
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -67,7 +67,7 @@ def invoke(folder: str, payload: Any) -> Any:
 
 
 def run_copier(payload: dict[str, Any]) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "model_cache.copier", "--event", json.dumps(payload)]
+    command = [sys.executable, "-m", "model_cache.pipeline.copier", "--event", json.dumps(payload)]
     return subprocess.run(command, env=dict(os.environ), capture_output=True, text=True, timeout=300, check=False)
 
 

@@ -17,8 +17,8 @@ import pytest
 from conftest import REGION, MotoEndpoint, all_keys, failed_clean_problems, incomplete_uploads, unique_name
 from sfn_harness import MIB, Router, Stack, create_stack, executing_state_machines, install_routes, refresh_children
 
-from model_cache import layout
-from model_cache.devtools import modelgen
+from model_cache.contract import layout
+from model_cache_devtools import modelgen
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -9,8 +9,8 @@ import boto3
 import pytest
 from conftest import REGION, MotoEndpoint, unique_name
 
-from model_cache import tokens
-from model_cache.tokens import TokenUnavailable, hub_token
+from model_cache.adapters import tokens
+from model_cache.adapters.tokens import TokenUnavailable, hub_token
 
 
 @pytest.fixture

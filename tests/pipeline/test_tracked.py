@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from conftest import REPO_ROOT, LambdaContext
 
-from model_cache.devtools.local_pipeline import load_function_module
-from model_cache.errors import InvalidRequest
-from model_cache.request_message import parse_request
-from model_cache.tracked import parse_tracked, tracked_models
+from model_cache.contract.errors import InvalidRequest
+from model_cache.pipeline.request_message import parse_request
+from model_cache.pipeline.tracked import parse_tracked, tracked_models
+from model_cache_devtools.local_pipeline import load_function_module
 
 SEED_MODELS = (
     "microsoft/DialoGPT-medium,microsoft/phi-2,TinyLlama/TinyLlama-1.1B-Chat-v1.0,"

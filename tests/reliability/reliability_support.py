@@ -238,7 +238,7 @@ FILE_SIZES = {WEIGHT: WEIGHT_SIZE, **{path: len(body) for path, body in SMALL_FI
 
 def build_fault_hub(root: Path) -> Path:
     """A Hub root with FAULT_REPO: one 12 MiB synthetic weight (3 parts of 5 MiB) and two small files."""
-    from model_cache.devtools import modelgen
+    from model_cache_devtools import modelgen
 
     modelgen.write_synthetic_repo(root / FAULT_REPO, {WEIGHT: (WEIGHT_SIZE, 11)}, small_files=SMALL_FILES)
     return root
@@ -261,24 +261,24 @@ class RetryLog:
 def fast_hub_retries(monkeypatch: Any, *, read_timeout: float = 1.0) -> RetryLog:
     """Make every HubReader the engine and steps build use short backoffs and a short read timeout.
 
-    engine.sync and steps.copy_unit build `HubReader(...)` with the default `transfer.RetryPolicy()`;
-    the policy's fields are the knobs transfer exposes, so this swaps in a policy class with small
+    engine.sync and steps.copy_unit build `HubReader(...)` with the default `hub_reader.RetryPolicy()`;
+    the policy's fields are the knobs the Hub reader exposes, so this swaps in a policy class with small
     defaults (same attempts, same Retry-After handling) whose sleep is recorded.
     """
-    from model_cache import transfer
+    from model_cache.adapters import hub_reader
 
     log = RetryLog()
     timeout = read_timeout
 
     @dataclass
-    class FastPolicy(transfer.RetryPolicy):
+    class FastPolicy(hub_reader.RetryPolicy):
         base_delay: float = 0.01
         max_delay: float = 0.05
         connect_timeout: float = 2.0
         read_timeout: float = timeout
         sleep: Any = field(default=log.sleep, repr=False)
 
-    monkeypatch.setattr(transfer, "RetryPolicy", FastPolicy)
+    monkeypatch.setattr(hub_reader, "RetryPolicy", FastPolicy)
     return log
 
 
@@ -300,7 +300,7 @@ class Outcome:
 
 def attempt(run: Any, *args: Any, **kwargs: Any) -> Outcome:
     """Run one trial; a domain error is an outcome to check, anything else a bug that fails the test."""
-    from model_cache import errors
+    from model_cache.contract import errors
 
     try:
         return Outcome(result=run(*args, **kwargs))

@@ -34,9 +34,9 @@ from reliability_support import (
     new_bucket,
 )
 
-from model_cache.devtools.hub import HubServer
-from model_cache.devtools.s3proxy import S3Proxy
-from model_cache.engine import sync
+from model_cache.pipeline.engine import sync
+from model_cache_devtools.hub import HubServer
+from model_cache_devtools.s3proxy import S3Proxy
 from model_cache_loader import pull
 from model_cache_loader.errors import IntegrityError
 

@@ -38,11 +38,13 @@ from reliability_support import (
     new_bucket,
 )
 
-from model_cache import errors, hubapi, layout, steps
-from model_cache.devtools.hub import HubServer
-from model_cache.devtools.s3proxy import S3Proxy
-from model_cache.engine import sync
-from model_cache.transfer import s3_client
+from model_cache.adapters import hubapi
+from model_cache.adapters.s3 import s3_client
+from model_cache.contract import errors, layout
+from model_cache.pipeline import steps
+from model_cache.pipeline.engine import sync
+from model_cache_devtools.hub import HubServer
+from model_cache_devtools.s3proxy import S3Proxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -558,7 +560,7 @@ def test_a_throttled_start_execution_is_a_failed_item_not_a_duplicate(
     redelivery, with Step Functions healthy, starts the execution (fault-table row: no message lost)."""
     from botocore.stub import Stubber
 
-    from model_cache import request_message
+    from model_cache.pipeline import request_message
 
     handler, arn = request_handler
     table = FaultTable("StartExecution throttled")

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from conftest import failed_clean_problems, incomplete_uploads, seed_snapshot
 
-from model_cache.devtools import modelgen
+from model_cache_devtools import modelgen
 
 pytestmark = pytest.mark.integration
 

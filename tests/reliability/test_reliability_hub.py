@@ -25,8 +25,8 @@ from reliability_support import (
     new_bucket,
 )
 
-from model_cache.devtools.hub import HubServer
-from model_cache.engine import sync
+from model_cache.pipeline.engine import sync
+from model_cache_devtools.hub import HubServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -20,10 +20,10 @@ import pytest
 from conftest import REGION, REPO_ROOT, LambdaContext, MotoEndpoint, shared_test_module
 from reliability_support import SEED, check_bucket, figures_wanted
 
-from model_cache import steps
-from model_cache.devtools import modelgen
-from model_cache.devtools.hub import HubServer
-from model_cache.request_message import parse_request
+from model_cache.pipeline import steps
+from model_cache.pipeline.request_message import parse_request
+from model_cache_devtools import modelgen
+from model_cache_devtools.hub import HubServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -26,7 +26,7 @@ import pytest
 from conftest import seed_snapshot
 from reliability_support import SEED, FaultTable, MiB, check_loader_cache, new_bucket
 
-from model_cache.devtools.s3proxy import S3Proxy
+from model_cache_devtools.s3proxy import S3Proxy
 from model_cache_loader import pull
 from model_cache_loader.errors import CacheWriteError
 

@@ -1,8 +1,8 @@
 """Pipeline-level faults: a copy unit killed mid-part and retried, and two executions of one model at once.
 
-The state machine's tasks are driven as Step Functions drives them (model_cache.steps: plan ->
+The state machine's tasks are driven as Step Functions drives them (model_cache.pipeline.steps: plan ->
 copy_unit per Map item -> finalize -> publish, cleanup on every way out). The killed unit is a real
-`python -m model_cache.copier` process SIGKILLed while a part is streaming (the Hub double caps the
+`python -m model_cache.pipeline.copier` process SIGKILLed while a part is streaming (the Hub double caps the
 weight's bandwidth so a part takes about a second), then the same Map item runs again, as a
 Step Functions retry would.
 """
@@ -36,9 +36,10 @@ from reliability_support import (
     new_bucket,
 )
 
-from model_cache import layout, steps
-from model_cache.devtools.hub import HubServer
-from model_cache.engine import sync
+from model_cache.contract import layout
+from model_cache.pipeline import steps
+from model_cache.pipeline.engine import sync
+from model_cache_devtools.hub import HubServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -58,7 +59,7 @@ def kill_copier_mid_part(s3: Any, bucket: str, planned: dict[str, Any], item: di
     """Run the unit as the Fargate copier process; SIGKILL it once `parts` parts are in S3 (the next
     one is streaming through the capped Hub). Returns the process's exit status."""
     victim = subprocess.Popen(
-        [sys.executable, "-m", "model_cache.copier", "--event", json.dumps(item)],
+        [sys.executable, "-m", "model_cache.pipeline.copier", "--event", json.dumps(item)],
         env=dict(os.environ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -1,7 +1,7 @@
 """S3 faults during engine.sync: 503 SlowDown and connection resets on UploadPart and
-CompleteMultipartUpload, injected by the S3 proxy (model_cache.devtools.s3proxy) in front of moto.
+CompleteMultipartUpload, injected by the S3 proxy (model_cache_devtools.s3proxy) in front of moto.
 
-The engine's own S3 client (transfer.s3_client: botocore standard retries, 6 attempts) goes through
+The engine's own S3 client (s3.s3_client: botocore standard retries, 6 attempts) goes through
 the proxy; the checks read moto directly. Each trial picks the operation, the fault and how often
 it fires from random.Random(SEED); every one must end published with verified bytes, no upload open.
 """
@@ -23,10 +23,10 @@ from reliability_support import (
     new_bucket,
 )
 
-from model_cache.devtools.hub import HubServer
-from model_cache.devtools.s3proxy import S3Proxy
-from model_cache.engine import sync
-from model_cache.transfer import s3_client
+from model_cache.adapters.s3 import s3_client
+from model_cache.pipeline.engine import sync
+from model_cache_devtools.hub import HubServer
+from model_cache_devtools.s3proxy import S3Proxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -12,8 +12,8 @@ import boto3
 import pytest
 from conftest import REGION, incomplete_uploads, shared_test_module
 
-from model_cache import steps
-from model_cache.devtools.s3proxy import S3Proxy
+from model_cache.pipeline import steps, work_files
+from model_cache_devtools.s3proxy import S3Proxy
 
 pytestmark = pytest.mark.integration
 
@@ -38,9 +38,9 @@ def test_each_completion_touches_only_its_file_and_finalize_reads_no_file(
     repo_id = ops.make_repo(hub_root, files)
     proxied = boto3.client("s3", region_name=REGION, endpoint_url=s3_proxy.url)
     planned = steps.plan({"repo_id": repo_id, "bucket": bucket, "options": OPTIONS}, s3=s3)
-    for item in steps.unit_items(steps.load_plan(s3, planned)):
+    for item in steps.unit_items(work_files.load_plan(s3, planned)):
         steps.copy_unit(item, s3=s3)
-    items = steps.completion_items(steps.load_plan(s3, planned))
+    items = work_files.completion_items(work_files.load_plan(s3, planned))
     assert [item["path"] for item in items] == ["a.safetensors", "b.safetensors"]
 
     # WHEN each file is completed by its own task  THEN that task completes and reads back its own key only

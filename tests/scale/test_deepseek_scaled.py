@@ -18,10 +18,10 @@ import pytest
 from conftest import MotoEndpoint, incomplete_uploads, shared_test_module
 
 from bench import scale
-from model_cache import limits, plan
-from model_cache.devtools import modelgen, synthetic
-from model_cache.devtools.local_pipeline import Router, create_stack, executing_state_machines
-from model_cache.plan import PlanOptions
+from model_cache.pipeline import limits, plan
+from model_cache.pipeline.plan import PlanOptions
+from model_cache_devtools import modelgen, synthetic
+from model_cache_devtools.local_pipeline import Router, create_stack, executing_state_machines
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 from conftest import MotoEndpoint, incomplete_uploads, shared_test_module
 
-from model_cache import errors, steps
-from model_cache.devtools import modelgen, synthetic
-from model_cache.devtools.local_pipeline import Router, create_stack, executing_state_machines
-from model_cache.plan import GiB, TiB
+from model_cache.contract import errors
+from model_cache.pipeline import steps
+from model_cache.pipeline.plan import GiB, TiB
+from model_cache_devtools import modelgen, synthetic
+from model_cache_devtools.local_pipeline import Router, create_stack, executing_state_machines
 
 sfn_harness = shared_test_module("sfn_harness", "tests/pipeline/sfn_harness.py")
 

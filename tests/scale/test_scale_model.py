@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from bench import scale
-from model_cache import limits
-from model_cache.plan import S3_MAX_PART_SIZE, S3_MIN_PART_SIZE
+from model_cache.pipeline import limits
+from model_cache.pipeline.plan import S3_MAX_PART_SIZE, S3_MIN_PART_SIZE
 
 pytestmark = pytest.mark.unit
 

@@ -2,7 +2,7 @@
 
 Every row names the AWS page that states the rule. The requests are ordinary boto3 calls to the
 session's moto server, signed with a registered principal's keys; the decision is made by
-model_cache.devtools.s3_authz in front of moto (the evaluation logic itself is iam_policy).
+model_cache_devtools.s3_authz in front of moto (the evaluation logic itself is iam_policy).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import pytest
 from botocore.exceptions import ClientError
 from conftest import REGION, MotoEndpoint, client_as
 
-from model_cache.devtools import s3_authz
-from model_cache.devtools.iam_policy import Request, condition_holds, evaluate
-from model_cache.devtools.s3_authz import Principal
+from model_cache_devtools import s3_authz
+from model_cache_devtools.iam_policy import Request, condition_holds, evaluate
+from model_cache_devtools.s3_authz import Principal
 
 pytestmark = pytest.mark.integration
 

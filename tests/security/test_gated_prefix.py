@@ -15,9 +15,9 @@ import pytest
 from conftest import REGION, MotoEndpoint, shared_test_module, unique_name
 from test_security_template import as_list, statements_of, sub_text, template
 
-from model_cache import layout
-from model_cache.devtools import modelgen
-from model_cache.devtools.local_pipeline import Router, create_stack, executing_state_machines
+from model_cache.contract import layout
+from model_cache_devtools import modelgen
+from model_cache_devtools.local_pipeline import Router, create_stack, executing_state_machines
 
 sfn_harness = shared_test_module("sfn_harness", "tests/pipeline/sfn_harness.py")
 GATED_PREFIX = "gated-models"

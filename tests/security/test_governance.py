@@ -1,5 +1,5 @@
 """Who may ask for what, and how much: each rule of the platform's request policy refuses with its own named
-error, before anything is written (model_cache.governance, set by the template's parameters).
+error, before anything is written (model_cache.pipeline.governance, set by the template's parameters).
 
 The Plan task runs against the Hub double and moto's S3; the request Lambda against moto's SQS-shaped events
 and Step Functions.
@@ -19,8 +19,9 @@ import boto3
 import pytest
 from conftest import LambdaContext, MotoEndpoint, incomplete_uploads, load_event, shared_test_module
 
-from model_cache import errors, steps
-from model_cache.devtools.local_pipeline import Router, create_stack, executing_state_machines
+from model_cache.contract import errors
+from model_cache.pipeline import steps, work_files
+from model_cache_devtools.local_pipeline import Router, create_stack, executing_state_machines
 
 pytestmark = pytest.mark.integration
 
@@ -108,7 +109,7 @@ def test_within_the_policy_the_request_is_cached_and_the_manifest_names_its_requ
     monkeypatch.setenv("MODEL_CACHE_MAX_REPO_FILES", "100")
     monkeypatch.setenv("MODEL_CACHE_FORCE_SENDERS", PLATFORM)
     planned = steps.plan({"repo_id": repo, "bucket": bucket, "force": True, "requested_by": f"{PLATFORM}:ops"}, s3=s3)
-    for item in steps.unit_items(steps.load_plan(s3, planned)):
+    for item in steps.unit_items(work_files.load_plan(s3, planned)):
         steps.copy_unit(item, s3=s3)
     published = steps.publish(steps.finalize(steps.complete_files(planned, s3=s3), s3=s3), s3=s3)
     manifest = json.loads(s3.get_object(Bucket=bucket, Key=published["manifest_key"])["Body"].read())
@@ -163,7 +164,7 @@ def slots(
     real request queue with a dead-letter queue (maxReceiveCount 1) to defer to, its own role's id as the
     SenderId moto gives every message, and no deferral delay (the backoff itself is tested on its own).
     Yields (module, state machine ARN, sqs client, queue URL, dead-letter queue URL)."""
-    from model_cache import request_message
+    from model_cache.pipeline import request_message
 
     module, arn = request_handler
     sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=aws.url)
@@ -304,7 +305,7 @@ def test_the_limit_is_exact_under_concurrent_request_lambdas(
     """GIVEN a bound of three executions in flight  WHEN eight request Lambdas accept eight different requests
     at the same instant  THEN exactly three executions start and five are refused for capacity (each slot is
     taken by a conditional write on the ledger, so two Lambdas never take the last slot twice)."""
-    from model_cache.request_message import accept_request
+    from model_cache.pipeline.request_message import accept_request
 
     _, arn, _, _, _ = slots
     monkeypatch.setenv("MODEL_CACHE_MAX_EXECUTIONS", "3")
@@ -327,7 +328,7 @@ def test_a_start_the_listing_does_not_show_yet_still_holds_its_slot(s3: Any, buc
     """GIVEN ListExecutions lagging (AWS documents it as eventually consistent: it shows nothing yet)
     WHEN two slots are taken under a bound of two  THEN a third is refused; once its execution is described as
     ended, a slot is free again."""
-    from model_cache import inflight
+    from model_cache.pipeline import inflight
 
     ended: set[str] = set()
     ledger = inflight.InFlightLedger(
@@ -347,7 +348,7 @@ def test_the_deferral_delay_is_full_jitter_under_a_doubling_ceiling(deferrals: i
     [15 s, min(900 s, 30 s x 2^n)] and the draws spread over that range (not a fixed value)."""
     import random
 
-    from model_cache.request_message import defer_delay
+    from model_cache.pipeline.request_message import defer_delay
 
     rng = random.Random(deferrals)
     ceiling = min(900, 30 * 2**deferrals)
@@ -380,7 +381,7 @@ def test_a_request_over_quota_ends_the_execution_at_plan_failed(
 
 def copied_and_verified(s3: Any, planned: dict[str, Any]) -> dict[str, Any]:
     """The tasks between Plan and Publish, run in order: every unit copied, files completed and verified."""
-    for item in steps.unit_items(steps.load_plan(s3, planned)):
+    for item in steps.unit_items(work_files.load_plan(s3, planned)):
         steps.copy_unit(item, s3=s3)
     return steps.finalize(steps.complete_files(planned, s3=s3), s3=s3)
 

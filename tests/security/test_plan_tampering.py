@@ -1,6 +1,6 @@
 """A plan.json that someone with write access to the work prefix altered can name no place a real plan would not.
 
-Every task loads its plan from S3 (`steps.load_plan`); `Plan.from_json` checks each field that names a bucket,
+Every task loads its plan from S3 (`work_files.load_plan`); `Plan.from_json` checks each field that names a bucket,
 prefix, key or folder, so a tampered plan fails with InvalidRequest before any task acts on it, and cleanup
 (which deletes the plan's work folder) deletes nothing else.
 """
@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from model_cache import errors, layout, steps
-from model_cache.plan import Plan
+from model_cache.contract import errors, layout
+from model_cache.pipeline import steps
+from model_cache.pipeline.plan import Plan
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ import pytest
 from conftest import REPO_ROOT
 from test_security_template import template
 
-from model_cache.devtools import stack_iam
-from model_cache.devtools.iam_policy import Request, matching
+from model_cache_devtools import stack_iam
+from model_cache_devtools.iam_policy import Request, matching
 
 pytestmark = pytest.mark.unit
 
@@ -27,7 +27,7 @@ TLS = {"aws:SecureTransport": "true"}
 
 
 def deployment(sender_arns: list[str]) -> stack_iam.StackIam:
-    """template.yaml rendered for a stack with a gated prefix and these sender ARNs (model_cache.devtools.stack_iam)."""
+    """template.yaml rendered for a stack with a gated prefix and these sender ARNs (model_cache_devtools.stack_iam)."""
     return stack_iam.render_stack_iam(
         REPO_ROOT / "template.yaml",
         stack_name=STACK,

@@ -2,7 +2,7 @@
 
 Each row of the review that evaluated the roles on AWS is a test here. The roles, the boundary and
 the bucket policy are rendered from template.yaml (and the kro RGD) for the stack the test deploys
-(model_cache.devtools.stack_iam); the code signs with that role's keys (s3_authz.acting_as, or the
+(model_cache_devtools.stack_iam); the code signs with that role's keys (s3_authz.acting_as, or the
 role's keys in a subprocess's environment), and the world in front of moto decides as S3 and IAM do.
 """
 
@@ -20,12 +20,14 @@ import pytest
 from botocore.exceptions import ClientError
 from conftest import REGION, MotoEndpoint, client_as, shared_test_module, unique_name
 
-from model_cache import layout, publish, refresh, tracked
-from model_cache.devtools import modelgen, s3_authz, stack_iam
-from model_cache.devtools.local_pipeline import Router, Stack, create_stack, executing_state_machines, install_routes
-from model_cache.devtools.s3_authz import Principal
-from model_cache.errors import AccessDenied
-from model_cache.transfer import _key_exists, s3_client
+from model_cache.adapters.s3 import s3_client
+from model_cache.contract import layout
+from model_cache.contract.errors import AccessDenied
+from model_cache.pipeline import publish, refresh, tracked
+from model_cache.pipeline.s3_copy import _key_exists
+from model_cache_devtools import modelgen, s3_authz, stack_iam
+from model_cache_devtools.local_pipeline import Router, Stack, create_stack, executing_state_machines, install_routes
+from model_cache_devtools.s3_authz import Principal
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -128,7 +130,7 @@ def test_tracked_models_reads_the_cached_refs_and_manifests(router: Router, aws:
 def test_the_request_lambda_takes_a_missing_ref_for_not_cached(
     router: Router, aws: MotoEndpoint, bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from model_cache.request_message import cached_result_stands, parse_request
+    from model_cache.pipeline.request_message import cached_result_stands, parse_request
 
     # GIVEN a stack with nothing cached
     stack = create_stack(aws, router, bucket)
@@ -144,7 +146,7 @@ def test_the_request_lambda_takes_a_missing_ref_for_not_cached(
 def test_the_request_lambda_takes_execution_slots_and_writes_nothing_else(
     router: Router, aws: MotoEndpoint, bucket: str
 ) -> None:
-    from model_cache import inflight
+    from model_cache.pipeline import inflight
 
     # GIVEN a stack with no execution slot taken yet
     stack = create_stack(aws, router, bucket)
@@ -257,8 +259,9 @@ def customer_key(aws: MotoEndpoint) -> str:
 def test_with_a_customer_kms_key_the_pipeline_refresh_gc_requests_and_pods_work(
     router: Router, aws: MotoEndpoint, bucket: str, customer_key: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
-    from model_cache import gc, inflight
-    from model_cache.request_message import cached_result_stands, parse_request
+    from model_cache.operations import gc
+    from model_cache.pipeline import inflight
+    from model_cache.pipeline.request_message import cached_result_stands, parse_request
 
     # GIVEN a stack whose bucket encrypts with a customer managed key (KmsKeyArn)
     stack = create_stack(aws, router, bucket, kms_key_arn=customer_key)
@@ -384,7 +387,7 @@ def test_each_role_is_refused_outside_its_need(router: Router, aws: MotoEndpoint
 def test_finalize_takes_its_own_bad_write_off_and_aborts_a_redundant_upload(
     router: Router, aws: MotoEndpoint, bucket: str
 ) -> None:
-    from model_cache.transfer import StoredObject, delete_own_write
+    from model_cache.pipeline.multipart import StoredObject, delete_own_write
 
     # GIVEN an object this run's finalize completed (it failed its check) and an upload another run made redundant
     stack = create_stack(aws, router, bucket)
@@ -420,7 +423,7 @@ def test_cleanup_run_again_after_it_removed_the_work_files_is_a_no_op(
 def test_plan_undoes_its_uploads_and_its_claim_when_it_cannot_finish(
     router: Router, aws: MotoEndpoint, bucket: str
 ) -> None:
-    from model_cache import claims
+    from model_cache.pipeline import claims
 
     # GIVEN a plan that started an upload and wrote its claim, then failed to write plan.json
     stack = create_stack(aws, router, bucket)
@@ -442,7 +445,7 @@ def test_plan_undoes_its_uploads_and_its_claim_when_it_cannot_finish(
 def model_cache_cli(who: Principal, *args: str) -> subprocess.CompletedProcess[str]:
     """A documented operator command, as the operator runs it: the `model-cache` CLI with that role's keys."""
     env = {**os.environ, **who.credentials()}
-    command = [sys.executable, "-m", "model_cache.cli", *args]
+    command = [sys.executable, "-m", "model_cache.cli.main", *args]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
 
 
@@ -470,7 +473,7 @@ def test_operator_commands_run_as_the_operator_and_no_one_else(router: Router, a
 
 
 def test_only_tagged_or_listed_senders_may_request_a_model(router: Router, aws: MotoEndpoint, bucket: str) -> None:
-    from model_cache.devtools.local_pipeline import add_request_queue
+    from model_cache_devtools.local_pipeline import add_request_queue
 
     # GIVEN a stack's request queue under the template's queue policy, and the RequestSenderPolicy output
     stack = create_stack(aws, router, bucket)

@@ -374,7 +374,8 @@ def sub_text(value: Any) -> str:
 def test_every_s3_object_grant_is_under_the_cache_or_work_prefix() -> None:
     """GIVEN every Allow of an S3 object action  THEN each resource is an object key under `${CachePrefix}/` or
     `${WorkPrefix}/` of the cache bucket (or the replica bucket, for the replication role), or, for reads by the
-    Ray pods' boundary, the loader's releases (`model-cache-loader/`, model_cache.loader_release): no `${Bucket}/*`."""
+    Ray pods' boundary, the loader's releases (`model-cache-loader/`, model_cache.operations.loader_release):
+    no `${Bucket}/*`."""
     outside = []
     for statement in all_statements():
         if statement.effect != "Allow" or not any(a.startswith("s3:") and "Bucket" not in a for a in statement.actions):

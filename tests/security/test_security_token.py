@@ -22,9 +22,10 @@ import pytest
 from conftest import REGION, MotoEndpoint, unique_name
 from security_support import leaks, sfn_harness
 
-from model_cache import cli, tokens
-from model_cache.devtools import modelgen
-from model_cache.devtools.hub import HubServer
+from model_cache.adapters import tokens
+from model_cache.cli import main as cli
+from model_cache_devtools import modelgen
+from model_cache_devtools.hub import HubServer
 from model_cache_loader import pull
 from model_cache_loader.errors import LoaderError
 

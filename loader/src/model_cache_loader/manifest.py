@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
-import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
 from model_cache_loader.errors import ManifestError
+from model_cache_loader.layout import repo_path_problem
 from model_cache_loader.schema import manifest_validator
 
 
 @dataclass(frozen=True)
 class ManifestFile:
+    """One file of a snapshot as its manifest lists it (docs/architecture.md 3.2): what the pipeline copied
+    and verified, and what the loader fetches and checks. The core's `FileRecord` is this class."""
+
     path: str
     size: int
     sha256: str
@@ -25,6 +28,24 @@ class ManifestFile:
     # A pin is a promise the bytes cannot change, so S3's "null" version (overwritten in place in a
     # bucket without versioning) is no pin: parse_manifest reads it as None.
     version_id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest's entry for this file, in the order the pipeline has always written it."""
+        return {
+            "path": self.path,
+            "size": self.size,
+            "sha256": self.sha256,
+            "git_oid": self.git_oid,
+            "lfs": self.lfs,
+            "key": self.key,
+            "version_id": self.version_id,
+            "crc64nvme": self.crc64nvme,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ManifestFile:
+        """A record as `to_json` wrote it (the pipeline's work files); manifests are read by parse_manifest."""
+        return cls(**data)
 
     @property
     def blob_name(self) -> str:
@@ -45,23 +66,7 @@ class Manifest:
 
 def check_repo_path(path: str) -> str:
     """Refuse a manifest path that could escape the snapshot directory or collide on disk."""
-    problem = None
-    if not path:
-        problem = "is empty"
-    elif path.startswith("/"):
-        problem = "is absolute"
-    elif "\\" in path:
-        problem = "contains a backslash"
-    elif "\x00" in path:
-        problem = "contains a NUL"
-    elif any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in path):
-        problem = "contains a control character"
-    elif any(segment == "" for segment in path.split("/")):
-        problem = "has an empty segment"
-    elif any(segment in (".", "..") for segment in path.split("/")):
-        problem = "has a '.' or '..' segment"
-    elif unicodedata.normalize("NFC", path) != path:
-        problem = "is not in Unicode NFC form"
+    problem = repo_path_problem(path)
     if problem:
         raise ManifestError(
             f"manifest file path {path!a} {problem}; refusing the whole manifest (nothing written). "

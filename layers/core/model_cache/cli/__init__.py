@@ -1,0 +1,1 @@
+"""`model-cache`, the command line: the top floor; nothing imports it."""
