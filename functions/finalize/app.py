@@ -16,6 +16,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from model_cache.adapters.metrics import counted_failure
 from model_cache.pipeline import steps
+from model_cache.pipeline.events import CompleteFileTask, FinalizeTask
 
 logger = Logger()
 tracer = Tracer()
@@ -28,12 +29,12 @@ metrics = Metrics()
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if isinstance(event, dict) and "path" in event:
         with counted_failure("complete-file", logger, metrics):
-            completed = steps.complete_file(event)
+            completed = steps.complete_file(CompleteFileTask.from_event(event))
         logger.info("file completed", extra=completed)
         metrics.add_metric(name="FilesReadBack", unit=MetricUnit.Count, value=int(completed["read_back"]))
         return completed
     with counted_failure("finalize", logger, metrics):
-        result = steps.finalize(event)
+        result = steps.finalize(FinalizeTask.from_event(event))
     logger.info(
         "finalize done", extra={key: result[key] for key in ("status", "files", "total_bytes", "verified_by_read_back")}
     )

@@ -15,6 +15,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from model_cache.adapters.metrics import counted_failure
 from model_cache.adapters.tokens import hub_token
 from model_cache.pipeline import steps
+from model_cache.pipeline.events import PlanRequest
 
 logger = Logger()
 tracer = Tracer()
@@ -26,7 +27,7 @@ metrics = Metrics()
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     with counted_failure("plan", logger, metrics):
-        result = steps.plan(event, token=hub_token())
+        result = steps.plan(PlanRequest.from_event(event), token=hub_token())
     logger.info(
         "planned",
         extra={key: result[key] for key in ("status", "repo_id", "revision", "commit", "unit_count", "total_bytes")},

@@ -14,6 +14,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from model_cache.adapters.metrics import counted_failure
 from model_cache.adapters.tokens import hub_token
 from model_cache.pipeline import steps
+from model_cache.pipeline.events import PublishTask
 
 logger = Logger()
 tracer = Tracer()
@@ -25,7 +26,7 @@ metrics = Metrics()
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     with counted_failure("publish", logger, metrics):
-        result = steps.publish(event, token=hub_token())
+        result = steps.publish(PublishTask.from_event(event), token=hub_token())
     logger.info(
         "publish done",
         extra={key: result[key] for key in ("status", "repo_id", "revision", "commit", "files", "total_bytes")},

@@ -18,6 +18,7 @@ from sfn_harness import Router, create_stack, executing_state_machines, install_
 
 from model_cache.contract import errors
 from model_cache.pipeline import steps
+from model_cache.pipeline.events import CopyUnitTask
 from model_cache.pipeline.plan import MiB
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -45,11 +46,11 @@ def test_a_unit_that_dies_without_a_result_is_named_and_nothing_is_finalized(
     real_copy_unit = steps.copy_unit
     killed: list[int] = []
 
-    def copy_unit(event: Any, **kwargs: Any) -> Any:
-        if event.get("path") == "b.json":
-            killed.append(event["unit_id"])
+    def copy_unit(task: CopyUnitTask, **kwargs: Any) -> Any:
+        if task.path == "b.json":
+            killed.append(task.unit_id)
             raise TimeoutError("Task timed out after 900.00 seconds")
-        return real_copy_unit(event, **kwargs)
+        return real_copy_unit(task, **kwargs)
 
     monkeypatch.setattr(steps, "copy_unit", copy_unit)
     stack = create_stack(aws, router, bucket, part_size=5 * MiB, unit_size=5 * MiB)

@@ -263,3 +263,21 @@ def test_the_state_machines_request_gives_only_the_request_fields(s3: Any, bucke
     stored = json.loads(s3.get_object(Bucket=bucket, Key=planned["plan_key"])["Body"].read())
     assert (stored["requested_by"], stored["include"], stored["exclude"]) == ("team-nlp", [], [])
     steps.cleanup({**planned, "failed": True}, s3=s3)
+
+
+@pytest.mark.parametrize("wrong_index", ["another file's", "past the plan's files"])
+def test_a_completion_naming_the_wrong_file_index_is_refused(s3: Any, bucket: str, hub: Any, wrong_index: str) -> None:
+    """GIVEN a planned repo and one of its CompleteFiles items
+    WHEN the item's file_index is another file's, or past the end of the plan's files
+    THEN complete_file refuses it with InvalidRequest naming the index and the path, before it completes
+    anything, and cleanup still leaves nothing behind."""
+    planned = steps.plan({"repo_id": modelgen.BIG, "bucket": bucket, "options": SMALL_UNITS}, s3=s3)
+    item = json.loads(s3.get_object(Bucket=bucket, Key=planned["completions_key"])["Body"].read())[0]
+    another_files = (item["file_index"] + 1) % planned["files"]
+    index = another_files if wrong_index == "another file's" else planned["files"] + 5
+    assert index != item["file_index"]
+    with pytest.raises(errors.InvalidRequest, match=rf"file_index {index} is not the index of '{item['path']}'"):
+        steps.complete_file({**item, "file_index": index}, s3=s3)
+    assert incomplete_uploads(s3, bucket) != []  # the upload is still open: nothing was completed
+    steps.cleanup({**planned, "failed": True}, s3=s3)
+    assert incomplete_uploads(s3, bucket) == []

@@ -19,6 +19,7 @@ from typing import Any
 from model_cache.adapters.tokens import hub_token
 from model_cache.contract import errors
 from model_cache.pipeline import steps
+from model_cache.pipeline.events import CopyUnitTask
 
 EVENT_ENV = "MODEL_CACHE_EVENT"
 TASK_TOKEN_ENV = "MODEL_CACHE_TASK_TOKEN"  # noqa: S105 -- the name of a variable, not a secret
@@ -52,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             event = json.loads(raw)
         except ValueError as exc:
             raise errors.InvalidRequest(f"the copy unit is not valid JSON: {exc}") from exc
-        result = steps.copy_unit(event, token=hub_token(), concurrency=args.concurrency)
+        task = CopyUnitTask.from_event(event)
+        result = steps.copy_unit(task, token=hub_token(), concurrency=args.concurrency)
     except errors.ModelCacheError as exc:
         _report(task_token, error=exc)
         print(json.dumps({"error": type(exc).__name__, "cause": str(exc)}), file=sys.stderr)

@@ -15,7 +15,13 @@ from model_cache.contract import errors, ids, layout
 from model_cache.contract.selection import validate_globs
 from model_cache.pipeline.plan import DEFAULT_WORK_PREFIX, PlanOptions, new_plan_id
 from model_cache.pipeline.request_message import validate_requested_by
-from model_cache.pipeline.work_files import require
+
+
+def require(event: dict[str, Any], name: str) -> Any:
+    """A field the event must carry, not null and not empty."""
+    if name not in event or event[name] in (None, ""):
+        raise errors.InvalidRequest(f"event has no {name!r}")
+    return event[name]
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,8 @@ class PlanRequest:
     def from_event(cls, event: Any) -> PlanRequest:
         """The Plan task's event (docs/contributing/internals.md, task 1): a bare 'org/name[@rev]' string, or
         the object the state machine passes. `repo_id` may carry the revision as 'org/name@rev'."""
+        if isinstance(event, cls):
+            return event
         if isinstance(event, str):
             event = {"repo_id": event}
         if not isinstance(event, dict):
@@ -122,3 +130,134 @@ def _with_request_fields(event: dict[str, Any]) -> dict[str, Any]:
         raise errors.InvalidRequest(f"request must be a JSON object, got {type(request).__name__}")
     stack = {name: value for name, value in event.items() if name != "request" and name not in REQUEST_FIELDS}
     return {**stack, **{name: request[name] for name in REQUEST_FIELDS if name in request}}
+
+
+# ---------------------------------------------------------------------------------------------
+# The tasks after Plan: each reads the plan the Plan task stored, named by its bucket and key.
+# ---------------------------------------------------------------------------------------------
+
+
+def _event_object(event: Any) -> dict[str, Any]:
+    if not isinstance(event, dict):
+        raise errors.InvalidRequest(f"event must be a JSON object, got {type(event).__name__}")
+    return event
+
+
+def _index(event: dict[str, Any], name: str) -> int:
+    """A unit id or file index: a whole number, never a bool (JSON `true` is not unit 1)."""
+    value = event.get(name)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise errors.InvalidRequest(f"event has no whole-number {name!r} (got {value!r})")
+    return value
+
+
+@dataclass(frozen=True)
+class PlanRef:
+    """Where a stored plan is: every task after Plan names it so (the ASL passes `$.plan.bucket` and
+    `$.plan.plan_key`; a Map item carries both)."""
+
+    bucket: str
+    plan_key: str
+
+    @classmethod
+    def from_event(cls, event: Any) -> PlanRef:
+        event = _event_object(event)
+        plan_key = require(event, "plan_key")
+        if not isinstance(plan_key, str):
+            raise errors.InvalidRequest(f"plan_key must be a string, got {type(plan_key).__name__}")
+        return cls(bucket=ids.validate_bucket(require(event, "bucket")), plan_key=plan_key)
+
+
+@dataclass(frozen=True)
+class CopyUnitTask:
+    """Task 2's event: one Map item of units.json (the Lambda and the Fargate copier get the same)."""
+
+    plan: PlanRef
+    unit_id: int
+    path: str | None = None  # the unit's first file, for logs and a failure's record
+    files: int = 1  # how many files the unit holds, for the FilesCopied metric
+
+    @classmethod
+    def from_event(cls, event: Any) -> CopyUnitTask:
+        if isinstance(event, cls):
+            return event
+        plan = PlanRef.from_event(event)
+        path = event.get("path")
+        files = event.get("files", 1)
+        return cls(
+            plan=plan,
+            unit_id=_index(event, "unit_id"),
+            path=path if isinstance(path, str) else None,
+            files=files if isinstance(files, int) and not isinstance(files, bool) else 1,
+        )
+
+
+@dataclass(frozen=True)
+class CompleteFileTask:
+    """Task 3a's event: one item of completions.json, a multipart file by its path and its index in the plan."""
+
+    plan: PlanRef
+    path: str
+    file_index: int
+
+    @classmethod
+    def from_event(cls, event: Any) -> CompleteFileTask:
+        if isinstance(event, cls):
+            return event
+        plan = PlanRef.from_event(event)
+        path = require(event, "path")
+        if not isinstance(path, str):
+            raise errors.InvalidRequest(f"path must be a string, got {type(path).__name__}")
+        return cls(plan=plan, path=path, file_index=_index(event, "file_index"))
+
+
+@dataclass(frozen=True)
+class FinalizeTask:
+    """Task 3b's event: gather the plan's verified records, or (`explain`, after a failed Map) say which
+    unit or file failed; `map_error` is the Map's own Error/Cause, quoted in that message."""
+
+    plan: PlanRef
+    explain: bool = False
+    map_error: Any = None
+
+    @classmethod
+    def from_event(cls, event: Any) -> FinalizeTask:
+        if isinstance(event, cls):
+            return event
+        plan = PlanRef.from_event(event)
+        return cls(plan=plan, explain=bool(event.get("explain")), map_error=event.get("map_error"))
+
+
+@dataclass(frozen=True)
+class PublishTask:
+    """Task 4's event: the plan whose verified file list is published."""
+
+    plan: PlanRef
+
+    @classmethod
+    def from_event(cls, event: Any) -> PublishTask:
+        if isinstance(event, cls):
+            return event
+        return cls(plan=PlanRef.from_event(event))
+
+
+@dataclass(frozen=True)
+class CleanupTask:
+    """Task 5's event, on every way out of the copy. It never refuses one: an execution that failed before
+    a plan was stored (no or a bad plan_key) has nothing to clean, and cleanup must not fail in its place."""
+
+    plan: PlanRef | None
+    failed: bool = False
+    error: Any = None  # the failing state's {"Error", "Cause"}, counted by cause in the handler
+
+    @classmethod
+    def from_event(cls, event: Any) -> CleanupTask:
+        if isinstance(event, cls):
+            return event
+        if not isinstance(event, dict):
+            return cls(plan=None)
+        try:
+            plan: PlanRef | None = PlanRef.from_event(event)
+        except errors.InvalidRequest:
+            plan = None
+        return cls(plan=plan, failed=bool(event.get("failed")), error=event.get("error"))

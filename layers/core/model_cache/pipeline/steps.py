@@ -21,7 +21,15 @@ from model_cache.contract import errors, layout
 from model_cache.contract.manifest import FileRecord
 from model_cache.pipeline import claims
 from model_cache.pipeline import publish as publish_mod
-from model_cache.pipeline.events import PlanRequest
+from model_cache.pipeline.events import (
+    CleanupTask,
+    CompleteFileTask,
+    CopyUnitTask,
+    FinalizeTask,
+    PlanRef,
+    PlanRequest,
+    PublishTask,
+)
 from model_cache.pipeline.finalize import cleanup_plan, finalize_file, merge_outcomes
 from model_cache.pipeline.governance import RequestPolicy
 from model_cache.pipeline.multipart import (
@@ -45,7 +53,6 @@ from model_cache.pipeline.work_files import (
     raise_unit_error,
     read_completion_records,
     read_unit_records,
-    require,
     unit_result_key,
     units_key,
 )
@@ -58,7 +65,7 @@ INLINE_UNITS_LIMIT = 16  # keeps every result under ~8 KB; the Map reads units.j
 # ---------------------------------------------------------------------------------------------
 
 
-def plan(event: Any, *, token: str | None = None, s3: Any = None) -> dict[str, Any]:
+def plan(event: PlanRequest | Any, *, token: str | None = None, s3: Any = None) -> dict[str, Any]:
     """Task 1: resolve, plan, start uploads; store plan.json and units.json under the work prefix."""
     request = PlanRequest.from_event(event)
     s3 = s3 or s3_client()
@@ -185,15 +192,14 @@ def _stored_plan(s3: Any, request: PlanRequest) -> Plan | None:
 
 
 def copy_unit(
-    event: Any, *, token: str | None = None, s3: Any = None, concurrency: int | None = None
+    event: CopyUnitTask | Any, *, token: str | None = None, s3: Any = None, concurrency: int | None = None
 ) -> dict[str, Any]:
     """Task 2: copy one unit's parts (Lambda or Fargate), verifying whole files in-stream."""
     started = time.monotonic()
+    task = CopyUnitTask.from_event(event)
+    unit_id = task.unit_id
     s3 = s3 or s3_client()
-    the_plan = load_plan(s3, event)
-    unit_id = event.get("unit_id")
-    if not isinstance(unit_id, int) or isinstance(unit_id, bool):
-        raise errors.InvalidRequest(f"event has no integer 'unit_id' (got {unit_id!r})")
+    the_plan = load_plan(s3, task.plan)
     reader = HubReader(the_plan.repo_id, the_plan.commit, the_plan.endpoint, token)
     outcomes: dict[str, FileOutcome] = {}
     result_key = unit_result_key(the_plan, unit_id)
@@ -220,7 +226,7 @@ def copy_unit(
         # What was already written goes on record, so cleanup can delete it; a domain error goes
         # on record too, so finalize can fail the execution with it.
         failure = _unit_record(unit_id, reader, outcomes, failed=True)
-        failure.update(path=event.get("path"), error=type(exc).__name__, message=str(exc)[:2000])
+        failure.update(path=task.path, error=type(exc).__name__, message=str(exc)[:2000])
         put_json(s3, the_plan.bucket, result_key, failure)
         raise
     put_json(s3, the_plan.bucket, result_key, _unit_record(unit_id, reader, outcomes, failed=False))
@@ -249,19 +255,19 @@ def _unit_record(unit_id: int, reader: HubReader, outcomes: dict[str, FileOutcom
     }
 
 
-def complete_file(event: Any, *, s3: Any = None, token: str | None = None) -> dict[str, Any]:
+def complete_file(event: CompleteFileTask | Any, *, s3: Any = None, token: str | None = None) -> dict[str, Any]:
     """Task 3a, one per multipart file (the CompleteFiles Map): complete its upload and verify it,
     reading it back only when it was split across units. Its record goes to `completed/`.
 
     Its work is one file's, never the model's: at most the Fargate threshold read back, by one Lambda.
     A failure is recorded too, so the execution fails with this file's own error.
     """
+    task = CompleteFileTask.from_event(event)
+    path, file_index = task.path, task.file_index
     s3 = s3 or s3_client()
-    the_plan = load_plan(s3, event)
-    path = require(event, "path")
-    file_index = event.get("file_index")
-    planned = the_plan.file(str(path))
-    if not isinstance(file_index, int) or the_plan.files[file_index].path != planned.path:
+    the_plan = load_plan(s3, task.plan)
+    planned = the_plan.file(path)
+    if file_index >= len(the_plan.files) or the_plan.files[file_index].path != planned.path:
         raise errors.InvalidRequest(f"event's file_index {file_index!r} is not the index of {path!r} in the plan")
     result_key = completion_result_key(the_plan, file_index)
     holders = [unit for unit in the_plan.units if any(item.path == planned.path for item in unit.items)]
@@ -286,29 +292,30 @@ def complete_files(event: Any, *, s3: Any = None) -> dict[str, Any]:
     """Every completion item of a plan, one after another, then the plan's event back: what the
     CompleteFiles Map does, for drivers that run the tasks in one process (tests, the CLI)."""
     s3 = s3 or s3_client()
-    the_plan = load_plan(s3, event)
+    the_plan = load_plan(s3, PlanRef.from_event(event))
     for item in completion_items(the_plan):
         complete_file(item, s3=s3)
     return dict(event)
 
 
-def finalize(event: Any, *, s3: Any = None, token: str | None = None) -> dict[str, Any]:
+def finalize(event: FinalizeTask | Any, *, s3: Any = None, token: str | None = None) -> dict[str, Any]:
     """Task 3b: gather the verified records of every file into files.json.
 
     Its work is bounded whatever the model: it reads the units' and completions' small result records
     and writes one file; it completes no upload and reads no file back (CompleteFiles did, file by
     file). When a copy unit or a completion failed, it fails first with that one's own error.
     """
+    task = FinalizeTask.from_event(event)
     s3 = s3 or s3_client()
-    the_plan = load_plan(s3, event)
+    the_plan = load_plan(s3, task.plan)
     unit_records = read_unit_records(s3, the_plan)
     recorded_ok = {record.get("unit_id") for record in unit_records if not record.get("failed")}
     completions = read_completion_records(s3, the_plan)
     completed = {record["path"]: record for record in completions if not record.get("failed")}
     multipart = {item["path"] for item in completion_items(the_plan)}
-    if event.get("explain") or any(unit.unit_id not in recorded_ok for unit in the_plan.units):
+    if task.explain or any(unit.unit_id not in recorded_ok for unit in the_plan.units):
         # Nothing is gathered while any unit or completion failed or left no result: say which, and stop.
-        explain_copy_failure(the_plan, unit_records, event.get("map_error"), completions)
+        explain_copy_failure(the_plan, unit_records, task.map_error, completions)
     missing = sorted(multipart - set(completed))
     if missing:
         raise_unit_error(completions)
@@ -335,10 +342,11 @@ def finalize(event: Any, *, s3: Any = None, token: str | None = None) -> dict[st
     }
 
 
-def publish(event: Any, *, s3: Any = None, token: str | None = None) -> dict[str, Any]:
+def publish(event: PublishTask | Any, *, s3: Any = None, token: str | None = None) -> dict[str, Any]:
     """Task 4: hash file, manifest, ref, root manifest — in that order."""
+    task = PublishTask.from_event(event)
     s3 = s3 or s3_client()
-    the_plan = load_plan(s3, event)
+    the_plan = load_plan(s3, task.plan)
     raw = publish_mod.get_bytes(s3, the_plan.bucket, files_key(the_plan))
     if raw is None:
         raise errors.InvalidRequest(f"no verified file list at {files_key(the_plan)}: run finalize first")
@@ -348,13 +356,14 @@ def publish(event: Any, *, s3: Any = None, token: str | None = None) -> dict[str
     return {"status": "published", "repo_id": the_plan.repo_id, "revision": the_plan.revision, **published.to_json()}
 
 
-def cleanup(event: Any, *, s3: Any = None, token: str | None = None) -> dict[str, Any]:
+def cleanup(event: CleanupTask | Any, *, s3: Any = None, token: str | None = None) -> dict[str, Any]:
     """Task 5: abort open uploads, delete a failed run's objects, delete the plan's work files."""
-    s3 = s3 or s3_client()
-    if not isinstance(event, dict) or not event.get("plan_key"):
+    task = CleanupTask.from_event(event)
+    if task.plan is None:
         return {"status": "cleaned", "aborted_uploads": 0, "deleted_work_files": 0}
+    s3 = s3 or s3_client()
     try:
-        the_plan = load_plan(s3, event)
+        the_plan = load_plan(s3, task.plan)
     except errors.InvalidRequest:
         return {"status": "cleaned", "aborted_uploads": 0, "deleted_work_files": 0}
     counts = cleanup_plan(s3, the_plan)

@@ -10,8 +10,8 @@ from typing import Any
 
 from model_cache.adapters.s3 import list_keys
 from model_cache.contract import errors, layout
-from model_cache.contract.ids import validate_bucket
 from model_cache.pipeline import publish as publish_mod
+from model_cache.pipeline.events import PlanRef
 from model_cache.pipeline.plan import Plan
 from model_cache.pipeline.transfer import FileOutcome
 
@@ -20,20 +20,12 @@ def put_json(s3: Any, bucket: str, key: str, data: Any) -> None:
     publish_mod.put_bytes(s3, bucket, key, json.dumps(data, separators=(",", ":")).encode(), "application/json")
 
 
-def require(event: dict[str, Any], name: str) -> Any:
-    if name not in event or event[name] in (None, ""):
-        raise errors.InvalidRequest(f"event has no {name!r}")
-    return event[name]
-
-
-def load_plan(s3: Any, event: dict[str, Any]) -> Plan:
-    if not isinstance(event, dict):
-        raise errors.InvalidRequest(f"event must be a JSON object, got {type(event).__name__}")
-    bucket = validate_bucket(require(event, "bucket"))
-    plan_key = require(event, "plan_key")
-    data = publish_mod.get_json(s3, bucket, plan_key)
+def load_plan(s3: Any, where: PlanRef | dict[str, Any]) -> Plan:
+    """The plan stored at `where` (a task's `PlanRef`, or an event or result naming bucket and plan_key)."""
+    ref = where if isinstance(where, PlanRef) else PlanRef.from_event(where)
+    data = publish_mod.get_json(s3, ref.bucket, ref.plan_key)
     if data is None:
-        raise errors.InvalidRequest(f"no plan at s3://{bucket}/{plan_key}: run the plan task first")
+        raise errors.InvalidRequest(f"no plan at s3://{ref.bucket}/{ref.plan_key}: run the plan task first")
     return Plan.from_json(data)
 
 
