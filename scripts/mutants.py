@@ -418,6 +418,14 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     # --- typed task events: parsed once at the edge (issue 26) --------------------------------------
     Mutant(
+        "contract: the bucket rule takes any string, for the pipeline and the loader alike",
+        f"{LOADER}/layout.py",
+        "    if isinstance(bucket, str) and _BUCKET_RE.match(bucket):",
+        "    if isinstance(bucket, str):",
+        ("tests/contract/test_ids.py", "tests/pipeline/test_task_events.py"),
+        "a bad bucket name is refused at the edge, naming it, not taken for an unreachable S3",
+    ),
+    Mutant(
         "events: a unit id of JSON true is unit 1",
         f"{CORE}/pipeline/events.py",
         "    if not isinstance(value, int) or isinstance(value, bool) or value < 0:",

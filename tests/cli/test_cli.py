@@ -137,4 +137,4 @@ def test_a_bucket_given_as_a_uri_is_a_usage_error(value: str, capsys: pytest.Cap
     with pytest.raises(SystemExit) as exited:
         run("ls", "--bucket", value)
     assert exited.value.code == errors.InvalidRequest.exit_code
-    assert "not a valid S3 bucket name" in capsys.readouterr().err
+    assert "is not an S3 bucket name" in capsys.readouterr().err

@@ -8,10 +8,13 @@ from model_cache.contract.errors import InvalidRequest
 from model_cache.contract.ids import (
     is_commit_id,
     parse_repo_ref,
+    validate_bucket,
     validate_repo_id,
     validate_repo_path,
     validate_revision,
 )
+from model_cache_loader import layout as rules
+from model_cache_loader.errors import UsageError
 
 pytestmark = pytest.mark.unit
 
@@ -113,3 +116,38 @@ def test_parse_repo_ref_splits_revision() -> None:
     assert parse_repo_ref("  gpt2 ") == ("gpt2", None)
     with pytest.raises(InvalidRequest, match="revision"):
         parse_repo_ref("gpt2@")
+
+
+@pytest.mark.parametrize(
+    ("bucket", "is_a_bucket_name"),
+    [
+        ("model-cache-bucket", True),
+        ("a.b-c", True),
+        ("abc", True),
+        ("a" * 63, True),
+        ("ab", False),
+        ("a" * 64, False),
+        ("Bad_Bucket", False),
+        ("-leading-hyphen", False),
+        ("trailing.", False),
+        ("s3://model-cache-bucket", False),
+        ("", False),
+    ],
+)
+def test_the_pipeline_and_the_loader_keep_one_bucket_rule(bucket: str, is_a_bucket_name: bool) -> None:
+    """GIVEN a bucket name WHEN the pipeline (a task's event) and the loader (MODEL_CACHE_BUCKET) check it
+    THEN both accept it or both refuse it, each naming the bucket: one rule, the loader's."""
+    problem = rules.bucket_problem(bucket)
+    assert (problem is None) is is_a_bucket_name
+    if is_a_bucket_name:
+        assert validate_bucket(bucket) == bucket == rules.validate_bucket(bucket)
+        return
+    with pytest.raises(InvalidRequest, match=f"bucket {bucket!r} is not an S3 bucket name"):
+        validate_bucket(bucket)
+    with pytest.raises(UsageError, match="MODEL_CACHE_BUCKET"):
+        rules.validate_bucket(bucket)
+
+
+def test_a_bucket_that_is_not_a_string_is_refused() -> None:
+    with pytest.raises(InvalidRequest, match="bucket 12 is not an S3 bucket name"):
+        validate_bucket(12)

@@ -192,11 +192,19 @@ def hf_repo_folder(repo_id: str) -> str:
 # letter or digit. Checked at the edge: botocore turns a bad name into a parameter error that reads
 # like "S3 unreachable", which the fallback then took for a miss.
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+BUCKET_RULE = "3-63 lowercase letters, digits, '.' or '-', starting and ending with a letter or digit"
+
+
+def bucket_problem(bucket: object) -> str | None:
+    """Why `bucket` is not an S3 general purpose bucket name, or None when it is one (the pipeline's rule too)."""
+    if isinstance(bucket, str) and _BUCKET_RE.match(bucket):
+        return None
+    return f"{bucket!r} is not an S3 bucket name ({BUCKET_RULE})"
 
 
 def validate_bucket(bucket: str, *, source: str = "MODEL_CACHE_BUCKET") -> str:
     """`bucket` if it is an S3 bucket name, else UsageError naming the fix."""
-    if _BUCKET_RE.match(bucket):
+    if bucket_problem(bucket) is None:
         return bucket
     if "://" in bucket or "/" in bucket:
         name = bucket.split("://", 1)[-1].split("/", 1)[0]
@@ -204,7 +212,4 @@ def validate_bucket(bucket: str, *, source: str = "MODEL_CACHE_BUCKET") -> str:
             f"{source} is {bucket!r}: give the bucket's name, not a URI or path (e.g. {name!r}); "
             "the prefix is MODEL_CACHE_PREFIX"
         )
-    raise UsageError(
-        f"{source} is {bucket!r}, which is not an S3 bucket name "
-        "(3-63 lowercase letters, digits, '.' or '-', starting and ending with a letter or digit)"
-    )
+    raise UsageError(f"{source} is {bucket!r}, which is not an S3 bucket name ({BUCKET_RULE})")

@@ -10,6 +10,7 @@ from typing import cast
 from model_cache.contract.errors import InvalidRequest
 from model_cache_loader.layout import (
     MAX_REPO_ID_LENGTH,
+    bucket_problem,
     is_commit_id,
     repo_id_problem,
     repo_path_problem,
@@ -70,13 +71,14 @@ def parse_repo_ref(text: str) -> tuple[str, str | None]:
 
 _PLAN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 _WORK_PREFIX_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/-]{0,199}$")
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
 def validate_bucket(bucket: object) -> str:
-    if not isinstance(bucket, str) or not _BUCKET_RE.match(bucket):
-        raise InvalidRequest(f"bucket {bucket!r} is not a valid S3 bucket name")
-    return bucket
+    """Return `bucket` if it is an S3 bucket name (the loader's rule), else raise InvalidRequest naming why."""
+    problem = bucket_problem(bucket)
+    if problem:
+        raise InvalidRequest(f"bucket {problem}")
+    return cast(str, bucket)  # a str: bucket_problem said so
 
 
 def validate_plan_id(plan_id: object) -> str:
