@@ -145,7 +145,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "write-once: small-file PutObject without If-None-Match",
-        f"{CORE}/pipeline/transfer.py",
+        f"{CORE}/pipeline/hub_to_s3.py",
         'Body=data, ChecksumAlgorithm=CHECKSUM_ALGORITHM, IfNoneMatch="*"',
         "Body=data, ChecksumAlgorithm=CHECKSUM_ALGORITHM",
         (f"{PIPELINE_TESTS}::test_a_second_run_never_replaces_a_published_object_with_unverified_bytes",),
@@ -216,7 +216,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "verify: a small file written before it is hashed",
-        f"{CORE}/pipeline/transfer.py",
+        f"{CORE}/pipeline/hub_to_s3.py",
         "                digests = hasher.verify()  # before the PUT: a bad small file is never written",
         "                digests = hasher.digests()",
         ("tests/pipeline/test_engine.py",),
@@ -1211,7 +1211,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "issue23: Ctrl-C during a sync lets the pool copy every queued part",
-        f"{CORE}/pipeline/transfer.py",
+        f"{CORE}/pipeline/hub_to_s3.py",
         "            stop.set()\n            for future in futures:\n                future.cancel()\n            raise",
         "            raise",
         ("tests/reliability/test_interrupt.py::test_ctrl_c_stops_a_sync_within_about_one_part",),

@@ -14,8 +14,8 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from model_cache.adapters.metrics import counted_failure
 from model_cache.adapters.s3 import s3_client
+from model_cache.adapters.task_metrics import counted_failure
 from model_cache.operations.gc import collect, scheduled_settings
 
 logger = Logger()

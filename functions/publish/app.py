@@ -11,7 +11,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from model_cache.adapters.metrics import counted_failure
+from model_cache.adapters.task_metrics import counted_failure
 from model_cache.adapters.tokens import hub_token
 from model_cache.pipeline import steps
 from model_cache.pipeline.events import PublishTask

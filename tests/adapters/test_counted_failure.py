@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from model_cache.adapters.metrics import counted_failure
+from model_cache.adapters.task_metrics import counted_failure
 from model_cache.contract import errors
 
 pytestmark = pytest.mark.unit

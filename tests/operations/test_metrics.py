@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from ops_support import PART_SIZE, load_handler, make_repo, write_files
 
-from model_cache.adapters.metrics import UNKNOWN_CAUSE, failure_cause
+from model_cache.adapters.task_metrics import UNKNOWN_CAUSE, failure_cause
 from model_cache.pipeline import steps
 from model_cache.pipeline.engine import sync
 

@@ -181,7 +181,7 @@ def test_the_gc_function_may_delete_only_current_versions_under_the_prefix(templ
 def emitted_names() -> str:
     """The source of everything that emits metrics: handlers, the core metrics module, the loader."""
     sources = [path.read_text() for path in (REPO_ROOT / "functions").glob("*/app.py")]
-    sources.append((REPO_ROOT / "layers/core/model_cache/adapters/metrics.py").read_text())
+    sources.append((REPO_ROOT / "layers/core/model_cache/adapters/task_metrics.py").read_text())
     sources.append((REPO_ROOT / "loader/src/model_cache_loader/metrics.py").read_text())
     return "\n".join(sources)
 

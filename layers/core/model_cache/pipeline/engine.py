@@ -21,11 +21,11 @@ from model_cache.contract import errors, layout
 from model_cache.pipeline import claims
 from model_cache.pipeline.events import PlanRequest
 from model_cache.pipeline.finalize import cleanup_plan, finalize_files
+from model_cache.pipeline.hub_to_s3 import FileOutcome, run_parts
 from model_cache.pipeline.plan import DEFAULT_PART_SIZE, DEFAULT_UNIT_SIZE, PlanOptions, UnitItem
 from model_cache.pipeline.prepare import SkippedGated, prepare_plan
 from model_cache.pipeline.publish import Published, hub_head_check, publish
 from model_cache.pipeline.s3_copy import copy_files
-from model_cache.pipeline.transfer import FileOutcome, run_parts
 
 DEFAULT_CONCURRENCY = 8
 

@@ -9,6 +9,7 @@ from typing import Any
 from model_cache.contract import errors
 from model_cache.contract.manifest import FileRecord
 from model_cache.pipeline import claims
+from model_cache.pipeline.hub_to_s3 import FileOutcome
 from model_cache.pipeline.multipart import (
     abort_uploads,
     complete_upload,
@@ -16,7 +17,6 @@ from model_cache.pipeline.multipart import (
     read_back_digests,
 )
 from model_cache.pipeline.plan import Plan, PlannedFile
-from model_cache.pipeline.transfer import FileOutcome
 
 
 def merge_outcomes(batches: Iterable[dict[str, FileOutcome]]) -> dict[str, FileOutcome]:

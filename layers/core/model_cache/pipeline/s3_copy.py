@@ -13,6 +13,7 @@ from botocore.exceptions import ClientError
 from model_cache.adapters.progress import NullProgress, Progress
 from model_cache.adapters.s3 import _version, is_missing, s3_error, version_or_none
 from model_cache.contract import errors
+from model_cache.pipeline.hub_to_s3 import FileOutcome
 from model_cache.pipeline.multipart import (
     CHECKSUM_ALGORITHM,
     PartResult,
@@ -22,7 +23,6 @@ from model_cache.pipeline.multipart import (
     precondition_failed,
 )
 from model_cache.pipeline.plan import Plan, PlannedFile, UnitItem
-from model_cache.pipeline.transfer import FileOutcome
 from model_cache.pipeline.verify import FileDigests
 
 

@@ -2,7 +2,7 @@
 "State machine task I/O").
 
 The Lambda handlers and the Fargate copier call these and nothing else; `engine.sync` runs the same
-typed blocks (`prepare.prepare_plan`, `transfer.run_parts`, `finalize.finalize_files`, `publish.publish`,
+typed blocks (`prepare.prepare_plan`, `hub_to_s3.run_parts`, `finalize.finalize_files`, `publish.publish`,
 `finalize.cleanup_plan`) in one process, and the work files between tasks are `work_files`'. The Hub
 token only ever arrives as the `token=` keyword.
 """
@@ -32,6 +32,7 @@ from model_cache.pipeline.events import (
 )
 from model_cache.pipeline.finalize import cleanup_plan, finalize_file, merge_outcomes
 from model_cache.pipeline.governance import RequestPolicy
+from model_cache.pipeline.hub_to_s3 import FileOutcome, run_parts
 from model_cache.pipeline.multipart import (
     abort_uploads,
 )
@@ -39,7 +40,6 @@ from model_cache.pipeline.plan import Plan
 from model_cache.pipeline.prepare import SkippedGated, prepare_plan
 from model_cache.pipeline.publish import Published
 from model_cache.pipeline.s3_copy import copy_files
-from model_cache.pipeline.transfer import FileOutcome, run_parts
 from model_cache.pipeline.work_files import (
     completion_items,
     completion_result_key,

@@ -12,8 +12,8 @@ from model_cache.adapters.s3 import list_keys
 from model_cache.contract import errors, layout
 from model_cache.pipeline import publish as publish_mod
 from model_cache.pipeline.events import PlanRef
+from model_cache.pipeline.hub_to_s3 import FileOutcome
 from model_cache.pipeline.plan import Plan
-from model_cache.pipeline.transfer import FileOutcome
 
 
 def put_json(s3: Any, bucket: str, key: str, data: Any) -> None:
