@@ -1,10 +1,10 @@
 """The state machine's tasks as plain functions: a typed task in (`pipeline.events`, or the event's JSON,
 parsed by the same `from_event`), JSON out (docs/contributing/internals.md, "State machine task I/O").
 
-The Lambda handlers and the Fargate copier parse their event into its task and call these and nothing else; `engine.sync` runs the same
-typed blocks (`prepare.prepare_plan`, `hub_to_s3.run_parts`, `finalize.finalize_files`, `publish.publish`,
-`finalize.cleanup_plan`) in one process, and the work files between tasks are `work_files`'. The Hub
-token only ever arrives as the `token=` keyword.
+The Lambda handlers and the Fargate copier parse their event into its task and call these and nothing
+else; `engine.sync` runs the same typed blocks (`prepare.prepare_plan`, `hub_to_s3.run_parts`,
+`finalize.finalize_files`, `publish.publish`, `finalize.cleanup_plan`) in one process, and the work files
+between tasks are `work_files`'. The Hub token only ever arrives as the `token=` keyword.
 """
 
 from __future__ import annotations
