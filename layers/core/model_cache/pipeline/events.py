@@ -17,11 +17,24 @@ from model_cache.pipeline.plan import DEFAULT_WORK_PREFIX, PlanOptions, new_plan
 from model_cache.pipeline.request_message import validate_requested_by
 
 
+def _event_object(event: Any) -> dict[str, Any]:
+    if not isinstance(event, dict):
+        raise errors.InvalidRequest(f"event must be a JSON object, got {type(event).__name__}")
+    return event
+
+
 def require(event: dict[str, Any], name: str) -> Any:
     """A field the event must carry, not null and not empty."""
     if name not in event or event[name] in (None, ""):
         raise errors.InvalidRequest(f"event has no {name!r}")
     return event[name]
+
+
+def _require_string(event: dict[str, Any], name: str) -> str:
+    value = require(event, name)
+    if not isinstance(value, str):
+        raise errors.InvalidRequest(f"{name} must be a string, got {type(value).__name__}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -90,13 +103,10 @@ class PlanRequest:
             return event
         if isinstance(event, str):
             event = {"repo_id": event}
-        if not isinstance(event, dict):
-            raise errors.InvalidRequest(f"event must be a JSON object, got {type(event).__name__}")
+        event = _event_object(event)
         if "request" in event:
             event = _with_request_fields(event)
-        repo_ref = require(event, "repo_id")
-        if not isinstance(repo_ref, str):
-            raise errors.InvalidRequest(f"repo_id must be a string, got {type(repo_ref).__name__}")
+        repo_ref = _require_string(event, "repo_id")
         # Only split here: create validates both halves.
         repo_id, has_ref, ref_revision = repo_ref.strip().partition("@")
         given = event.get("revision")
@@ -137,12 +147,6 @@ def _with_request_fields(event: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _event_object(event: Any) -> dict[str, Any]:
-    if not isinstance(event, dict):
-        raise errors.InvalidRequest(f"event must be a JSON object, got {type(event).__name__}")
-    return event
-
-
 def _index(event: dict[str, Any], name: str) -> int:
     """A unit id or file index: a whole number, never a bool (JSON `true` is not unit 1)."""
     value = event.get(name)
@@ -162,9 +166,7 @@ class PlanRef:
     @classmethod
     def from_event(cls, event: Any) -> PlanRef:
         event = _event_object(event)
-        plan_key = require(event, "plan_key")
-        if not isinstance(plan_key, str):
-            raise errors.InvalidRequest(f"plan_key must be a string, got {type(plan_key).__name__}")
+        plan_key = _require_string(event, "plan_key")
         return cls(bucket=ids.validate_bucket(require(event, "bucket")), plan_key=plan_key)
 
 
@@ -205,10 +207,7 @@ class CompleteFileTask:
         if isinstance(event, cls):
             return event
         plan = PlanRef.from_event(event)
-        path = require(event, "path")
-        if not isinstance(path, str):
-            raise errors.InvalidRequest(f"path must be a string, got {type(path).__name__}")
-        return cls(plan=plan, path=path, file_index=_index(event, "file_index"))
+        return cls(plan=plan, path=_require_string(event, "path"), file_index=_index(event, "file_index"))
 
 
 @dataclass(frozen=True)
